@@ -1,0 +1,482 @@
+//! Per-shard aggregation: the context table, per-type aggregators and the open time window.
+//!
+//! Owns every context its shard has seen (interned name, host, container id and sorted tags) and
+//! each context's aggregate for the open window. Synchronous and clock-free: the caller passes the
+//! receive time and decides when a window closes. Must not do I/O or know about other shards except
+//! through `merge::owner_of` when it hands closed partials out.
+//!
+//! Hot path (`insert`): hash the name, type, host, container id and the tags order-independently
+//! (per-tag hashes sorted and deduplicated in a reused scratch buffer), one probe of the context
+//! table, one aggregator update. Sorting, interning and allocation happen only when a context is
+//! created.
+
+pub mod histogram;
+pub mod intern;
+pub mod sketch;
+
+use std::hash::{BuildHasher, Hasher};
+
+use foldhash::fast::FixedState;
+use hashbrown::{HashSet, HashTable};
+
+use crate::merge::{self, ContextBatch, Partial, desc};
+use crate::protocol::{Metric, MetricType};
+use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::telemetry::Unsupported;
+use histogram::Histogram;
+use intern::{Interner, NO_SYM, Sym};
+use sketch::Sketch;
+
+/// Seed shared by every shard so a context hashes to the same owner everywhere.
+const KEY_SEED: u64 = 0x636f_7265_7374_6174;
+
+/// One context's aggregate for one window. `Send`: it travels to the context's owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agg {
+    /// Sum of value / rate.
+    Counter(f64),
+    /// Last value; `at` orders updates across shards (monotonic ns of the receive batch).
+    Gauge {
+        value: f64,
+        at: u64,
+    },
+    Set(Box<HashSet<Box<[u8]>>>),
+    Histogram(Box<Histogram>),
+    Distribution(Box<Sketch>),
+}
+
+impl Agg {
+    fn new(t: MetricType) -> Agg {
+        match t {
+            MetricType::Counter => Agg::Counter(0.0),
+            MetricType::Gauge => Agg::Gauge { value: 0.0, at: 0 },
+            MetricType::Set => Agg::Set(Box::default()),
+            MetricType::Histogram | MetricType::Timer => Agg::Histogram(Box::default()),
+            MetricType::Distribution => Agg::Distribution(Box::default()),
+        }
+    }
+
+    fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
+        let weight = 1.0 / m.sample_rate;
+        match self {
+            Agg::Counter(sum) => {
+                for v in m.values() {
+                    *sum += v * weight;
+                }
+            }
+            Agg::Gauge { value, at: last } => {
+                if let Some(v) = m.values().last() {
+                    *value = v;
+                    *last = at;
+                }
+            }
+            Agg::Set(members) => {
+                if !members.contains(m.raw_value) {
+                    members.insert(m.raw_value.into());
+                }
+            }
+            Agg::Histogram(h) => {
+                for v in m.values() {
+                    h.insert(v, weight, exact_limit);
+                }
+            }
+            Agg::Distribution(s) => {
+                for v in m.values() {
+                    s.insert(v, weight);
+                }
+            }
+        }
+    }
+
+    /// Folds another partial of the same context into this one.
+    pub fn merge(&mut self, other: Agg, exact_limit: usize) {
+        match (self, other) {
+            (Agg::Counter(a), Agg::Counter(b)) => *a += b,
+            (Agg::Gauge { value, at }, Agg::Gauge { value: v, at: t }) => {
+                if t >= *at {
+                    *value = v;
+                    *at = t;
+                }
+            }
+            (Agg::Set(a), Agg::Set(b)) => a.extend(b.into_iter()),
+            (Agg::Histogram(a), Agg::Histogram(b)) => a.merge(*b, exact_limit),
+            (Agg::Distribution(a), Agg::Distribution(b)) => a.merge(&b),
+            // The type is part of the context key, so partials of one key share a type.
+            _ => debug_assert!(false, "merging aggregates of different types"),
+        }
+    }
+}
+
+/// Settings of the aggregation stage.
+#[derive(Debug, Clone)]
+pub struct AggregateConfig {
+    pub bucket_secs: u32,
+    /// Histogram samples kept exactly per context and window before switching to a sketch.
+    pub exact_samples: usize,
+    /// How long an idle counter keeps emitting 0; 0 disables.
+    pub counter_zero_fill_secs: u64,
+    /// How long any other idle context is kept.
+    pub context_expiry_secs: u64,
+    /// Host of metrics without a `host:` tag; `None` for no host.
+    pub default_host: Option<Vec<u8>>,
+    /// Number of shards, each owning the contexts that hash to it.
+    pub owners: usize,
+}
+
+struct Context {
+    key: u64,
+    name: Sym,
+    host: Sym,
+    container: Sym,
+    tags: Box<[Sym]>,
+    metric_type: MetricType,
+    /// Window index of the last sample; `agg` (when set) belongs to that window.
+    last_seen: u32,
+    agg: Option<Agg>,
+}
+
+/// A closed window ready to leave the shard.
+pub struct ClosedWindow {
+    pub window: u64,
+    /// One batch per owner shard, indexed by owner.
+    pub batches: Vec<ContextBatch>,
+    pub live_contexts: u64,
+}
+
+struct Closing {
+    window: u32,
+    batches: Vec<ContextBatch>,
+    cursor: usize,
+}
+
+pub struct Aggregator {
+    cfg: AggregateConfig,
+    state: FixedState,
+    interner: Interner,
+    contexts: Vec<Context>,
+    free: Vec<u32>,
+    table: HashTable<u32>,
+    /// Index of the open window (`start / bucket_secs`).
+    window: u32,
+    closing: Option<Closing>,
+    tag_hashes: Vec<u64>,
+    /// `|T` gauges and counters waiting for the next flush, with their own timestamps.
+    timestamped: FlushBatch,
+}
+
+impl Aggregator {
+    /// `now_secs` (unix) picks the first open window.
+    pub fn new(cfg: AggregateConfig, now_secs: u64) -> Self {
+        let window = (now_secs / u64::from(cfg.bucket_secs)) as u32;
+        Aggregator {
+            cfg,
+            state: FixedState::with_seed(KEY_SEED),
+            interner: Interner::default(),
+            contexts: Vec::new(),
+            free: Vec::new(),
+            table: HashTable::new(),
+            window,
+            closing: None,
+            tag_hashes: Vec::new(),
+            timestamped: FlushBatch {
+                arenas: vec![Vec::new()],
+                ..FlushBatch::default()
+            },
+        }
+    }
+
+    /// Start (unix seconds) of the open window.
+    pub fn window_start(&self) -> u64 {
+        u64::from(self.window) * u64::from(self.cfg.bucket_secs)
+    }
+
+    pub fn window_end(&self) -> u64 {
+        self.window_start() + u64::from(self.cfg.bucket_secs)
+    }
+
+    pub fn live_contexts(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Adds one parsed metric. `at` is the monotonic receive time in ns, ordering gauges.
+    pub fn insert(&mut self, m: &Metric<'_>, at: u64) -> Result<(), Unsupported> {
+        if let Some(ts) = m.timestamp {
+            return self.insert_timestamped(m, ts);
+        }
+        let (key, host) = self.context_key(m);
+        let found = {
+            let contexts = &self.contexts;
+            self.table
+                .find(key, |&id| contexts[id as usize].key == key)
+                .copied()
+        };
+        let id = match found {
+            Some(id) => id,
+            None => self.create_context(key, m, host),
+        };
+        let window = self.window;
+        let ctx = &mut self.contexts[id as usize];
+        if ctx.agg.is_some() && ctx.last_seen != window {
+            // A sample of the new window reached a context the close has not swept yet.
+            let agg = ctx.agg.take();
+            let seen = ctx.last_seen;
+            self.extract(id, agg, seen);
+        }
+        let ctx = &mut self.contexts[id as usize];
+        ctx.last_seen = window;
+        ctx.agg
+            .get_or_insert_with(|| Agg::new(m.metric_type))
+            .insert(m, at, self.cfg.exact_samples);
+        Ok(())
+    }
+
+    /// The context key and the host the metric resolves to (`host:` tag, else the default).
+    fn context_key<'a>(&mut self, m: &Metric<'a>) -> (u64, Option<&'a [u8]>) {
+        let mut host_tag: Option<&'a [u8]> = None;
+        self.tag_hashes.clear();
+        for tag in m.tag_iter() {
+            if let Some(h) = tag.strip_prefix(b"host:") {
+                host_tag = Some(h);
+            } else {
+                self.tag_hashes.push(self.state.hash_one(tag));
+            }
+        }
+        self.tag_hashes.sort_unstable();
+        self.tag_hashes.dedup();
+        let mut h = self.state.build_hasher();
+        h.write(m.name);
+        h.write_u8(m.metric_type.index());
+        match host_tag {
+            Some(b"") => h.write_u8(0),
+            Some(host) => {
+                h.write_u8(1);
+                h.write(host);
+            }
+            None => h.write_u8(2),
+        }
+        if let Some(cid) = m.container_id {
+            h.write(cid);
+        }
+        for &t in &self.tag_hashes {
+            h.write_u64(t);
+        }
+        (h.finish(), host_tag)
+    }
+
+    fn resolve_host<'a>(&'a self, host_tag: Option<&'a [u8]>) -> Option<&'a [u8]> {
+        match host_tag {
+            Some(b"") => None,
+            Some(h) => Some(h),
+            None => self.cfg.default_host.as_deref(),
+        }
+    }
+
+    fn create_context(&mut self, key: u64, m: &Metric<'_>, host_tag: Option<&[u8]>) -> u32 {
+        let mut tags: Vec<&[u8]> = m.tag_iter().filter(|t| !t.starts_with(b"host:")).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let host = match host_tag {
+            Some(b"") => NO_SYM,
+            Some(h) => self.interner.intern(h),
+            None => match self.cfg.default_host.as_deref() {
+                Some(h) => self.interner.intern(h),
+                None => NO_SYM,
+            },
+        };
+        let ctx = Context {
+            key,
+            name: self.interner.intern(m.name),
+            host,
+            container: self.interner.intern_optional(m.container_id),
+            tags: tags.iter().map(|t| self.interner.intern(t)).collect(),
+            metric_type: m.metric_type,
+            last_seen: self.window,
+            agg: None,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.contexts[id as usize] = ctx;
+                id
+            }
+            None => {
+                self.contexts.push(ctx);
+                (self.contexts.len() - 1) as u32
+            }
+        };
+        let contexts = &self.contexts;
+        self.table
+            .insert_unique(key, id, |&id| contexts[id as usize].key);
+        id
+    }
+
+    fn insert_timestamped(&mut self, m: &Metric<'_>, ts: u64) -> Result<(), Unsupported> {
+        let kind = match m.metric_type {
+            MetricType::Gauge => OutKind::Gauge,
+            MetricType::Counter => OutKind::Count,
+            _ => return Err(Unsupported::TimestampedType),
+        };
+        let mut host_tag = None;
+        let mut tags: Vec<&[u8]> = Vec::new();
+        for tag in m.tag_iter() {
+            match tag.strip_prefix(b"host:") {
+                Some(h) => host_tag = Some(h),
+                None => tags.push(tag),
+            }
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        let host = self.resolve_host(host_tag).map(<[u8]>::to_vec);
+        let arena = &mut self.timestamped.arenas[0];
+        let off = desc::encode(
+            arena,
+            m.metric_type,
+            m.name,
+            host.as_deref(),
+            m.container_id,
+            tags.into_iter(),
+        );
+        for value in m.values() {
+            self.timestamped.metrics.push(FlushedMetric {
+                arena: 0,
+                desc: off,
+                suffix: Suffix::None,
+                kind,
+                value,
+                ts,
+                interval: self.cfg.bucket_secs,
+                sketch: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the `|T` points gathered since the last call.
+    pub fn take_timestamped(&mut self) -> FlushBatch {
+        std::mem::replace(
+            &mut self.timestamped,
+            FlushBatch {
+                arenas: vec![Vec::new()],
+                ..FlushBatch::default()
+            },
+        )
+    }
+
+    /// Closes the open window and opens the next one. The closed window's contexts are then
+    /// swept by `close_step`; samples for the new window go on being accepted meanwhile.
+    pub fn begin_close(&mut self) {
+        if self.closing.is_some() {
+            // The previous sweep never finished (its caller stopped calling `close_step`):
+            // finish it so no window is mixed with the next.
+            while self.close_step(usize::MAX).is_none() {}
+        }
+        let window_start = self.window_start();
+        self.closing = Some(Closing {
+            window: self.window,
+            batches: (0..self.cfg.owners)
+                .map(|_| ContextBatch {
+                    window: window_start,
+                    ..ContextBatch::default()
+                })
+                .collect(),
+            cursor: 0,
+        });
+        self.window += 1;
+    }
+
+    /// Sweeps up to `budget` context slots of the closing window: hands their aggregates to the
+    /// owners' batches, zero-fills idle counters, frees expired contexts. Returns the closed window
+    /// once the sweep is complete.
+    pub fn close_step(&mut self, budget: usize) -> Option<ClosedWindow> {
+        let closing = self.closing.as_ref()?;
+        let closed = closing.window;
+        let start = closing.cursor;
+        let end = start.saturating_add(budget).min(self.contexts.len());
+        let bucket = u64::from(self.cfg.bucket_secs);
+        let zero_fill = self.cfg.counter_zero_fill_secs.div_ceil(bucket) as u32;
+        let expiry = self.cfg.context_expiry_secs.div_ceil(bucket).max(1) as u32;
+        for id in start as u32..end as u32 {
+            let ctx = &mut self.contexts[id as usize];
+            if ctx.name == NO_SYM {
+                continue;
+            }
+            if ctx.agg.is_some() && ctx.last_seen == closed {
+                let agg = ctx.agg.take();
+                self.extract(id, agg, closed);
+                continue;
+            }
+            if ctx.last_seen > closed {
+                continue;
+            }
+            let idle = closed - ctx.last_seen;
+            let is_counter = ctx.metric_type == MetricType::Counter;
+            if is_counter && idle <= zero_fill {
+                self.extract(id, Some(Agg::Counter(0.0)), closed);
+            }
+            let keep_for = if is_counter && zero_fill > 0 {
+                zero_fill
+            } else {
+                expiry
+            };
+            if idle >= keep_for {
+                self.free_context(id);
+            }
+        }
+        let closing = self.closing.as_mut()?;
+        closing.cursor = end;
+        if end < self.contexts.len() {
+            return None;
+        }
+        let closing = self.closing.take()?;
+        Some(ClosedWindow {
+            window: u64::from(closing.window) * bucket,
+            batches: closing.batches,
+            live_contexts: self.table.len() as u64,
+        })
+    }
+
+    /// Writes a context's description and aggregate into its owner's batch of the closing window.
+    fn extract(&mut self, id: u32, agg: Option<Agg>, window: u32) {
+        let Some(agg) = agg else { return };
+        let Some(closing) = self.closing.as_mut().filter(|c| c.window == window) else {
+            // Only reachable if a window was skipped without `begin_close`: a bug, not input.
+            debug_assert!(false, "aggregate of window {window} outside a close");
+            return;
+        };
+        let ctx = &self.contexts[id as usize];
+        let owner = merge::owner_of(ctx.key, self.cfg.owners);
+        let batch = &mut closing.batches[owner];
+        let i = &self.interner;
+        let desc = desc::encode(
+            &mut batch.descs,
+            ctx.metric_type,
+            i.get(ctx.name),
+            i.get_optional(ctx.host),
+            i.get_optional(ctx.container),
+            ctx.tags.iter().map(|&t| i.get(t)),
+        );
+        batch.partials.push(Partial {
+            key: ctx.key,
+            desc,
+            agg,
+        });
+    }
+
+    fn free_context(&mut self, id: u32) {
+        let ctx = &mut self.contexts[id as usize];
+        let key = ctx.key;
+        let syms = [ctx.name, ctx.host, ctx.container];
+        let tags = std::mem::take(&mut ctx.tags);
+        ctx.name = NO_SYM;
+        ctx.agg = None;
+        for sym in syms.into_iter().chain(tags.iter().copied()) {
+            self.interner.release(sym);
+        }
+        if let Ok(e) = self.table.find_entry(key, |&c| c == id) {
+            e.remove();
+        }
+        self.free.push(id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,291 @@
+//! Cross-core merge: which shard owns a context, the batches that carry closed-window partials to
+//! their owner, and the owner-side merge that turns partials from every shard into the flushed
+//! form.
+//!
+//! Owns the merge tables of windows it is collecting. Must not touch a shard's context table or
+//! interner: everything arriving here is an owned, `Send` `ContextBatch`.
+
+pub mod desc;
+
+use hashbrown::HashMap;
+
+use crate::aggregate::Agg;
+use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
+
+/// The shard that owns a context: fast range reduction of the key's high half, as the Agent
+/// spreads contexts over pipelines.
+pub fn owner_of(key: u64, shards: usize) -> usize {
+    (((key >> 32) * shards as u64) >> 32) as usize
+}
+
+/// One context's partial aggregate for a closed window.
+#[derive(Debug)]
+pub struct Partial {
+    pub key: u64,
+    /// Offset of the context's description in the batch's `descs` arena.
+    pub desc: u32,
+    pub agg: Agg,
+}
+
+/// Everything one shard hands one owner for one closed window. Sent even when empty, so an owner
+/// knows when it has heard from every shard.
+#[derive(Debug, Default)]
+pub struct ContextBatch {
+    /// Window start, unix seconds.
+    pub window: u64,
+    pub descs: Vec<u8>,
+    pub partials: Vec<Partial>,
+}
+
+/// Which histogram aggregates to emit (`--histogram-aggregates`, `--histogram-percentiles`).
+#[derive(Debug, Clone)]
+pub struct HistogramOutput {
+    pub aggregates: Vec<Suffix>,
+    /// (percent suffix, quantile), e.g. (95, 0.95) emits `name.95percentile`.
+    pub percentiles: Vec<(u8, f64)>,
+}
+
+/// Identity hasher for keys that are already well-mixed 64-bit hashes.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+struct Slot {
+    arena: u32,
+    desc: u32,
+    agg: Agg,
+}
+
+#[derive(Default)]
+struct Pending {
+    received: usize,
+    arenas: Vec<Vec<u8>>,
+    slots: KeyMap<Slot>,
+}
+
+/// The owner side: collects one `ContextBatch` per shard per window, merges them by context key.
+pub struct Merger {
+    shards: usize,
+    bucket_secs: u32,
+    exact_limit: usize,
+    histogram: HistogramOutput,
+    pending: HashMap<u64, Pending>,
+}
+
+impl Merger {
+    pub fn new(
+        shards: usize,
+        bucket_secs: u32,
+        exact_limit: usize,
+        histogram: HistogramOutput,
+    ) -> Self {
+        Merger {
+            shards,
+            bucket_secs,
+            exact_limit,
+            histogram,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Starts merging one batch: stores its arena and returns the index to pass to `merge`.
+    pub fn accept_arena(&mut self, window: u64, descs: Vec<u8>) -> u32 {
+        let p = self.pending.entry(window).or_default();
+        p.arenas.push(descs);
+        (p.arenas.len() - 1) as u32
+    }
+
+    /// Merges one partial into its window's table.
+    pub fn merge(&mut self, window: u64, arena: u32, partial: Partial) {
+        let p = self.pending.entry(window).or_default();
+        match p.slots.entry(partial.key) {
+            hashbrown::hash_map::Entry::Occupied(mut o) => {
+                o.get_mut().agg.merge(partial.agg, self.exact_limit)
+            }
+            hashbrown::hash_map::Entry::Vacant(v) => {
+                v.insert(Slot {
+                    arena,
+                    desc: partial.desc,
+                    agg: partial.agg,
+                });
+            }
+        }
+    }
+
+    /// Marks one shard's batch for `window` as fully merged. Returns the flushed form once every
+    /// shard has reported.
+    pub fn batch_done(&mut self, window: u64) -> Option<FlushBatch> {
+        let p = self.pending.entry(window).or_default();
+        p.received += 1;
+        if p.received < self.shards {
+            return None;
+        }
+        let p = self.pending.remove(&window)?;
+        Some(self.expand(window, p))
+    }
+
+    /// Convenience for tests and single-threaded callers: merges a whole batch.
+    pub fn add(&mut self, batch: ContextBatch) -> Option<FlushBatch> {
+        let window = batch.window;
+        let arena = self.accept_arena(window, batch.descs);
+        for partial in batch.partials {
+            self.merge(window, arena, partial);
+        }
+        self.batch_done(window)
+    }
+
+    /// At shutdown, once every shard has said it is done: flushes windows that some shard never
+    /// opened (it had nothing for them), oldest first.
+    pub fn flush_all(&mut self) -> Vec<FlushBatch> {
+        let mut windows: Vec<u64> = self.pending.keys().copied().collect();
+        windows.sort_unstable();
+        windows
+            .into_iter()
+            .filter_map(|w| self.pending.remove(&w).map(|p| self.expand(w, p)))
+            .collect()
+    }
+
+    /// Windows still waiting for some shard.
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn expand(&self, window: u64, p: Pending) -> FlushBatch {
+        let mut out = FlushBatch {
+            arenas: p.arenas,
+            metrics: Vec::with_capacity(p.slots.len()),
+            telemetry: None,
+        };
+        let interval = self.bucket_secs;
+        for (_, slot) in p.slots {
+            let base = FlushedMetric {
+                arena: slot.arena,
+                desc: slot.desc,
+                suffix: Suffix::None,
+                kind: OutKind::Gauge,
+                value: 0.0,
+                ts: window,
+                interval,
+                sketch: None,
+            };
+            match slot.agg {
+                Agg::Counter(sum) => out.metrics.push(FlushedMetric {
+                    kind: OutKind::Count,
+                    value: sum,
+                    ..base
+                }),
+                Agg::Gauge { value, .. } => out.metrics.push(FlushedMetric { value, ..base }),
+                Agg::Set(members) => out.metrics.push(FlushedMetric {
+                    value: members.len() as f64,
+                    ..base
+                }),
+                Agg::Distribution(sketch) => out.metrics.push(FlushedMetric {
+                    kind: OutKind::Distribution,
+                    value: sketch.count,
+                    sketch: Some(sketch),
+                    ..base
+                }),
+                Agg::Histogram(mut h) => {
+                    h.sort();
+                    let s = h.summary();
+                    for &suffix in &self.histogram.aggregates {
+                        let (kind, value) = match suffix {
+                            Suffix::Max => (OutKind::Gauge, s.max),
+                            Suffix::Min => (OutKind::Gauge, s.min),
+                            Suffix::Median => (OutKind::Gauge, h.quantile(0.5)),
+                            Suffix::Avg => (OutKind::Gauge, s.avg()),
+                            Suffix::Sum => (OutKind::Gauge, s.sum),
+                            Suffix::Count => (OutKind::Count, s.count),
+                            Suffix::None | Suffix::Percentile(_) => continue,
+                        };
+                        out.metrics.push(FlushedMetric {
+                            suffix,
+                            kind,
+                            value,
+                            ..base.clone()
+                        });
+                    }
+                    for &(percent, q) in &self.histogram.percentiles {
+                        out.metrics.push(FlushedMetric {
+                            suffix: Suffix::Percentile(percent),
+                            value: h.quantile(q),
+                            ..base.clone()
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_spreads_keys_over_every_shard() {
+        let mut seen = [0usize; 4];
+        let mut x: u64 = 1;
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seen[owner_of(x, 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 2000), "{seen:?}");
+        assert_eq!(owner_of(u64::MAX, 3), 2);
+        assert_eq!(owner_of(0, 3), 0);
+    }
+
+    #[test]
+    fn merger_waits_for_every_shard() {
+        let out = HistogramOutput {
+            aggregates: vec![],
+            percentiles: vec![],
+        };
+        let mut m = Merger::new(2, 10, 100, out);
+        let batch = |v| {
+            let mut descs = Vec::new();
+            let desc = desc::encode(
+                &mut descs,
+                crate::protocol::MetricType::Counter,
+                b"c",
+                None,
+                None,
+                [].into_iter(),
+            );
+            ContextBatch {
+                window: 100,
+                descs,
+                partials: vec![Partial {
+                    key: 42,
+                    desc,
+                    agg: Agg::Counter(v),
+                }],
+            }
+        };
+        assert!(m.add(batch(1.0)).is_none());
+        assert_eq!(m.waiting(), 1);
+        let flushed = m.add(batch(2.5)).expect("both shards reported");
+        assert_eq!(flushed.metrics.len(), 1);
+        assert_eq!(flushed.metrics[0].value, 3.5);
+        assert_eq!(flushed.metrics[0].ts, 100);
+        assert_eq!(m.waiting(), 0);
+    }
+}

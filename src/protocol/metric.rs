@@ -1,0 +1,461 @@
+//! The metric line: `name:value[:value...]|type[|@rate][|#tags][|T<unix>][|c:..][|e:..][|card:..]`.
+//!
+//! Validation is complete here, so later stages can trust every field: a `Metric` that comes out
+//! has a non-empty name, a known type, finite values, a rate in (0, 1] and a positive timestamp.
+
+use memchr::memchr;
+
+/// The six DogStatsD metric types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+    Timer,
+    Set,
+    Distribution,
+}
+
+impl MetricType {
+    fn from_wire(t: &[u8]) -> Option<Self> {
+        Some(match t {
+            b"c" => MetricType::Counter,
+            b"g" => MetricType::Gauge,
+            b"h" => MetricType::Histogram,
+            b"ms" => MetricType::Timer,
+            b"s" => MetricType::Set,
+            b"d" => MetricType::Distribution,
+            _ => return None,
+        })
+    }
+
+    /// Stable index, used in context keys and telemetry tables.
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    pub fn wire(self) -> &'static str {
+        match self {
+            MetricType::Counter => "c",
+            MetricType::Gauge => "g",
+            MetricType::Histogram => "h",
+            MetricType::Timer => "ms",
+            MetricType::Set => "s",
+            MetricType::Distribution => "d",
+        }
+    }
+}
+
+/// Why a metric line was rejected. Cheap to return and to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    NoPipe,
+    NoColon,
+    EmptyName,
+    EmptyValue,
+    UnknownType,
+    BadValue,
+    NonFinite,
+    BadSampleRate,
+    BadTimestamp,
+}
+
+impl ParseError {
+    pub const ALL: [ParseError; 9] = [
+        ParseError::NoPipe,
+        ParseError::NoColon,
+        ParseError::EmptyName,
+        ParseError::EmptyValue,
+        ParseError::UnknownType,
+        ParseError::BadValue,
+        ParseError::NonFinite,
+        ParseError::BadSampleRate,
+        ParseError::BadTimestamp,
+    ];
+
+    /// The reason as it appears in telemetry tags (`reason:bad_value`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            ParseError::NoPipe => "no_pipe",
+            ParseError::NoColon => "no_colon",
+            ParseError::EmptyName => "empty_name",
+            ParseError::EmptyValue => "empty_value",
+            ParseError::UnknownType => "unknown_type",
+            ParseError::BadValue => "bad_value",
+            ParseError::NonFinite => "non_finite",
+            ParseError::BadSampleRate => "bad_sample_rate",
+            ParseError::BadTimestamp => "bad_timestamp",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One parsed metric line, borrowing the datagram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric<'a> {
+    pub name: &'a [u8],
+    /// The raw value field: a set member, or one or more `:`-separated numbers.
+    pub raw_value: &'a [u8],
+    /// The first (often only) number; unused for sets.
+    pub first_value: f64,
+    /// True when `raw_value` holds more than one item, so `values()` must be walked.
+    pub packed: bool,
+    pub metric_type: MetricType,
+    /// Sample rate in (0, 1]; 1 when absent.
+    pub sample_rate: f64,
+    /// The raw tag list after `#`, comma separated; empty when absent.
+    pub tags: &'a [u8],
+    pub timestamp: Option<u64>,
+    pub container_id: Option<&'a [u8]>,
+    pub external_data: Option<&'a [u8]>,
+    pub cardinality: Option<&'a [u8]>,
+}
+
+impl<'a> Metric<'a> {
+    /// Every numeric value of the line. Already validated by `parse_metric`.
+    pub fn values(&self) -> impl Iterator<Item = f64> + 'a {
+        let first = self.first_value;
+        let packed = self.packed;
+        let raw = self.raw_value;
+        let mut items = raw.split(|&b| b == b':').filter(|v| !v.is_empty());
+        let mut single = Some(first);
+        std::iter::from_fn(move || {
+            if packed {
+                items.next().and_then(parse_f64)
+            } else {
+                single.take()
+            }
+        })
+    }
+
+    pub fn tag_iter(&self) -> TagIter<'a> {
+        TagIter { rest: self.tags }
+    }
+}
+
+/// Splits a raw tag list on `,`, skipping empty items.
+#[derive(Clone)]
+pub struct TagIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> TagIter<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        TagIter { rest: raw }
+    }
+}
+
+impl<'a> Iterator for TagIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while !self.rest.is_empty() {
+            let (tag, rest) = match memchr(b',', self.rest) {
+                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+                None => (self.rest, &self.rest[self.rest.len()..]),
+            };
+            self.rest = rest;
+            if !tag.is_empty() {
+                return Some(tag);
+            }
+        }
+        None
+    }
+}
+
+/// Parses one metric line (no `\n`, `\r` already stripped).
+pub fn parse_metric(line: &[u8]) -> Result<Metric<'_>, ParseError> {
+    let pipe = memchr(b'|', line).ok_or(ParseError::NoPipe)?;
+    let head = &line[..pipe];
+    let colon = memchr(b':', head).ok_or(ParseError::NoColon)?;
+    let name = &head[..colon];
+    let raw_value = &head[colon + 1..];
+    if name.is_empty() {
+        return Err(ParseError::EmptyName);
+    }
+    if raw_value.is_empty() {
+        return Err(ParseError::EmptyValue);
+    }
+
+    let mut fields = line[pipe + 1..].split(|&b| b == b'|');
+    // `split` always yields at least one item.
+    let type_field = fields.next().unwrap_or_default();
+    let metric_type = MetricType::from_wire(type_field).ok_or(ParseError::UnknownType)?;
+
+    let mut metric = Metric {
+        name,
+        raw_value,
+        first_value: 0.0,
+        packed: false,
+        metric_type,
+        sample_rate: 1.0,
+        tags: &[],
+        timestamp: None,
+        container_id: None,
+        external_data: None,
+        cardinality: None,
+    };
+    for field in fields {
+        match field.first() {
+            Some(b'@') => metric.sample_rate = parse_sample_rate(&field[1..])?,
+            Some(b'#') => metric.tags = &field[1..],
+            Some(b'T') => metric.timestamp = Some(parse_timestamp(&field[1..])?),
+            _ => {
+                if let Some(v) = field.strip_prefix(b"card:") {
+                    metric.cardinality = Some(v);
+                } else if let Some(v) = field.strip_prefix(b"c:") {
+                    metric.container_id = Some(v);
+                } else if let Some(v) = field.strip_prefix(b"e:") {
+                    metric.external_data = Some(v);
+                }
+                // Anything else is a field from a newer protocol version: ignored.
+            }
+        }
+    }
+
+    if metric_type != MetricType::Set {
+        let (first, packed) = parse_values(raw_value)?;
+        metric.first_value = first;
+        metric.packed = packed;
+    }
+    Ok(metric)
+}
+
+/// Validates every packed item; returns the first value and whether there was more than one item.
+fn parse_values(raw: &[u8]) -> Result<(f64, bool), ParseError> {
+    if memchr(b':', raw).is_none() {
+        return Ok((parse_number(raw)?, false));
+    }
+    let mut first = None;
+    for item in raw.split(|&b| b == b':').filter(|v| !v.is_empty()) {
+        let v = parse_number(item)?;
+        first.get_or_insert(v);
+    }
+    first.map(|v| (v, true)).ok_or(ParseError::BadValue)
+}
+
+fn parse_number(item: &[u8]) -> Result<f64, ParseError> {
+    let v = parse_f64(item).ok_or(ParseError::BadValue)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(ParseError::NonFinite)
+    }
+}
+
+fn parse_sample_rate(raw: &[u8]) -> Result<f64, ParseError> {
+    match parse_f64(raw) {
+        Some(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(ParseError::BadSampleRate),
+    }
+}
+
+fn parse_timestamp(raw: &[u8]) -> Result<u64, ParseError> {
+    let digits = raw.strip_prefix(b"+").unwrap_or(raw);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::BadTimestamp);
+    }
+    let ts = digits
+        .iter()
+        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    if ts == 0 {
+        return Err(ParseError::BadTimestamp);
+    }
+    Ok(ts)
+}
+
+/// Parses a decimal float. Plain `[-+]digits[.digits]` with at most 15 significant digits takes an
+/// exact fast path (both operands are exact doubles, so one division rounds correctly); anything
+/// else (exponents, long mantissas, `inf`, `nan`) goes to the standard library.
+pub fn parse_f64(raw: &[u8]) -> Option<f64> {
+    if let Some(v) = parse_simple_decimal(raw) {
+        return Some(v);
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+fn parse_simple_decimal(raw: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, digits) = match raw.first()? {
+        b'-' => (true, &raw[1..]),
+        b'+' => (false, &raw[1..]),
+        _ => (false, raw),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut seen_digit = false;
+    let mut fraction_digits: Option<usize> = None;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                seen_digit = true;
+                if let Some(f) = fraction_digits.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if fraction_digits.is_none() => fraction_digits = Some(0),
+            _ => return None,
+        }
+    }
+    if !seen_digit || mantissa >= 1 << 53 {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[fraction_digits.unwrap_or(0)];
+    Some(if negative { -v } else { v })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Metric<'_> {
+        parse_metric(line.as_bytes()).unwrap_or_else(|e| panic!("{line:?} rejected: {e:?}"))
+    }
+
+    fn err(line: &str) -> ParseError {
+        match parse_metric(line.as_bytes()) {
+            Ok(m) => panic!("{line:?} accepted as {m:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn parses_every_type() {
+        for (line, t) in [
+            ("a:1|c", MetricType::Counter),
+            ("a:1|g", MetricType::Gauge),
+            ("a:1|h", MetricType::Histogram),
+            ("a:1|ms", MetricType::Timer),
+            ("a:1|s", MetricType::Set),
+            ("a:1|d", MetricType::Distribution),
+        ] {
+            assert_eq!(ok(line).metric_type, t, "{line}");
+        }
+    }
+
+    #[test]
+    fn fields_in_any_order_last_copy_wins_unknown_ignored() {
+        let m =
+            ok("page.views:2|c|#a:1|@0.5|f:future|#b,c|@0.25|T17|c:ci-abc|e:it-false|card:low|T18");
+        assert_eq!(m.name, b"page.views");
+        assert_eq!(m.first_value, 2.0);
+        assert_eq!(m.sample_rate, 0.25);
+        assert_eq!(m.tags, b"b,c");
+        assert_eq!(m.timestamp, Some(18));
+        assert_eq!(m.container_id, Some(&b"ci-abc"[..]));
+        assert_eq!(m.external_data, Some(&b"it-false"[..]));
+        assert_eq!(m.cardinality, Some(&b"low"[..]));
+    }
+
+    #[test]
+    fn packed_values_skip_empty_items() {
+        let m = ok("daemon:666::123::::|g");
+        assert!(m.packed);
+        assert_eq!(m.values().collect::<Vec<_>>(), vec![666.0, 123.0]);
+        let single = ok("daemon:1.5|h");
+        assert!(!single.packed);
+        assert_eq!(single.values().collect::<Vec<_>>(), vec![1.5]);
+    }
+
+    #[test]
+    fn set_member_is_the_whole_raw_value() {
+        let m = ok("users:abc:def|s");
+        assert_eq!(m.raw_value, b"abc:def");
+        let m = ok("users:not-a-number|s");
+        assert_eq!(m.raw_value, b"not-a-number");
+    }
+
+    #[test]
+    fn numbers_accept_go_float_forms() {
+        for (raw, v) in [
+            ("+1", 1.0),
+            ("-2.5", -2.5),
+            ("1e3", 1000.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("0.1", 0.1),
+            ("123456789012.345", 123456789012.345),
+            ("12345678901234567890", 12345678901234567890.0),
+        ] {
+            assert_eq!(ok(&format!("a:{raw}|g")).first_value, v, "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejections_are_counted_by_reason() {
+        for (line, e) in [
+            ("a:1", ParseError::NoPipe),
+            ("a|c", ParseError::NoColon),
+            (":1|c", ParseError::EmptyName),
+            ("a:|c", ParseError::EmptyValue),
+            ("a:1|x", ParseError::UnknownType),
+            ("a:1|m", ParseError::UnknownType),
+            ("a:1|", ParseError::UnknownType),
+            ("a:1|C", ParseError::UnknownType),
+            ("a:abc|c", ParseError::BadValue),
+            ("daemon3: :1:|g", ParseError::BadValue),
+            ("a::::|g", ParseError::BadValue),
+            ("a:0x1p-2|g", ParseError::BadValue),
+            ("a:NaN|g", ParseError::NonFinite),
+            ("a:inf|c", ParseError::NonFinite),
+            ("a:1e400|c", ParseError::NonFinite),
+            ("a:1:nan|d", ParseError::NonFinite),
+            ("a:1|c|@0", ParseError::BadSampleRate),
+            ("a:1|c|@-0.5", ParseError::BadSampleRate),
+            ("a:1|c|@1.5", ParseError::BadSampleRate),
+            ("a:1|c|@x", ParseError::BadSampleRate),
+            ("a:1|c|@nan", ParseError::BadSampleRate),
+            ("a:1|g|T", ParseError::BadTimestamp),
+            ("a:1|g|TABCD", ParseError::BadTimestamp),
+            ("a:1|g|T-1", ParseError::BadTimestamp),
+            ("a:1|g|T0", ParseError::BadTimestamp),
+            ("a:1|g|T99999999999999999999", ParseError::BadTimestamp),
+        ] {
+            assert_eq!(err(line), e, "{line}");
+        }
+    }
+
+    #[test]
+    fn sample_rate_one_is_the_default_and_accepted() {
+        assert_eq!(ok("a:1|c").sample_rate, 1.0);
+        assert_eq!(ok("a:1|c|@1").sample_rate, 1.0);
+        assert_eq!(ok("a:1|c|@1e-3").sample_rate, 0.001);
+    }
+
+    #[test]
+    fn tags_split_on_comma_skipping_empty_items() {
+        let m = ok("a:1|c|#env:prod,,bare,host:x,");
+        let tags: Vec<&[u8]> = m.tag_iter().collect();
+        assert_eq!(tags, vec![&b"env:prod"[..], b"bare", b"host:x"]);
+    }
+
+    #[test]
+    fn name_may_hold_any_byte_but_colon_pipe() {
+        let m = ok("héllo wörld.ünïcode:1|c");
+        assert_eq!(m.name, "héllo wörld.ünïcode".as_bytes());
+    }
+
+    #[test]
+    fn fast_decimal_path_agrees_with_std() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 15 + 1) as usize;
+            let s = format!("{:0width$}", x % 10u64.pow(digits as u32), width = digits);
+            let point = (x >> 40) as usize % (digits + 1);
+            let s = format!("{}.{}", &s[..point], &s[point..]);
+            let want: f64 = s.parse().unwrap();
+            assert_eq!(parse_f64(s.as_bytes()), Some(want), "{s}");
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The per-core runtime: one pinned glommio executor per CPU, each owning its socket, buffer pool,
+//! aggregator, merge table and telemetry, wired into three kinds of task:
+//!
+//! * receive (latency-sensitive queue): drain the socket with `recvmmsg`, parse, aggregate;
+//! * window (background queue): at each wall-clock window end, sweep the closed window in chunks
+//!   and send every owner its `ContextBatch`;
+//! * merge (background queue, one per peer): merge incoming batches, hand results to the sink.
+//!
+//! Per-core state sits in `Rc<RefCell<..>>` and never leaves its executor; only `ShardMsg` values
+//! cross cores. No borrow is held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+
+use crate::aggregate::Aggregator;
+use crate::config::Config;
+use crate::listen::{Received, UdpReceiver, glommio_socket};
+use crate::merge::{ContextBatch, Merger};
+use crate::protocol::{Lines, MessageKind, message_kind, parse_metric};
+use crate::sink::FlushBatch;
+use crate::telemetry::{Counters, TelemetrySnapshot, Unsupported};
+
+/// Set by SIGINT/SIGTERM; each shard polls it from a timer, never on the packet path.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks every shard to stop as a signal would (used by the signal handler).
+pub fn request_stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// How often an idle shard looks at the stop flag, and so the longest a stop waits on it.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// Contexts swept, or partials merged, between two chances for receive to run.
+const CHUNK: usize = 4096;
+
+/// What crosses cores: a closed window's partials for their owner, or "this shard has stopped
+/// and sent everything".
+pub enum ShardMsg {
+    Batch(ContextBatch),
+    Done,
+}
+
+/// Everything a shard needs, moved onto its executor.
+pub struct ShardSetup {
+    pub index: usize,
+    pub cpu: usize,
+    pub fd: OwnedFd,
+    pub mesh: MeshBuilder<ShardMsg, Full>,
+    pub sink: mpsc::Sender<FlushBatch>,
+    pub clock_base: Instant,
+}
+
+struct Shard {
+    index: usize,
+    shards: usize,
+    cfg: Config,
+    agg: RefCell<Aggregator>,
+    merger: RefCell<Merger>,
+    counters: RefCell<Counters>,
+    stop: Cell<bool>,
+    peers_done: Cell<usize>,
+    sink: mpsc::Sender<FlushBatch>,
+}
+
+/// Starts one executor per configured CPU and waits for all of them to stop.
+pub fn run_shards(
+    cfg: &Config,
+    fds: Vec<OwnedFd>,
+    sink: mpsc::Sender<FlushBatch>,
+) -> io::Result<()> {
+    let mesh = MeshBuilder::full(cfg.cores.len(), 8);
+    let clock_base = Instant::now();
+    let mut handles = Vec::new();
+    for (index, (fd, &cpu)) in fds.into_iter().zip(&cfg.cores).enumerate() {
+        let setup = ShardSetup {
+            index,
+            cpu,
+            fd,
+            mesh: mesh.clone(),
+            sink: sink.clone(),
+            clock_base,
+        };
+        let cfg = cfg.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("corestatsd-{index}"))
+            .spin_before_park(cfg.spin_before_park)
+            .preempt_timer(Duration::from_millis(1))
+            // The io_uring buffer registration is unused here (receive goes through recvmmsg);
+            // keep it small so every shard fits a default 8 MiB memlock limit.
+            .io_memory(64 << 10)
+            .spawn(move || shard_main(cfg, setup))
+            .map_err(|e| io::Error::other(format!("cannot start the shard on CPU {cpu}: {e}")))?;
+        handles.push(handle);
+    }
+    drop(sink);
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
+            Err(e) => {
+                first_err = first_err.or(Some(io::Error::other(format!("a shard failed: {e}"))))
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn wall_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
+    let shards = cfg.cores.len();
+    let (senders, mut receivers) = setup
+        .mesh
+        .join()
+        .await
+        .map_err(|e| io::Error::other(format!("joining the shard mesh failed: {e}")))?;
+    let now = wall_secs() as u64;
+    let shard = Rc::new(Shard {
+        index: setup.index,
+        shards,
+        agg: RefCell::new(Aggregator::new(cfg.aggregate.clone(), now)),
+        merger: RefCell::new(Merger::new(
+            shards,
+            cfg.aggregate.bucket_secs,
+            cfg.aggregate.exact_samples,
+            cfg.histogram.clone(),
+        )),
+        counters: RefCell::new(Counters::default()),
+        stop: Cell::new(false),
+        peers_done: Cell::new(0),
+        sink: setup.sink,
+        cfg,
+    });
+    let ex = glommio::executor();
+    let receive_queue = ex.create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "receive",
+    );
+    let background = ex.create_task_queue(Shares::Static(200), Latency::NotImportant, "window");
+
+    let rx = UdpReceiver::new(
+        setup.fd,
+        shard.cfg.recv_batch_datagrams,
+        shard.cfg.buffer_size_bytes,
+    );
+    let ready = glommio_socket(rx.readiness_fd()?);
+    let receive = glommio::spawn_local_into(
+        receive_loop(shard.clone(), rx, ready, setup.clock_base),
+        receive_queue,
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+
+    let mut merges = Vec::new();
+    for (peer, stream) in receivers.streams() {
+        let shard = shard.clone();
+        let task = glommio::spawn_local_into(
+            async move {
+                while let Some(msg) = stream.recv().await {
+                    match msg {
+                        ShardMsg::Batch(b) => merge_batch(&shard, b).await,
+                        ShardMsg::Done => break,
+                    }
+                }
+                let _ = peer;
+                peer_done(&shard);
+            },
+            background,
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        merges.push(task);
+    }
+
+    let windows =
+        glommio::spawn_local_into(window_loop(shard.clone(), senders, receive), background)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+    windows.await;
+    for m in merges {
+        m.await;
+    }
+    Ok(())
+}
+
+/// Closes each window at its wall-clock end; on stop, waits for receive to drain the socket,
+/// closes the open window like any other and tells every owner this shard is done.
+async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glommio::Task<()>) {
+    loop {
+        if STOP.load(Ordering::Relaxed) {
+            shard.stop.set(true);
+            break;
+        }
+        let end = shard.agg.borrow().window_end() as f64;
+        let now = wall_secs();
+        if now >= end {
+            close_window(&shard, &senders).await;
+            continue;
+        }
+        glommio::timer::sleep(Duration::from_secs_f64(
+            (end - now).min(STOP_POLL.as_secs_f64()),
+        ))
+        .await;
+    }
+    receive.await;
+    close_window(&shard, &senders).await;
+    for peer in 0..shard.shards {
+        if peer != shard.index {
+            let _ = senders.send_to(peer, ShardMsg::Done).await;
+        }
+    }
+    senders.close();
+    peer_done(&shard);
+}
+
+async fn receive_loop(
+    shard: Rc<Shard>,
+    mut rx: UdpReceiver,
+    ready: glommio::net::UdpSocket,
+    base: Instant,
+) {
+    let mut peek = [0u8; 1];
+    let mut logged_errors = 0u64;
+    loop {
+        match rx.recv_batch() {
+            Ok(Received::Datagrams(n)) => {
+                let at = base.elapsed().as_nanos() as u64;
+                handle_batch(&shard, &rx, n, at);
+                let yielded = Instant::now();
+                glommio::yield_if_needed().await;
+                let paused = yielded.elapsed().as_micros() as u64;
+                let mut c = shard.counters.borrow_mut();
+                c.recv_max_pause_us = c.recv_max_pause_us.max(paused);
+            }
+            Ok(Received::WouldBlock) => {
+                if shard.stop.get() || STOP.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Wait for data, but wake up regularly so a stop is noticed on an idle socket.
+                let _ = glommio::timer::timeout(STOP_POLL, async {
+                    ready.peek_from(&mut peek).await.map_err(Into::into)
+                })
+                .await;
+            }
+            Err(e) => {
+                shard.counters.borrow_mut().recv_errors += 1;
+                if logged_errors.is_power_of_two() {
+                    eprintln!(
+                        "corestatsd: shard {}: receive error ({logged_errors} so far): {e}",
+                        shard.index
+                    );
+                }
+                logged_errors += 1;
+                if shard.stop.get() {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+/// Parses and aggregates datagrams `0..n` of the pool. No allocation in steady state.
+fn handle_batch(shard: &Shard, rx: &UdpReceiver, n: usize, at: u64) {
+    let mut agg = shard.agg.borrow_mut();
+    let mut c = shard.counters.borrow_mut();
+    c.datagrams += n as u64;
+    if n == rx.slots() {
+        c.pool_full += 1;
+    }
+    for i in 0..n {
+        let (mut data, truncated) = rx.datagram(i);
+        c.bytes += data.len() as u64;
+        if truncated {
+            c.truncated += 1;
+            // Keep the complete lines; the cut last one would parse as something it is not.
+            data = match memchr::memrchr(b'\n', data) {
+                Some(nl) => &data[..nl],
+                None => &[],
+            };
+        }
+        for line in Lines::new(data) {
+            match message_kind(line) {
+                MessageKind::Metric => match parse_metric(line) {
+                    Ok(m) => {
+                        c.metrics += 1;
+                        if let Err(u) = agg.insert(&m, at) {
+                            c.unsupported(u);
+                        }
+                    }
+                    Err(e) => c.parse_error(e),
+                },
+                MessageKind::Event => c.unsupported(Unsupported::Event),
+                MessageKind::ServiceCheck => c.unsupported(Unsupported::ServiceCheck),
+            }
+        }
+    }
+}
+
+/// Closes the open window: sweeps it in chunks, sends each owner its batch, sends timestamped
+/// points and telemetry to the sink.
+async fn close_window(shard: &Rc<Shard>, senders: &Senders<ShardMsg>) {
+    shard.agg.borrow_mut().begin_close();
+    let closed = loop {
+        if let Some(c) = shard.agg.borrow_mut().close_step(CHUNK) {
+            break c;
+        }
+        glommio::yield_if_needed().await;
+    };
+    let window = closed.window;
+    for (owner, batch) in closed.batches.into_iter().enumerate() {
+        if owner == shard.index {
+            merge_batch(shard, batch).await;
+        } else if senders
+            .send_to(owner, ShardMsg::Batch(batch))
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "corestatsd: shard {}: owner {owner} is gone; window {window} partials lost",
+                shard.index
+            );
+        }
+    }
+    let counters = std::mem::take(&mut *shard.counters.borrow_mut());
+    let snapshot = TelemetrySnapshot {
+        shard: shard.index,
+        window,
+        counters,
+        live_contexts: closed.live_contexts,
+    };
+    let mut out = shard.agg.borrow_mut().take_timestamped();
+    if shard.cfg.self_metrics {
+        snapshot.emit(
+            &mut out,
+            shard.cfg.aggregate.default_host.as_deref(),
+            shard.cfg.aggregate.bucket_secs,
+        );
+    }
+    out.telemetry = Some(snapshot);
+    send_to_sink(shard, out);
+}
+
+async fn merge_batch(shard: &Shard, batch: ContextBatch) {
+    let window = batch.window;
+    let arena = shard.merger.borrow_mut().accept_arena(window, batch.descs);
+    let mut partials = batch.partials.into_iter();
+    loop {
+        {
+            let mut merger = shard.merger.borrow_mut();
+            let mut any = false;
+            for p in partials.by_ref().take(CHUNK) {
+                merger.merge(window, arena, p);
+                any = true;
+            }
+            if !any {
+                break;
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    let flushed = shard.merger.borrow_mut().batch_done(window);
+    if let Some(out) = flushed {
+        send_to_sink(shard, out);
+    }
+}
+
+/// Counts one shard (or this one) as finished; once all are, flushes windows still collecting.
+fn peer_done(shard: &Shard) {
+    shard.peers_done.set(shard.peers_done.get() + 1);
+    if shard.peers_done.get() == shard.shards {
+        let rest = shard.merger.borrow_mut().flush_all();
+        for out in rest {
+            send_to_sink(shard, out);
+        }
+    }
+}
+
+fn send_to_sink(shard: &Shard, out: FlushBatch) {
+    if shard.sink.send(out).is_err() {
+        eprintln!(
+            "corestatsd: shard {}: the sink thread is gone; a flush was lost",
+            shard.index
+        );
+    }
+}

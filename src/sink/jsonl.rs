@@ -1,0 +1,248 @@
+//! The `jsonl` sink: one JSON object per line, the product's canonical flushed form.
+//!
+//! `{"kind":"metric","name":"page.views","type":"count","value":3.0,"ts":1764000000,"interval":10,
+//! "host":"web-1","tags":["env:prod","zone:a"]}`; distributions carry a `sketch` object instead of
+//! `value`. A batch is formatted into one buffer and written with one call.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use super::{FlushBatch, FlushedMetric, OutKind, Sink, Suffix};
+
+pub struct JsonlSink {
+    out: Box<dyn Write + Send>,
+    buf: String,
+}
+
+impl JsonlSink {
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        JsonlSink {
+            out,
+            buf: String::new(),
+        }
+    }
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+        self.buf.clear();
+        for m in &batch.metrics {
+            format_metric(&mut self.buf, batch, m);
+        }
+        self.out.write_all(self.buf.as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Appends one JSON line for `m`.
+pub fn format_metric(out: &mut String, batch: &FlushBatch, m: &FlushedMetric) {
+    let d = batch.desc(m);
+    out.push_str("{\"kind\":\"metric\",\"name\":\"");
+    escape_into(out, d.name);
+    match m.suffix {
+        Suffix::None => {}
+        Suffix::Max => out.push_str(".max"),
+        Suffix::Min => out.push_str(".min"),
+        Suffix::Median => out.push_str(".median"),
+        Suffix::Avg => out.push_str(".avg"),
+        Suffix::Count => out.push_str(".count"),
+        Suffix::Sum => out.push_str(".sum"),
+        Suffix::Percentile(p) => {
+            let _ = write!(out, ".{p}percentile");
+        }
+    }
+    out.push_str("\",\"type\":\"");
+    out.push_str(match m.kind {
+        OutKind::Count => "count",
+        OutKind::Gauge => "gauge",
+        OutKind::Distribution => "distribution",
+    });
+    out.push('"');
+    match (&m.sketch, m.kind) {
+        (Some(s), OutKind::Distribution) => {
+            out.push_str(",\"sketch\":{\"count\":");
+            push_f64(out, s.count);
+            for (label, v) in [
+                ("min", s.min),
+                ("max", s.max),
+                ("sum", s.sum),
+                ("avg", s.avg()),
+                ("p50", s.quantile(0.5)),
+                ("p90", s.quantile(0.9)),
+                ("p99", s.quantile(0.99)),
+            ] {
+                let _ = write!(out, ",\"{label}\":");
+                push_f64(out, v);
+            }
+            out.push_str(",\"bins\":{\"k\":[");
+            for (i, (k, _)) in s.bins().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{k}");
+            }
+            out.push_str("],\"n\":[");
+            for (i, (_, n)) in s.bins().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_f64(out, n);
+            }
+            out.push_str("]}}");
+        }
+        _ => {
+            out.push_str(",\"value\":");
+            push_f64(out, m.value);
+        }
+    }
+    let _ = write!(
+        out,
+        ",\"ts\":{},\"interval\":{},\"host\":\"",
+        m.ts, m.interval
+    );
+    escape_into(out, d.host.unwrap_or_default());
+    out.push_str("\",\"tags\":[");
+    for (i, tag) in d.tags().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        escape_into(out, tag);
+        out.push('"');
+    }
+    out.push(']');
+    if let Some(cid) = d.container_id {
+        out.push_str(",\"container_id\":\"");
+        escape_into(out, cid);
+        out.push('"');
+    }
+    out.push_str("}\n");
+}
+
+/// A JSON number; integral values keep a `.0` so the type reads as float. Non-finite values
+/// (possible only through overflowing sums) are written as `null`.
+fn push_f64(out: &mut String, v: f64) {
+    if !v.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    let start = out.len();
+    let _ = write!(out, "{v}");
+    if !out[start..].contains(['.', 'e']) {
+        out.push_str(".0");
+    }
+}
+
+/// Escapes bytes as JSON string content; invalid UTF-8 becomes U+FFFD.
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::desc;
+    use crate::protocol::MetricType;
+
+    fn line(
+        m: FlushedMetric,
+        name: &[u8],
+        host: Option<&[u8]>,
+        tags: &[&[u8]],
+        cid: Option<&[u8]>,
+    ) -> String {
+        let mut arena = Vec::new();
+        let off = desc::encode(
+            &mut arena,
+            MetricType::Counter,
+            name,
+            host,
+            cid,
+            tags.iter().copied(),
+        );
+        let batch = FlushBatch {
+            arenas: vec![arena],
+            metrics: vec![FlushedMetric { desc: off, ..m }],
+            telemetry: None,
+        };
+        let mut s = String::new();
+        format_metric(&mut s, &batch, &batch.metrics[0]);
+        s
+    }
+
+    fn point(kind: OutKind, suffix: Suffix, value: f64) -> FlushedMetric {
+        FlushedMetric {
+            arena: 0,
+            desc: 0,
+            suffix,
+            kind,
+            value,
+            ts: 1764000000,
+            interval: 10,
+            sketch: None,
+        }
+    }
+
+    #[test]
+    fn writes_the_canonical_line() {
+        let s = line(
+            point(OutKind::Count, Suffix::None, 3.0),
+            b"page.views",
+            Some(b"web-1"),
+            &[b"env:prod", b"zone:a"],
+            None,
+        );
+        assert_eq!(
+            s,
+            "{\"kind\":\"metric\",\"name\":\"page.views\",\"type\":\"count\",\"value\":3.0,\"ts\":1764000000,\"interval\":10,\"host\":\"web-1\",\"tags\":[\"env:prod\",\"zone:a\"]}\n"
+        );
+    }
+
+    #[test]
+    fn suffixes_container_and_escaping() {
+        let s = line(
+            point(OutKind::Gauge, Suffix::Percentile(95), 0.25),
+            b"la\"t\\ency\n\xff",
+            None,
+            &[],
+            Some(b"ci-abc"),
+        );
+        assert_eq!(
+            s,
+            "{\"kind\":\"metric\",\"name\":\"la\\\"t\\\\ency\\n\u{fffd}.95percentile\",\"type\":\"gauge\",\"value\":0.25,\"ts\":1764000000,\"interval\":10,\"host\":\"\",\"tags\":[],\"container_id\":\"ci-abc\"}\n"
+        );
+    }
+
+    #[test]
+    fn distribution_lines_carry_the_sketch() {
+        let mut sk = crate::aggregate::sketch::Sketch::default();
+        sk.insert(1.0, 1.0);
+        sk.insert(1.0, 1.0);
+        let mut m = point(OutKind::Distribution, Suffix::None, 2.0);
+        m.sketch = Some(Box::new(sk));
+        let s = line(m, b"d", Some(b"h"), &[], None);
+        let k = crate::aggregate::sketch::key(1.0);
+        assert!(
+            s.contains(&format!(
+                "\"sketch\":{{\"count\":2.0,\"min\":1.0,\"max\":1.0,\"sum\":2.0,\"avg\":1.0,\"p50\":1.0,\"p90\":1.0,\"p99\":1.0,\"bins\":{{\"k\":[{k}],\"n\":[2.0]}}}}"
+            )),
+            "{s}"
+        );
+        assert!(!s.contains("\"value\""));
+    }
+}

@@ -1,0 +1,216 @@
+//! Typed internal counters, one set per shard, folded at every window close.
+//!
+//! Counters are plain fields bumped by their shard only (no atomics: per-core state). At each
+//! close the shard takes a `TelemetrySnapshot` (counts since the last close, gauges as of now),
+//! emits it as `corestatsd.*` metrics tagged `shard:N` unless `--no-self-metrics`, and the sink
+//! thread logs one summary line per window once every shard has reported.
+
+use std::collections::BTreeMap;
+
+use crate::merge::desc;
+use crate::protocol::{MetricType, ParseError};
+use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
+
+/// Why a well-formed message was not aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// `_e{...}` events (their parser comes with the events issue).
+    Event,
+    /// `_sc|...` service checks (likewise).
+    ServiceCheck,
+    /// `|T` on a histogram, timer, set or distribution: only gauges and counters may carry one.
+    TimestampedType,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub metrics: u64,
+    pub parse_errors: [u64; ParseError::ALL.len()],
+    /// Datagrams longer than `--buffer-size-bytes`; their cut last line is dropped.
+    pub truncated: u64,
+    /// Receive calls that filled every slot of the pool: more was waiting in the socket.
+    pub pool_full: u64,
+    pub unsupported_events: u64,
+    pub unsupported_service_checks: u64,
+    pub unsupported_timestamped: u64,
+    /// Longest time the receive loop yielded to other work while data could be waiting, in µs.
+    pub recv_max_pause_us: u64,
+    /// Socket errors other than "would block".
+    pub recv_errors: u64,
+}
+
+impl Counters {
+    pub fn parse_error(&mut self, e: ParseError) {
+        self.parse_errors[e.index()] += 1;
+    }
+
+    pub fn unsupported(&mut self, u: Unsupported) {
+        match u {
+            Unsupported::Event => self.unsupported_events += 1,
+            Unsupported::ServiceCheck => self.unsupported_service_checks += 1,
+            Unsupported::TimestampedType => self.unsupported_timestamped += 1,
+        }
+    }
+
+    fn add(&mut self, o: &Counters) {
+        self.datagrams += o.datagrams;
+        self.bytes += o.bytes;
+        self.metrics += o.metrics;
+        for (a, b) in self.parse_errors.iter_mut().zip(o.parse_errors) {
+            *a += b;
+        }
+        self.truncated += o.truncated;
+        self.pool_full += o.pool_full;
+        self.unsupported_events += o.unsupported_events;
+        self.unsupported_service_checks += o.unsupported_service_checks;
+        self.unsupported_timestamped += o.unsupported_timestamped;
+        self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
+        self.recv_errors += o.recv_errors;
+    }
+}
+
+/// One shard's counters for one window, plus gauges read at the close.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TelemetrySnapshot {
+    pub shard: usize,
+    pub window: u64,
+    pub counters: Counters,
+    pub live_contexts: u64,
+}
+
+impl TelemetrySnapshot {
+    /// Appends this snapshot as `corestatsd.*` points to `out`.
+    pub fn emit(&self, out: &mut FlushBatch, host: Option<&[u8]>, interval: u32) {
+        let shard_tag = format!("shard:{}", self.shard);
+        let arena_index = out.arenas.len() as u32;
+        let mut arena = Vec::new();
+        let mut points = Vec::new();
+        let mut point = |name: &str, extra: Option<String>, kind: OutKind, value: f64| {
+            let mut tags: Vec<&[u8]> = vec![shard_tag.as_bytes()];
+            if let Some(e) = &extra {
+                tags.push(e.as_bytes());
+            }
+            tags.sort();
+            let mt = if kind == OutKind::Count {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let off = desc::encode(
+                &mut arena,
+                mt,
+                name.as_bytes(),
+                host,
+                None,
+                tags.into_iter(),
+            );
+            points.push(FlushedMetric {
+                arena: arena_index,
+                desc: off,
+                suffix: Suffix::None,
+                kind,
+                value,
+                ts: self.window,
+                interval,
+                sketch: None,
+            });
+        };
+        let c = &self.counters;
+        for (name, v) in [
+            ("corestatsd.datagrams", c.datagrams),
+            ("corestatsd.bytes", c.bytes),
+            ("corestatsd.metrics", c.metrics),
+            ("corestatsd.truncated_datagrams", c.truncated),
+            ("corestatsd.pool_full", c.pool_full),
+            ("corestatsd.receive_errors", c.recv_errors),
+        ] {
+            point(name, None, OutKind::Count, v as f64);
+        }
+        for e in ParseError::ALL {
+            let n = c.parse_errors[e.index()];
+            point(
+                "corestatsd.parse_errors",
+                Some(format!("reason:{}", e.reason())),
+                OutKind::Count,
+                n as f64,
+            );
+        }
+        for (what, n) in [
+            ("event", c.unsupported_events),
+            ("service_check", c.unsupported_service_checks),
+            ("timestamped_type", c.unsupported_timestamped),
+        ] {
+            point(
+                "corestatsd.unsupported",
+                Some(format!("what:{what}")),
+                OutKind::Count,
+                n as f64,
+            );
+        }
+        point(
+            "corestatsd.live_contexts",
+            None,
+            OutKind::Gauge,
+            self.live_contexts as f64,
+        );
+        point(
+            "corestatsd.receive_max_pause_us",
+            None,
+            OutKind::Gauge,
+            c.recv_max_pause_us as f64,
+        );
+        out.arenas.push(arena);
+        out.metrics.extend(points);
+    }
+}
+
+/// Sums snapshots per window on the sink thread and logs one line when all shards reported.
+pub struct WindowSummaries {
+    shards: usize,
+    windows: BTreeMap<u64, (usize, Counters, u64)>,
+}
+
+impl WindowSummaries {
+    pub fn new(shards: usize) -> Self {
+        WindowSummaries {
+            shards,
+            windows: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, s: TelemetrySnapshot) {
+        let w = self.windows.entry(s.window).or_default();
+        w.0 += 1;
+        w.1.add(&s.counters);
+        w.2 += s.live_contexts;
+        if w.0 >= self.shards {
+            let (_, c, live) = self.windows.remove(&s.window).unwrap_or_default();
+            log_summary(s.window, &c, live);
+        }
+    }
+
+    /// At shutdown: logs windows some shard never reported (there should be none).
+    pub fn log_incomplete(&mut self) {
+        for (window, (n, c, live)) in std::mem::take(&mut self.windows) {
+            eprintln!(
+                "corestatsd: window {window} reported by {n} of {} shards",
+                self.shards
+            );
+            log_summary(window, &c, live);
+        }
+    }
+}
+
+fn log_summary(window: u64, c: &Counters, live: u64) {
+    let errors: u64 = c.parse_errors.iter().sum();
+    let unsupported =
+        c.unsupported_events + c.unsupported_service_checks + c.unsupported_timestamped;
+    eprintln!(
+        "corestatsd: window {window}: datagrams={} bytes={} metrics={} parse_errors={errors} \
+         truncated={} unsupported={unsupported} receive_errors={} live_contexts={live} \
+         receive_max_pause_us={}",
+        c.datagrams, c.bytes, c.metrics, c.truncated, c.recv_errors, c.recv_max_pause_us
+    );
+}
