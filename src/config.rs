@@ -19,7 +19,7 @@ pub struct Flags {
     /// CPUs to run one shard each on, as `0-3`, `0,2` or `0-1,4`. Defaults to every CPU in the
     /// process' affinity mask.
     #[arg(long, value_parser = parse_cores)]
-    pub cores: Option<Vec<usize>>,
+    pub cores: Option<CoreList>,
 
     /// UDP address every shard binds with SO_REUSEPORT; `0.0.0.0:8125` takes non-local traffic,
     /// port 0 picks a free port (logged). Defaults to 127.0.0.1:8125.
@@ -90,6 +90,10 @@ pub struct Flags {
     pub spin_before_park_us: u64,
 }
 
+/// A `--cores` list, in the order given.
+#[derive(Debug, Clone)]
+pub struct CoreList(pub Vec<usize>);
+
 #[derive(Debug, Clone)]
 pub struct HistogramAggregates(pub Vec<Suffix>);
 
@@ -111,7 +115,7 @@ impl std::fmt::Display for Downstream {
     }
 }
 
-fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
+fn parse_cores(s: &str) -> Result<CoreList, String> {
     let mut cores = Vec::new();
     for part in s.split(',') {
         let bad = || format!("{part:?} is not a CPU number or range like 0-3");
@@ -133,7 +137,7 @@ fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
     if sorted.len() != cores.len() {
         return Err("a CPU is listed twice".into());
     }
-    Ok(cores)
+    Ok(CoreList(cores))
 }
 
 fn parse_aggregates(s: &str) -> Result<HistogramAggregates, String> {
@@ -193,7 +197,7 @@ impl Config {
             .map(|c| c.id)
             .collect();
         let cores = match f.cores {
-            Some(c) => {
+            Some(CoreList(c)) => {
                 if let Some(bad) = c.iter().find(|c| !available.contains(c)) {
                     return Err(format!(
                         "--cores: CPU {bad} is not in this process' affinity mask {available:?}"
@@ -246,9 +250,9 @@ mod tests {
 
     #[test]
     fn cores_accept_lists_and_ranges() {
-        assert_eq!(parse_cores("0-3").unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(parse_cores("0,2").unwrap(), vec![0, 2]);
-        assert_eq!(parse_cores("0-1,4").unwrap(), vec![0, 1, 4]);
+        assert_eq!(parse_cores("0-3").unwrap().0, vec![0, 1, 2, 3]);
+        assert_eq!(parse_cores("0,2").unwrap().0, vec![0, 2]);
+        assert_eq!(parse_cores("0-1,4").unwrap().0, vec![0, 1, 4]);
         assert!(parse_cores("3-1").is_err());
         assert!(parse_cores("0,0").is_err());
         assert!(parse_cores("a").is_err());

@@ -23,7 +23,7 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use crate::aggregate::Aggregator;
 use crate::config::Config;
 use crate::listen::{Received, UdpReceiver, glommio_socket};
-use crate::merge::{ContextBatch, Merger};
+use crate::merge::{ContextBatch, Merger, ReadyWindow};
 use crate::protocol::{Lines, MessageKind, message_kind, parse_metric};
 use crate::sink::FlushBatch;
 use crate::telemetry::{Counters, TelemetrySnapshot, Unsupported};
@@ -39,7 +39,7 @@ pub fn request_stop() {
 /// How often an idle shard looks at the stop flag, and so the longest a stop waits on it.
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// Contexts swept, or partials merged, between two chances for receive to run.
-const CHUNK: usize = 4096;
+pub const CHUNK: usize = 1024;
 
 /// What crosses cores: a closed window's partials for their owner, or "this shard has stopped
 /// and sent everything".
@@ -176,7 +176,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
                     }
                 }
                 let _ = peer;
-                peer_done(&shard);
+                peer_done(&shard).await;
             },
             background,
         )
@@ -221,7 +221,7 @@ async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glom
         }
     }
     senders.close();
-    peer_done(&shard);
+    peer_done(&shard).await;
 }
 
 async fn receive_loop(
@@ -248,10 +248,7 @@ async fn receive_loop(
                     break;
                 }
                 // Wait for data, but wake up regularly so a stop is noticed on an idle socket.
-                let _ = glommio::timer::timeout(STOP_POLL, async {
-                    ready.peek_from(&mut peek).await.map_err(Into::into)
-                })
-                .await;
+                let _ = glommio::timer::timeout(STOP_POLL, ready.peek_from(&mut peek)).await;
             }
             Err(e) => {
                 shard.counters.borrow_mut().recv_errors += 1;
@@ -290,20 +287,26 @@ fn handle_batch(shard: &Shard, rx: &UdpReceiver, n: usize, at: u64) {
                 None => &[],
             };
         }
-        for line in Lines::new(data) {
-            match message_kind(line) {
-                MessageKind::Metric => match parse_metric(line) {
-                    Ok(m) => {
-                        c.metrics += 1;
-                        if let Err(u) = agg.insert(&m, at) {
-                            c.unsupported(u);
-                        }
+        ingest(&mut agg, &mut c, data, at);
+    }
+}
+
+/// Parses every line of one datagram into the aggregator, counting what was accepted, rejected
+/// or unsupported. The whole per-datagram hot path; benchmarks call it directly.
+pub fn ingest(agg: &mut Aggregator, c: &mut Counters, data: &[u8], at: u64) {
+    for line in Lines::new(data) {
+        match message_kind(line) {
+            MessageKind::Metric => match parse_metric(line) {
+                Ok(m) => {
+                    c.metrics += 1;
+                    if let Err(u) = agg.insert(&m, at) {
+                        c.unsupported(u);
                     }
-                    Err(e) => c.parse_error(e),
-                },
-                MessageKind::Event => c.unsupported(Unsupported::Event),
-                MessageKind::ServiceCheck => c.unsupported(Unsupported::ServiceCheck),
-            }
+                }
+                Err(e) => c.parse_error(e),
+            },
+            MessageKind::Event => c.unsupported(Unsupported::Event),
+            MessageKind::ServiceCheck => c.unsupported(Unsupported::ServiceCheck),
         }
     }
 }
@@ -370,19 +373,27 @@ async fn merge_batch(shard: &Shard, batch: ContextBatch) {
         }
         glommio::yield_if_needed().await;
     }
-    let flushed = shard.merger.borrow_mut().batch_done(window);
-    if let Some(out) = flushed {
-        send_to_sink(shard, out);
+    let ready = shard.merger.borrow_mut().batch_done(window);
+    if let Some(ready) = ready {
+        expand_and_send(shard, ready).await;
     }
 }
 
+/// Expands a fully merged window into points in chunks, then hands it to the sink.
+async fn expand_and_send(shard: &Shard, mut ready: ReadyWindow) {
+    while !shard.merger.borrow().expand_step(&mut ready, CHUNK) {
+        glommio::yield_if_needed().await;
+    }
+    send_to_sink(shard, ready.out);
+}
+
 /// Counts one shard (or this one) as finished; once all are, flushes windows still collecting.
-fn peer_done(shard: &Shard) {
+async fn peer_done(shard: &Shard) {
     shard.peers_done.set(shard.peers_done.get() + 1);
     if shard.peers_done.get() == shard.shards {
         let rest = shard.merger.borrow_mut().flush_all();
-        for out in rest {
-            send_to_sink(shard, out);
+        for ready in rest {
+            expand_and_send(shard, ready).await;
         }
     }
 }

@@ -45,14 +45,14 @@ impl Histogram {
             Histogram::Exact(samples) => {
                 samples.push((v, weight));
                 if samples.len() > exact_limit {
-                    self.to_sketch();
+                    self.switch_to_sketch();
                 }
             }
             Histogram::Sketch(s) => s.insert(v, weight),
         }
     }
 
-    fn to_sketch(&mut self) {
+    fn switch_to_sketch(&mut self) {
         if let Histogram::Exact(samples) = self {
             let mut s = Sketch::default();
             for &(v, w) in samples.iter() {
@@ -72,7 +72,7 @@ impl Histogram {
                 }
             }
             Histogram::Sketch(other) => {
-                self.to_sketch();
+                self.switch_to_sketch();
                 if let Histogram::Sketch(s) = self {
                     s.merge(&other);
                 }

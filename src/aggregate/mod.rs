@@ -98,7 +98,7 @@ impl Agg {
                     *at = t;
                 }
             }
-            (Agg::Set(a), Agg::Set(b)) => a.extend(b.into_iter()),
+            (Agg::Set(a), Agg::Set(b)) => a.extend(*b),
             (Agg::Histogram(a), Agg::Histogram(b)) => a.merge(*b, exact_limit),
             (Agg::Distribution(a), Agg::Distribution(b)) => a.merge(&b),
             // The type is part of the context key, so partials of one key share a type.
@@ -160,6 +160,9 @@ pub struct Aggregator {
     window: u32,
     closing: Option<Closing>,
     tag_hashes: Vec<u64>,
+    /// Sizes of the last closed window's batches per owner (descs bytes, partials), so the next
+    /// close allocates once instead of growing (and copying) mid-sweep.
+    last_batch_sizes: Vec<(usize, usize)>,
     /// `|T` gauges and counters waiting for the next flush, with their own timestamps.
     timestamped: FlushBatch,
 }
@@ -178,6 +181,7 @@ impl Aggregator {
             window,
             closing: None,
             tag_hashes: Vec::new(),
+            last_batch_sizes: Vec::new(),
             timestamped: FlushBatch {
                 arenas: vec![Vec::new()],
                 ..FlushBatch::default()
@@ -373,9 +377,17 @@ impl Aggregator {
         self.closing = Some(Closing {
             window: self.window,
             batches: (0..self.cfg.owners)
-                .map(|_| ContextBatch {
-                    window: window_start,
-                    ..ContextBatch::default()
+                .map(|owner| {
+                    let (descs, partials) = self
+                        .last_batch_sizes
+                        .get(owner)
+                        .copied()
+                        .unwrap_or_default();
+                    ContextBatch {
+                        window: window_start,
+                        descs: Vec::with_capacity(descs + descs / 8),
+                        partials: Vec::with_capacity(partials + partials / 8),
+                    }
                 })
                 .collect(),
             cursor: 0,
@@ -427,6 +439,11 @@ impl Aggregator {
             return None;
         }
         let closing = self.closing.take()?;
+        self.last_batch_sizes = closing
+            .batches
+            .iter()
+            .map(|b| (b.descs.len(), b.partials.len()))
+            .collect();
         Some(ClosedWindow {
             window: u64::from(closing.window) * bucket,
             batches: closing.batches,

@@ -1,1 +1,335 @@
+use super::*;
+use crate::merge::{HistogramOutput, Merger};
+use crate::protocol::parse_metric;
 
+const T0: u64 = 1_000_000;
+
+fn cfg(owners: usize) -> AggregateConfig {
+    AggregateConfig {
+        bucket_secs: 10,
+        exact_samples: 100,
+        counter_zero_fill_secs: 30,
+        context_expiry_secs: 20,
+        default_host: Some(b"box".to_vec()),
+        owners,
+    }
+}
+
+fn hist_out() -> HistogramOutput {
+    HistogramOutput {
+        aggregates: vec![Suffix::Max, Suffix::Median, Suffix::Avg, Suffix::Count],
+        percentiles: vec![(95, 0.95)],
+    }
+}
+
+/// One flushed point, readable: (name, type, value, host, tags).
+type Point = (String, &'static str, f64, String, Vec<String>);
+
+fn points(batch: &FlushBatch) -> Vec<Point> {
+    let mut out: Vec<Point> = batch
+        .metrics
+        .iter()
+        .map(|m| {
+            let d = batch.desc(m);
+            let mut name = String::from_utf8_lossy(d.name).into_owned();
+            match m.suffix {
+                Suffix::None => {}
+                Suffix::Percentile(p) => name.push_str(&format!(".{p}percentile")),
+                s => name.push_str(&format!(".{s:?}").to_lowercase()),
+            }
+            let kind = match m.kind {
+                OutKind::Count => "count",
+                OutKind::Gauge => "gauge",
+                OutKind::Distribution => "distribution",
+            };
+            let host = String::from_utf8_lossy(d.host.unwrap_or_default()).into_owned();
+            let tags = d
+                .tags()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect();
+            (name, kind, m.value, host, tags)
+        })
+        .collect();
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+fn feed(agg: &mut Aggregator, lines: &[&str], at: u64) {
+    for l in lines {
+        agg.insert(&parse_metric(l.as_bytes()).unwrap(), at)
+            .unwrap();
+    }
+}
+
+/// Closes the open window of every aggregator and merges everything the owners receive.
+fn close_all(aggs: &mut [Aggregator]) -> FlushBatch {
+    let owners = aggs.len();
+    let mut mergers: Vec<Merger> = (0..owners)
+        .map(|_| Merger::new(owners, 10, 100, hist_out()))
+        .collect();
+    let mut all = FlushBatch::default();
+    for agg in aggs.iter_mut() {
+        agg.begin_close();
+        let closed = agg
+            .close_step(usize::MAX)
+            .expect("one step sweeps everything");
+        for (owner, batch) in closed.batches.into_iter().enumerate() {
+            if let Some(out) = mergers[owner].add(batch) {
+                append(&mut all, out);
+            }
+        }
+    }
+    all
+}
+
+fn append(all: &mut FlushBatch, out: FlushBatch) {
+    let base = all.arenas.len() as u32;
+    all.arenas.extend(out.arenas);
+    all.metrics
+        .extend(out.metrics.into_iter().map(|m| FlushedMetric {
+            arena: m.arena + base,
+            ..m
+        }));
+}
+
+fn point(name: &str, kind: &'static str, value: f64, host: &str, tags: &[&str]) -> Point {
+    (
+        name.into(),
+        kind,
+        value,
+        host.into(),
+        tags.iter().map(|t| t.to_string()).collect(),
+    )
+}
+
+#[test]
+fn counter_sums_weighted_by_sample_rate() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(
+        &mut a[0],
+        &["hits:1|c", "hits:2|c|@0.5", "hits:1:1|c|@0.25"],
+        0,
+    );
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![point("hits", "count", 13.0, "box", &[])]
+    );
+}
+
+#[test]
+fn tags_are_sorted_deduplicated_and_order_free_and_host_tag_sets_the_host() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(
+        &mut a[0],
+        &[
+            "m:1|c|#b,a,a",
+            "m:1|c|#a,b",
+            "m:1|c|#a,b,host:web",
+            "m:1|c|#host:,a,b",
+            "m:1|c|#host:x,a,b,host:web",
+        ],
+        0,
+    );
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("m", "count", 1.0, "", &["a", "b"]),
+            point("m", "count", 2.0, "box", &["a", "b"]),
+            point("m", "count", 2.0, "web", &["a", "b"]),
+        ]
+    );
+}
+
+#[test]
+fn type_and_container_are_part_of_the_context() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(&mut a[0], &["m:1|c", "m:5|g", "m:2|c|c:ci-1"], 0);
+    let mut flushed = close_all(&mut a);
+    flushed.metrics.sort_by(|x, y| x.value.total_cmp(&y.value));
+    let cids: Vec<Option<Vec<u8>>> = flushed
+        .metrics
+        .iter()
+        .map(|m| flushed.desc(m).container_id.map(<[u8]>::to_vec))
+        .collect();
+    assert_eq!(cids, vec![None, Some(b"ci-1".to_vec()), None]);
+}
+
+#[test]
+fn gauge_keeps_the_last_value_across_shards() {
+    let mut a = [Aggregator::new(cfg(2), T0), Aggregator::new(cfg(2), T0)];
+    feed(&mut a[0], &["g:1|g"], 10);
+    feed(&mut a[1], &["g:2|g"], 30);
+    feed(&mut a[0], &["g:3|g|@0.5"], 20);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![point("g", "gauge", 2.0, "box", &[])]
+    );
+}
+
+#[test]
+fn set_counts_the_union_of_members_across_shards() {
+    let mut a = [Aggregator::new(cfg(2), T0), Aggregator::new(cfg(2), T0)];
+    feed(&mut a[0], &["u:a|s", "u:b|s", "u:a|s"], 0);
+    feed(&mut a[1], &["u:b|s", "u:c:d|s"], 0);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![point("u", "gauge", 3.0, "box", &[])]
+    );
+}
+
+#[test]
+fn histogram_and_timer_expand_like_the_agent() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    let samples: Vec<String> = (1..=100).map(|i| format!("lat:{i}|ms")).collect();
+    let lines: Vec<&str> = samples.iter().map(String::as_str).collect();
+    feed(&mut a[0], &lines, 0);
+    feed(&mut a[0], &["h:10|h|@0.5", "h:20|h"], 0);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("h.95percentile", "gauge", 20.0, "box", &[]),
+            point("h.avg", "gauge", 40.0 / 3.0, "box", &[]),
+            point("h.count", "count", 3.0, "box", &[]),
+            point("h.max", "gauge", 20.0, "box", &[]),
+            point("h.median", "gauge", 10.0, "box", &[]),
+            point("lat.95percentile", "gauge", 95.0, "box", &[]),
+            point("lat.avg", "gauge", 50.5, "box", &[]),
+            point("lat.count", "count", 100.0, "box", &[]),
+            point("lat.max", "gauge", 100.0, "box", &[]),
+            point("lat.median", "gauge", 50.0, "box", &[]),
+        ]
+    );
+}
+
+#[test]
+fn distribution_is_a_weighted_sketch() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(&mut a[0], &["d:1:2:3|d", "d:4|d|@0.5"], 0);
+    let flushed = close_all(&mut a);
+    let s = flushed.metrics[0].sketch.as_ref().expect("a sketch");
+    assert_eq!((s.count, s.min, s.max, s.sum), (5.0, 1.0, 4.0, 14.0));
+    assert_eq!(flushed.metrics[0].kind, OutKind::Distribution);
+}
+
+#[test]
+fn timestamped_gauges_and_counters_bypass_windows_others_are_unsupported() {
+    let mut agg = Aggregator::new(cfg(1), T0);
+    feed(
+        &mut agg,
+        &["g:1|g|T1700000000|#b,a,host:h", "c:2:3|c|T1700000001"],
+        0,
+    );
+    for line in ["h:1|h|T5", "s:x|s|T5", "d:1|d|T5", "t:1|ms|T5"] {
+        assert_eq!(
+            agg.insert(&parse_metric(line.as_bytes()).unwrap(), 0),
+            Err(Unsupported::TimestampedType),
+            "{line}"
+        );
+    }
+    let ts = agg.take_timestamped();
+    let stamps: Vec<u64> = ts.metrics.iter().map(|m| m.ts).collect();
+    assert_eq!(stamps, vec![1700000000, 1700000001, 1700000001]);
+    assert_eq!(
+        points(&ts),
+        vec![
+            point("c", "count", 2.0, "box", &[]),
+            point("c", "count", 3.0, "box", &[]),
+            point("g", "gauge", 1.0, "h", &["a", "b"]),
+        ]
+    );
+    assert_eq!(agg.live_contexts(), 0);
+    assert!(agg.take_timestamped().metrics.is_empty());
+}
+
+#[test]
+fn idle_counters_zero_fill_then_expire_and_other_contexts_expire() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(&mut a[0], &["c:1|c", "g:1|g"], 0);
+    assert_eq!(close_all(&mut a).metrics.len(), 2);
+    // zero fill 30 s = 3 windows of 10 s; gauge expiry 20 s = 2 windows.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let p = points(&close_all(&mut a));
+        seen.push((p, a[0].live_contexts()));
+    }
+    let zero = point("c", "count", 0.0, "box", &[]);
+    assert_eq!(seen[0], (vec![zero.clone()], 2));
+    assert_eq!(seen[1], (vec![zero.clone()], 1));
+    assert_eq!(seen[2], (vec![zero], 0));
+    assert_eq!(seen[3], (vec![], 0));
+    assert_eq!(seen[4], (vec![], 0));
+}
+
+#[test]
+fn samples_arriving_during_a_sweep_land_in_the_new_window() {
+    let mut agg = Aggregator::new(cfg(1), T0);
+    feed(&mut agg, &["a:1|c", "b:1|c"], 0);
+    agg.begin_close();
+    // Sweep nothing yet; a sample for `b` of the new window forces b's old aggregate out first.
+    feed(&mut agg, &["b:5|c"], 0);
+    let closed = agg.close_step(usize::MAX).unwrap();
+    let mut m = Merger::new(1, 10, 100, hist_out());
+    let first = points(&m.add(closed.batches.into_iter().next().unwrap()).unwrap());
+    assert_eq!(
+        first,
+        vec![
+            point("a", "count", 1.0, "box", &[]),
+            point("b", "count", 1.0, "box", &[])
+        ]
+    );
+    let mut a = [agg];
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("a", "count", 0.0, "box", &[]),
+            point("b", "count", 5.0, "box", &[])
+        ]
+    );
+}
+
+#[test]
+fn merging_partials_from_several_shards_equals_aggregating_on_one() {
+    // A deterministic mix of every type over a few contexts, dealt to 3 shards vs kept on 1.
+    let mut x: u64 = 7;
+    let mut lines = Vec::new();
+    for _ in 0..3000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let name = ["a", "b", "c"][(x >> 60) as usize % 3];
+        let tag = ["env:x", "env:y"][(x >> 58) as usize % 2];
+        let v = (x >> 40) % 1000;
+        let ty = ["c", "h", "ms", "s", "d", "c|@0.5"][(x >> 50) as usize % 6];
+        lines.push(format!("{name}:{v}|{ty}|#{tag}"));
+    }
+    let mut one = [Aggregator::new(cfg(1), T0)];
+    let mut three = [
+        Aggregator::new(cfg(3), T0),
+        Aggregator::new(cfg(3), T0),
+        Aggregator::new(cfg(3), T0),
+    ];
+    for (i, l) in lines.iter().enumerate() {
+        feed(&mut one[0], &[l], 0);
+        feed(&mut three[i % 3], &[l], 0);
+    }
+    let (a, b) = (close_all(&mut one), close_all(&mut three));
+    let (pa, pb) = (points(&a), points(&b));
+    assert_eq!(pa.len(), pb.len());
+    for (x, y) in pa.iter().zip(&pb) {
+        assert_eq!((&x.0, x.1, &x.3, &x.4), (&y.0, y.1, &y.3, &y.4));
+        assert!(
+            (x.2 - y.2).abs() <= 1e-9 * x.2.abs().max(1.0),
+            "{x:?} vs {y:?}"
+        );
+    }
+    let sketches = |f: &FlushBatch| {
+        let mut v: Vec<Vec<(i32, f64)>> = f
+            .metrics
+            .iter()
+            .filter_map(|m| m.sketch.as_ref().map(|s| s.bins().collect()))
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    assert_eq!(sketches(&a), sketches(&b));
+}

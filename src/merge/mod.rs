@@ -74,8 +74,35 @@ struct Slot {
 #[derive(Default)]
 struct Pending {
     received: usize,
+    /// Histogram contexts, each expanding to several points.
+    histograms: usize,
     arenas: Vec<Vec<u8>>,
     slots: KeyMap<Slot>,
+}
+
+/// A window every shard has reported, being expanded into points.
+pub struct ReadyWindow {
+    pub window: u64,
+    slots: hashbrown::hash_map::IntoIter<u64, Slot>,
+    /// The points so far; complete once `expand_step` returns true.
+    pub out: FlushBatch,
+}
+
+impl ReadyWindow {
+    fn new(window: u64, p: Pending, points_per_histogram: usize) -> Self {
+        // Sized up front: growing a vector of 100k+ points mid-expansion copies it whole, a
+        // multi-millisecond stall for the owner's receive loop (benches/contexts.rs).
+        let points = p.slots.len() - p.histograms + p.histograms * points_per_histogram;
+        ReadyWindow {
+            window,
+            out: FlushBatch {
+                arenas: p.arenas,
+                metrics: Vec::with_capacity(points),
+                telemetry: None,
+            },
+            slots: p.slots.into_iter(),
+        }
+    }
 }
 
 /// The owner side: collects one `ContextBatch` per shard per window, merges them by context key.
@@ -85,6 +112,9 @@ pub struct Merger {
     exact_limit: usize,
     histogram: HistogramOutput,
     pending: HashMap<u64, Pending>,
+    /// Contexts in the last expanded window: the next window's table starts that large, as a
+    /// rehash of 100k entries mid-merge stalls the owner for over a millisecond.
+    last_slots: usize,
 }
 
 impl Merger {
@@ -100,12 +130,17 @@ impl Merger {
             exact_limit,
             histogram,
             pending: HashMap::new(),
+            last_slots: 0,
         }
     }
 
     /// Starts merging one batch: stores its arena and returns the index to pass to `merge`.
     pub fn accept_arena(&mut self, window: u64, descs: Vec<u8>) -> u32 {
-        let p = self.pending.entry(window).or_default();
+        let expected = self.last_slots + self.last_slots / 8;
+        let p = self.pending.entry(window).or_insert_with(|| Pending {
+            slots: KeyMap::with_capacity_and_hasher(expected, Default::default()),
+            ..Pending::default()
+        });
         p.arenas.push(descs);
         (p.arenas.len() - 1) as u32
     }
@@ -118,6 +153,7 @@ impl Merger {
                 o.get_mut().agg.merge(partial.agg, self.exact_limit)
             }
             hashbrown::hash_map::Entry::Vacant(v) => {
+                p.histograms += usize::from(matches!(partial.agg, Agg::Histogram(_)));
                 v.insert(Slot {
                     arena,
                     desc: partial.desc,
@@ -127,16 +163,21 @@ impl Merger {
         }
     }
 
-    /// Marks one shard's batch for `window` as fully merged. Returns the flushed form once every
-    /// shard has reported.
-    pub fn batch_done(&mut self, window: u64) -> Option<FlushBatch> {
+    /// Marks one shard's batch for `window` as fully merged. Once every shard has reported,
+    /// returns the window, to be turned into points by `expand_step`.
+    pub fn batch_done(&mut self, window: u64) -> Option<ReadyWindow> {
         let p = self.pending.entry(window).or_default();
         p.received += 1;
         if p.received < self.shards {
             return None;
         }
         let p = self.pending.remove(&window)?;
-        Some(self.expand(window, p))
+        self.last_slots = p.slots.len();
+        Some(ReadyWindow::new(window, p, self.points_per_histogram()))
+    }
+
+    fn points_per_histogram(&self) -> usize {
+        self.histogram.aggregates.len() + self.histogram.percentiles.len()
     }
 
     /// Convenience for tests and single-threaded callers: merges a whole batch.
@@ -146,17 +187,22 @@ impl Merger {
         for partial in batch.partials {
             self.merge(window, arena, partial);
         }
-        self.batch_done(window)
+        let mut ready = self.batch_done(window)?;
+        while !self.expand_step(&mut ready, usize::MAX) {}
+        Some(ready.out)
     }
 
-    /// At shutdown, once every shard has said it is done: flushes windows that some shard never
-    /// opened (it had nothing for them), oldest first.
-    pub fn flush_all(&mut self) -> Vec<FlushBatch> {
+    /// At shutdown, once every shard has said it is done: the windows that some shard never
+    /// opened (it had nothing for them), oldest first, ready to expand.
+    pub fn flush_all(&mut self) -> Vec<ReadyWindow> {
         let mut windows: Vec<u64> = self.pending.keys().copied().collect();
         windows.sort_unstable();
         windows
             .into_iter()
-            .filter_map(|w| self.pending.remove(&w).map(|p| self.expand(w, p)))
+            .filter_map(|w| {
+                let per = self.points_per_histogram();
+                self.pending.remove(&w).map(|p| ReadyWindow::new(w, p, per))
+            })
             .collect()
     }
 
@@ -165,14 +211,15 @@ impl Merger {
         self.pending.len()
     }
 
-    fn expand(&self, window: u64, p: Pending) -> FlushBatch {
-        let mut out = FlushBatch {
-            arenas: p.arenas,
-            metrics: Vec::with_capacity(p.slots.len()),
-            telemetry: None,
-        };
+    /// Turns up to `budget` merged contexts of a ready window into points. Returns true once
+    /// the window is complete (its points are then in `ready.out`). Done in steps so an owner
+    /// with many contexts yields to its receive loop in between.
+    pub fn expand_step(&self, ready: &mut ReadyWindow, budget: usize) -> bool {
+        let window = ready.window;
+        let out = &mut ready.out;
         let interval = self.bucket_secs;
-        for (_, slot) in p.slots {
+        let mut n = 0;
+        for (_, slot) in ready.slots.by_ref() {
             let base = FlushedMetric {
                 arena: slot.arena,
                 desc: slot.desc,
@@ -229,8 +276,12 @@ impl Merger {
                     }
                 }
             }
+            n += 1;
+            if n >= budget {
+                return ready.slots.len() == 0;
+            }
         }
-        out
+        true
     }
 }
 

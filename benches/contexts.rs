@@ -1,0 +1,159 @@
+//! Memory per live context, and how long a window close keeps the receive loop waiting.
+//! `taskset -c 1 cargo bench --bench contexts` prints both; no criterion (one-shot figures).
+//!
+//! Memory: a counting global allocator measures heap growth while 1M contexts are created.
+//! Pause: the receive loop yields to the close sweep and the merge between chunks of
+//! `shard::CHUNK` contexts, so the longest chunk is the longest a receive waits on a flush.
+
+mod workloads;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use corestatsd::merge::{HistogramOutput, Merger};
+use corestatsd::shard::{CHUNK, ingest};
+use corestatsd::sink::Suffix;
+use corestatsd::telemetry::Counters;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: delegates to the system allocator; only adds bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` with `l`.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: as for `alloc`/`dealloc`.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> String) {
+    let mut agg = workloads::aggregator();
+    let mut counters = Counters::default();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut buf = String::new();
+    for i in 0..contexts {
+        buf.clear();
+        buf.push_str(&line(i));
+        ingest(&mut agg, &mut counters, buf.as_bytes(), 0);
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+    assert_eq!(agg.live_contexts(), contexts);
+    println!(
+        "memory  {label:<58} {:>7.1} bytes/context ({} contexts, {:.1} MiB heap)",
+        (after - before) as f64 / contexts as f64,
+        contexts,
+        (after - before) as f64 / (1 << 20) as f64
+    );
+}
+
+fn flush_pause(contexts: usize) {
+    let mut agg = workloads::aggregator();
+    let mut counters = Counters::default();
+    let lines = workloads::mixed_tagged(contexts * 3, contexts);
+    // Steady state: one window has closed before, so batch sizes are known.
+    for l in &lines {
+        ingest(&mut agg, &mut counters, l, 0);
+    }
+    agg.begin_close();
+    let warm = loop {
+        if let Some(c) = agg.close_step(usize::MAX) {
+            break c;
+        }
+    };
+    let output = HistogramOutput {
+        aggregates: vec![Suffix::Max, Suffix::Median, Suffix::Avg, Suffix::Count],
+        percentiles: vec![(95, 0.95)],
+    };
+    let mut merger = Merger::new(1, 10, 512, output);
+    for b in warm.batches {
+        merger.add(b);
+    }
+    for l in &lines {
+        ingest(&mut agg, &mut counters, l, 0);
+    }
+    assert_eq!(agg.live_contexts(), contexts);
+    let start = Instant::now();
+    agg.begin_close();
+    let mut longest_sweep = Duration::ZERO;
+    let closed = loop {
+        let t = Instant::now();
+        let r = agg.close_step(CHUNK);
+        longest_sweep = longest_sweep.max(t.elapsed());
+        if let Some(c) = r {
+            break c;
+        }
+    };
+    let sweep = start.elapsed();
+    let batch = closed.batches.into_iter().next().unwrap();
+    let merge_start = Instant::now();
+    let batch_window = batch.window;
+    let arena = merger.accept_arena(batch_window, batch.descs);
+    let mut longest_merge = Duration::ZERO;
+    let mut partials = batch.partials.into_iter().peekable();
+    while partials.peek().is_some() {
+        let t = Instant::now();
+        for p in partials.by_ref().take(CHUNK) {
+            merger.merge(batch_window, arena, p);
+        }
+        longest_merge = longest_merge.max(t.elapsed());
+    }
+    let merged = merge_start.elapsed();
+    let t = Instant::now();
+    let mut ready = merger.batch_done(batch_window).expect("one shard");
+    let mut longest_expand = Duration::ZERO;
+    loop {
+        let c = Instant::now();
+        let done = merger.expand_step(&mut ready, CHUNK);
+        longest_expand = longest_expand.max(c.elapsed());
+        if done {
+            break;
+        }
+    }
+    let expand = t.elapsed();
+    let out = ready.out;
+    println!(
+        "flush   {contexts} contexts: sweep {:.2} ms (longest chunk {:.3} ms), merge {:.2} ms \
+         (longest chunk {:.3} ms), expand {:.2} ms (longest chunk {:.3} ms) into {} points",
+        ms(sweep),
+        ms(longest_sweep),
+        ms(merged),
+        ms(longest_merge),
+        ms(expand),
+        ms(longest_expand),
+        out.metrics.len()
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters nothing here.
+    memory_per_context(
+        "1M counters, 10 tags (~250 B lines, 1 tag unique)",
+        1_000_000,
+        |i| workloads::tagged_line(i, "c", 1),
+    );
+    memory_per_context("1M counters, untagged unique names", 1_000_000, |i| {
+        format!("app.requests.{i}:1|c")
+    });
+    flush_pause(100_000);
+}

@@ -1,0 +1,48 @@
+//! Shared metric workloads for the benchmarks: the shapes the issue's targets name.
+
+#![allow(dead_code)]
+
+use corestatsd::aggregate::{AggregateConfig, Aggregator};
+
+/// Ten tags of realistic length; with the name and value the line is about 250 bytes.
+pub fn tagged_line(ctx: usize, kind: &str, value: u64) -> String {
+    format!(
+        "checkout.request.latency.{:05}:{value}|{kind}|#env:production,region:eu-west-1,\
+         az:eu-west-1a,service:checkout-api,version:1.24.3,pod:checkout-api-7d9f8b6c5-xk2lp,\
+         team:payments,tier:backend,cluster:prod-eu-1,endpoint:/v2/orders/{}",
+        ctx % 100_000,
+        ctx
+    )
+}
+
+/// `n` mixed-type tagged lines over `contexts` contexts (types rotate with the context).
+pub fn mixed_tagged(n: usize, contexts: usize) -> Vec<Vec<u8>> {
+    const KINDS: [&str; 6] = ["c", "g", "h", "ms", "d", "s"];
+    (0..n)
+        .map(|i| {
+            let ctx = (i * 7919) % contexts;
+            tagged_line(ctx, KINDS[ctx % KINDS.len()], (i % 1000) as u64).into_bytes()
+        })
+        .collect()
+}
+
+/// `n` packed untagged counters (`name:1:2:3|c`) over `contexts` names.
+pub fn packed_counters(n: usize, contexts: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("app.requests.{}:1:2:3|c", (i * 7919) % contexts).into_bytes())
+        .collect()
+}
+
+pub fn aggregator() -> Aggregator {
+    Aggregator::new(
+        AggregateConfig {
+            bucket_secs: 10,
+            exact_samples: 512,
+            counter_zero_fill_secs: 300,
+            context_expiry_secs: 20,
+            default_host: Some(b"bench-host".to_vec()),
+            owners: 1,
+        },
+        1_000_000,
+    )
+}

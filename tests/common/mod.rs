@@ -1,0 +1,153 @@
+//! Runs the real `corestatsd` binary on loopback and reads back its JSONL output.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+/// Everything the server printed, after it exited.
+pub struct Finished {
+    pub status: i32,
+    pub lines: Vec<Value>,
+    pub stderr: Vec<String>,
+}
+
+impl Server {
+    /// Starts the binary with `--udp-addr 127.0.0.1:0` plus `args`, and waits for its start-up
+    /// line to learn the port.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+            .args(["--udp-addr", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no start-up line; stderr so far: {seen:?}"));
+            seen.push(line.clone());
+            if let Some(rest) = line.split("listening udp ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Server {
+            child,
+            addr,
+            stderr_lines: rx,
+            stderr_seen: seen,
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for exit and collects stdout and stderr.
+    pub fn stop(mut self) -> Finished {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let lines = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        let mut stderr = self.stderr_seen;
+        while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_secs(2)) {
+            stderr.push(l);
+        }
+        Finished {
+            status: status.code().unwrap_or(-1),
+            lines,
+            stderr,
+        }
+    }
+}
+
+/// Sleeps until just after the next whole second, so a burst sent right after lands in one
+/// 1-second window.
+pub fn align_to_second() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let into = now.subsec_micros();
+    std::thread::sleep(Duration::from_micros(u64::from(1_000_000 - into) + 20_000));
+}
+
+/// Sends each datagram from its own socket (own source port), so SO_REUSEPORT spreads them
+/// across shards.
+pub fn send_spread(addr: SocketAddr, datagrams: &[&[u8]]) {
+    let sockets: Vec<UdpSocket> = (0..datagrams.len())
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (s, d) in sockets.iter().zip(datagrams) {
+        s.send_to(d, addr).unwrap();
+    }
+}
+
+pub fn metric_lines(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| !l["name"].as_str().unwrap().starts_with("corestatsd."))
+        .collect()
+}
+
+/// Sum of a self metric over windows, shards, for points carrying every tag in `tags`.
+pub fn self_metric(lines: &[Value], name: &str, tags: &[&str]) -> f64 {
+    lines
+        .iter()
+        .filter(|l| l["name"] == name)
+        .filter(|l| {
+            let have: Vec<&str> = l["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            tags.iter().all(|t| have.contains(t))
+        })
+        .map(|l| l["value"].as_f64().unwrap())
+        .sum()
+}
+
+/// The single point named `name` (panics if there are none or several).
+pub fn one<'a>(lines: &'a [&Value], name: &str) -> &'a Value {
+    let found: Vec<&&Value> = lines.iter().filter(|l| l["name"] == name).collect();
+    assert_eq!(found.len(), 1, "expected one {name}, got {found:?}");
+    found[0]
+}

@@ -1,0 +1,222 @@
+//! The real binary on loopback: raw UDP datagrams in, exact JSONL out after SIGTERM.
+
+mod common;
+
+use common::{Server, align_to_second, metric_lines, one, self_metric, send_spread};
+use serde_json::json;
+
+const TWO_SHARDS: [&str; 2] = ["--cores", "0,1"];
+
+#[test]
+fn every_metric_type_aggregates_exactly_across_two_shards() {
+    let server = Server::start(
+        &[
+            &TWO_SHARDS[..],
+            &[
+                "--bucket-secs",
+                "1",
+                "--hostname",
+                "test-host",
+                "--counter-zero-fill-secs",
+                "0",
+            ],
+        ]
+        .concat(),
+    );
+    let mut datagrams: Vec<Vec<u8>> = Vec::new();
+    for i in 0..16 {
+        datagrams.push(
+            format!(
+                "page.views:1|c|#zone:a,env:prod\n\
+                 page.views:2|c|@0.5|#env:prod,zone:a,env:prod\n\
+                 users.unique:user_{}|s\n\
+                 latency:{}|h|#host:web-1\n\
+                 db.query:{}:{}|ms\n\
+                 request.size:{}|d\n\
+                 not a metric\n\
+                 bad.value:abc|c\r\n\
+                 bad.type:1|x\n",
+                i % 5,
+                i + 1,
+                i,
+                100 - i,
+                (i + 1) * 100
+            )
+            .into_bytes(),
+        );
+    }
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    align_to_second();
+    send_spread(server.addr, &refs);
+    let done = server.stop();
+    assert_eq!(done.status, 0, "stderr: {:?}", done.stderr);
+
+    // Both shards received datagrams, so sets and counters really crossed cores.
+    for shard in ["shard:0", "shard:1"] {
+        assert!(
+            self_metric(&done.lines, "corestatsd.datagrams", &[shard]) > 0.0,
+            "{shard} got nothing; the test would not cover the merge"
+        );
+    }
+    assert_eq!(self_metric(&done.lines, "corestatsd.datagrams", &[]), 16.0);
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.parse_errors", &["reason:no_pipe"]),
+        16.0
+    );
+    assert_eq!(
+        self_metric(
+            &done.lines,
+            "corestatsd.parse_errors",
+            &["reason:bad_value"]
+        ),
+        16.0
+    );
+    assert_eq!(
+        self_metric(
+            &done.lines,
+            "corestatsd.parse_errors",
+            &["reason:unknown_type"]
+        ),
+        16.0
+    );
+
+    let metrics = metric_lines(&done.lines);
+    let ts = one(&metrics, "page.views")["ts"].clone();
+    let expect = |name: &str, ty: &str, value: f64, host: &str, tags: &[&str]| {
+        let p = one(&metrics, name);
+        assert_eq!(
+            (*p).clone(),
+            json!({"kind":"metric","name":name,"type":ty,"value":value,"ts":ts,"interval":1,"host":host,"tags":tags}),
+        );
+    };
+    expect(
+        "page.views",
+        "count",
+        16.0 * 5.0,
+        "test-host",
+        &["env:prod", "zone:a"],
+    );
+    expect("users.unique", "gauge", 5.0, "test-host", &[]);
+    expect("latency.max", "gauge", 16.0, "web-1", &[]);
+    expect("latency.median", "gauge", 8.0, "web-1", &[]);
+    expect("latency.avg", "gauge", 8.5, "web-1", &[]);
+    expect("latency.count", "count", 16.0, "web-1", &[]);
+    expect("latency.95percentile", "gauge", 16.0, "web-1", &[]);
+    expect("db.query.max", "gauge", 100.0, "test-host", &[]);
+    expect("db.query.count", "count", 32.0, "test-host", &[]);
+    expect("db.query.avg", "gauge", 50.0, "test-host", &[]);
+
+    let d = one(&metrics, "request.size");
+    assert_eq!(d["type"], "distribution");
+    let sketch = &d["sketch"];
+    assert_eq!(sketch["count"], 16.0);
+    assert_eq!(sketch["min"], 100.0);
+    assert_eq!(sketch["max"], 1600.0);
+    assert_eq!(sketch["sum"], 13600.0);
+    // Rank q*(count-1), lower sample, as the Agent's sketch reads it: p99 of 16 is the 15th.
+    for (q, exact) in [("p50", 800.0), ("p90", 1400.0), ("p99", 1500.0)] {
+        let got = sketch[q].as_f64().unwrap();
+        assert!(
+            (got - exact).abs() / exact <= 1.0 / 128.0 + 1e-9,
+            "{q}: {got} vs {exact}"
+        );
+    }
+    assert_eq!(metrics.len(), 13, "unexpected extra points: {metrics:#?}");
+}
+
+#[test]
+fn gauge_keeps_the_value_received_last_whichever_shard_got_it() {
+    let server = Server::start(&[&TWO_SHARDS[..], &["--bucket-secs", "3600"]].concat());
+    for v in 1..=8 {
+        send_spread(server.addr, &[format!("temp:{v}|g").as_bytes()]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let done = server.stop();
+    let metrics = metric_lines(&done.lines);
+    assert_eq!(one(&metrics, "temp")["value"], 8.0);
+}
+
+#[test]
+fn a_clean_stop_flushes_the_open_window_and_timestamped_points() {
+    let server = Server::start(&["--bucket-secs", "3600", "--no-self-metrics"]);
+    send_spread(
+        server.addr,
+        &[b"held:3|c\nheld:4|c\nstamped:7|g|T1700000000|#b,a\nstamped.h:1|h|T1700000000"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let done = server.stop();
+    assert_eq!(done.status, 0);
+    assert!(
+        done.lines
+            .iter()
+            .all(|l| !l["name"].as_str().unwrap().starts_with("corestatsd."))
+    );
+    let metrics = metric_lines(&done.lines);
+    assert_eq!(one(&metrics, "held")["value"], 7.0);
+    let stamped = one(&metrics, "stamped");
+    assert_eq!(
+        (stamped["ts"].as_u64(), stamped["value"].as_f64()),
+        (Some(1700000000), Some(7.0))
+    );
+    assert_eq!(stamped["tags"], json!(["a", "b"]));
+    assert_eq!(
+        metrics.len(),
+        2,
+        "the timestamped histogram is dropped: {metrics:?}"
+    );
+    assert!(
+        done.stderr.iter().any(|l| l.contains("unsupported=1")),
+        "{:?}",
+        done.stderr
+    );
+}
+
+#[test]
+fn a_datagram_longer_than_the_buffer_is_counted_and_its_cut_line_dropped() {
+    let server = Server::start(&["--buffer-size-bytes", "64", "--cores", "0"]);
+    let mut long = b"kept:1|c\n".to_vec();
+    long.extend_from_slice(
+        format!("cut.metric.with.a.long.name:1|c|#{}\n", "t".repeat(80)).as_bytes(),
+    );
+    send_spread(server.addr, &[&long]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let done = server.stop();
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.truncated_datagrams", &[]),
+        1.0
+    );
+    let metrics = metric_lines(&done.lines);
+    assert_eq!(one(&metrics, "kept")["value"], 1.0);
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+}
+
+#[test]
+fn bad_flags_and_unbindable_addresses_exit_2_naming_the_culprit() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--udp-addr", "nowhere"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--udp-addr"), "{err}");
+    let (code, err) = run(&["--cores", "9999"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--cores") && err.contains("9999"), "{err}");
+    let (code, err) = run(&["--histogram-percentiles", "95"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--histogram-percentiles"), "{err}");
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let (code, err) = run(&["--udp-addr", &addr]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!("cannot bind --udp-addr {addr}")),
+        "{err}"
+    );
+}
