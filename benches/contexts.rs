@@ -51,7 +51,7 @@ fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> Stri
     for i in 0..contexts {
         buf.clear();
         buf.push_str(&line(i));
-        ingest(&mut agg, &mut counters, buf.as_bytes(), 0);
+        ingest(&mut agg, &mut counters, [buf.as_bytes()], 0);
     }
     let after = LIVE.load(Ordering::Relaxed);
     assert_eq!(agg.live_contexts(), contexts);
@@ -69,7 +69,7 @@ fn flush_pause(contexts: usize) {
     let lines = workloads::mixed_tagged(contexts * 3, contexts);
     // Steady state: one window has closed before, so batch sizes are known.
     for l in &lines {
-        ingest(&mut agg, &mut counters, l, 0);
+        ingest(&mut agg, &mut counters, [l.as_slice()], 0);
     }
     agg.begin_close();
     let warm = loop {
@@ -86,7 +86,7 @@ fn flush_pause(contexts: usize) {
         merger.add(b);
     }
     for l in &lines {
-        ingest(&mut agg, &mut counters, l, 0);
+        ingest(&mut agg, &mut counters, [l.as_slice()], 0);
     }
     assert_eq!(agg.live_contexts(), contexts);
     let start = Instant::now();

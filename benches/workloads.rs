@@ -8,8 +8,8 @@ use corestatsd::aggregate::{AggregateConfig, Aggregator};
 pub fn tagged_line(ctx: usize, kind: &str, value: u64) -> String {
     format!(
         "checkout.request.latency.{:05}:{value}|{kind}|#env:production,region:eu-west-1,\
-         az:eu-west-1a,service:checkout-api,version:1.24.3,pod:checkout-api-7d9f8b6c5-xk2lp,\
-         team:payments,tier:backend,cluster:prod-eu-1,endpoint:/v2/orders/{}",
+         az:eu-west-1a,service:checkout-api,version:1.24.3-build.512,pod:checkout-api-7d9f8b6c5-xk2lp,\
+         team:payments,tier:backend,cluster:prod-eu-1,endpoint:/api/v2/checkout/orders/{:07}",
         ctx % 100_000,
         ctx
     )

@@ -24,7 +24,7 @@ use crate::aggregate::Aggregator;
 use crate::config::Config;
 use crate::listen::{Received, UdpReceiver, glommio_socket};
 use crate::merge::{ContextBatch, Merger, ReadyWindow};
-use crate::protocol::{Lines, MessageKind, message_kind, parse_metric};
+use crate::protocol::{Lines, MessageKind, Metric, message_kind, parse_metric_into};
 use crate::sink::FlushBatch;
 use crate::telemetry::{Counters, TelemetrySnapshot, Unsupported};
 
@@ -276,28 +276,39 @@ fn handle_batch(shard: &Shard, rx: &UdpReceiver, n: usize, at: u64) {
     if n == rx.slots() {
         c.pool_full += 1;
     }
-    for i in 0..n {
-        let (mut data, truncated) = rx.datagram(i);
-        c.bytes += data.len() as u64;
-        if truncated {
-            c.truncated += 1;
-            // Keep the complete lines; the cut last one would parse as something it is not.
-            data = match memchr::memrchr(b'\n', data) {
-                Some(nl) => &data[..nl],
-                None => &[],
-            };
+    let mut bytes = 0;
+    let mut truncated = 0;
+    let datagrams = (0..n).map(|i| {
+        let (data, cut) = rx.datagram(i);
+        bytes += data.len() as u64;
+        if !cut {
+            return data;
         }
-        ingest(&mut agg, &mut c, data, at);
-    }
+        truncated += 1;
+        // Keep the complete lines; the cut last one would parse as something it is not.
+        match memchr::memrchr(b'\n', data) {
+            Some(nl) => &data[..nl],
+            None => &[],
+        }
+    });
+    ingest(&mut agg, &mut c, datagrams, at);
+    c.bytes += bytes;
+    c.truncated += truncated;
 }
 
-/// Parses every line of one datagram into the aggregator, counting what was accepted, rejected
-/// or unsupported. The whole per-datagram hot path; benchmarks call it directly.
-pub fn ingest(agg: &mut Aggregator, c: &mut Counters, data: &[u8], at: u64) {
-    for line in Lines::new(data) {
+/// Parses every line of a batch of datagrams into the aggregator, counting what was accepted,
+/// rejected or unsupported: the whole receive hot path (benchmarks call it directly).
+pub fn ingest<'a>(
+    agg: &mut Aggregator,
+    c: &mut Counters,
+    datagrams: impl IntoIterator<Item = &'a [u8]>,
+    at: u64,
+) {
+    let mut m = Metric::default();
+    for line in datagrams.into_iter().flat_map(Lines::new) {
         match message_kind(line) {
-            MessageKind::Metric => match parse_metric(line) {
-                Ok(m) => {
+            MessageKind::Metric => match parse_metric_into(line, &mut m) {
+                Ok(()) => {
                     c.metrics += 1;
                     if let Err(u) = agg.insert(&m, at) {
                         c.unsupported(u);

@@ -10,7 +10,7 @@
 
 mod metric;
 
-pub use metric::{Metric, MetricType, ParseError, TagIter, parse_metric};
+pub use metric::{Metric, MetricType, ParseError, TagIter, parse_metric, parse_metric_into};
 
 /// What a single line of a datagram holds, chosen by its prefix as the Agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
