@@ -23,22 +23,22 @@ pub struct Flags {
 
     /// UDP address every shard binds with SO_REUSEPORT; `0.0.0.0:8125` takes non-local traffic,
     /// port 0 picks a free port (logged). Defaults to 127.0.0.1:8125.
-    #[arg(long, default_value = "127.0.0.1:8125")]
+    #[arg(long, hide_default_value = true, default_value = "127.0.0.1:8125")]
     pub udp_addr: SocketAddr,
 
     /// SO_RCVBUF requested for each socket; the granted value is logged. Larger absorbs longer
     /// bursts at the cost of kernel memory. 0 keeps the OS default. Defaults to 4194304 (4 MiB).
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, hide_default_value = true, default_value_t = 4 << 20)]
     pub so_rcvbuf_bytes: usize,
 
     /// Size of each receive buffer; a longer datagram is counted as truncated and its cut last
     /// line dropped. Defaults to 8192, the Agent's `dogstatsd_buffer_size`.
-    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1<<20))]
+    #[arg(long, hide_default_value = true, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1<<20))]
     pub buffer_size_bytes: u32,
 
     /// Datagrams taken per `recvmmsg` call, and so buffers in each shard's pool. More amortises
     /// the syscall; fewer keeps the pool small. Defaults to 32.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, hide_default_value = true, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub recv_batch_datagrams: u32,
 
     /// Host of metrics without a `host:` tag; an empty string means no host. Defaults to the
@@ -47,37 +47,37 @@ pub struct Flags {
     pub hostname: Option<String>,
 
     /// Aggregation window, aligned to the wall clock. Defaults to 10 (the Agent's bucket).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    #[arg(long, hide_default_value = true, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub bucket_secs: u32,
 
     /// Histogram/timer aggregates to emit, from max, min, median, avg, count, sum.
     /// Defaults to max,median,avg,count.
-    #[arg(long, default_value = "max,median,avg,count", value_parser = parse_aggregates)]
+    #[arg(long, hide_default_value = true, default_value = "max,median,avg,count", value_parser = parse_aggregates)]
     pub histogram_aggregates: HistogramAggregates,
 
     /// Histogram/timer percentiles to emit, each in (0, 1); `0.95` emits `name.95percentile`.
     /// Defaults to 0.95.
-    #[arg(long, default_value = "0.95", value_parser = parse_percentiles)]
+    #[arg(long, hide_default_value = true, default_value = "0.95", value_parser = parse_percentiles)]
     pub histogram_percentiles: Percentiles,
 
     /// Histogram/timer samples kept exactly per context and window; beyond that a DDSketch
     /// (1/128 relative accuracy) bounds memory. Defaults to 512.
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1<<20))]
+    #[arg(long, hide_default_value = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1<<20))]
     pub histogram_exact_samples: u32,
 
     /// How long an idle counter keeps emitting 0 after its last sample; 0 disables.
     /// Defaults to 300 (the Agent's `dogstatsd_expiry_seconds`).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, hide_default_value = true, default_value_t = 300)]
     pub counter_zero_fill_secs: u64,
 
     /// How long any other idle context is kept before its memory is freed.
     /// Defaults to 20 (the Agent's `dogstatsd_context_expiry_seconds`).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, hide_default_value = true, default_value_t = 20)]
     pub context_expiry_secs: u64,
 
     /// Where flushed metrics go: `jsonl:-` (stdout) or `jsonl:PATH` (appended).
     /// Defaults to jsonl:-.
-    #[arg(long, default_value = "jsonl:-", value_parser = parse_downstream)]
+    #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = parse_downstream)]
     pub downstream: Downstream,
 
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
@@ -86,7 +86,7 @@ pub struct Flags {
 
     /// Microseconds an idle shard busy-polls before parking. Spinning trades CPU for fewer drops
     /// on bursty UDP (wake-up latency). Defaults to 0 (park at once).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, hide_default_value = true, default_value_t = 0)]
     pub spin_before_park_us: u64,
 }
 
