@@ -5,10 +5,10 @@
 //! receive time and decides when a window closes. Must not do I/O or know about other shards except
 //! through `merge::owner_of` when it hands closed partials out.
 //!
-//! Hot path (`insert`): hash the name, type, host, container id and the tags order-independently
-//! (per-tag hashes sorted and deduplicated in a reused scratch buffer), one probe of the context
-//! table, one aggregator update. Sorting, interning and allocation happen only when a context is
-//! created.
+//! Hot path (`insert`): one hash over the raw name, type, tag list and container id, one probe of
+//! the raw-key table, one aggregator update. Only when that misses (a new context, or tags in a new
+//! order) are the tags hashed one by one, sorted and deduplicated into the canonical key that every
+//! shard agrees on. Sorting, interning and allocation happen only when a context is created.
 
 pub mod histogram;
 pub mod intern;
@@ -27,17 +27,26 @@ use histogram::Histogram;
 use intern::{Interner, NO_SYM, Sym};
 use sketch::Sketch;
 
-/// Marks a table entry made under a context's raw key rather than its canonical key.
-const ALIAS_BIT: u32 = 1 << 31;
+/// Metrics resolved together by `insert_group`: enough to overlap a handful of cache misses.
+pub const GROUP: usize = 16;
 
-/// The key a table entry was inserted under, for probing and rehashing.
-fn entry_key(contexts: &[Context], entry: u32) -> u64 {
-    let c = &contexts[(entry & !ALIAS_BIT) as usize];
-    if entry & ALIAS_BIT == 0 {
-        c.key
-    } else {
-        c.alias
+const NO_CONTEXT: u32 = u32::MAX;
+
+/// The raw-key table's per-entry check: the high half (the table's bucket comes from the low bits).
+fn fingerprint(raw: u64) -> u32 {
+    (raw >> 32) as u32
+}
+
+/// Hints the CPU to start loading `p`'s cache line. Never dereferences: `p` may dangle.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Seed shared by every shard so a context hashes to the same owner everywhere.
@@ -103,6 +112,17 @@ impl Agg {
         }
     }
 
+    /// Prefetches the boxed state, if any (see `Aggregator::insert_group`).
+    #[inline]
+    fn prefetch(&self) {
+        match self {
+            Agg::Counter(_) | Agg::Gauge { .. } => {}
+            Agg::Set(b) => prefetch(&**b),
+            Agg::Histogram(b) => prefetch(&**b),
+            Agg::Distribution(b) => prefetch(&**b),
+        }
+    }
+
     /// Folds another partial of the same context into this one.
     pub fn merge(&mut self, other: Agg, exact_limit: usize) {
         match (self, other) {
@@ -141,7 +161,7 @@ pub struct AggregateConfig {
 struct Context {
     /// Canonical key: identical on every shard for the same context, used for ownership.
     key: u64,
-    /// Raw key of the tag order first seen, a second entry in the table for the fast path.
+    /// Raw key of the tag order first seen: its entry in `by_raw`, for the fast path.
     alias: u64,
     name: Sym,
     host: Sym,
@@ -174,11 +194,12 @@ pub struct Aggregator {
     interner: Interner,
     contexts: Vec<Context>,
     free: Vec<u32>,
-    /// Context key → slot in `contexts`. The key sits in the table so a probe never touches a
-    /// context entry it does not want.
-    /// Two entries per context: its slot under the canonical key, and its slot with
-    /// `ALIAS_BIT` set under the raw key.
-    table: HashTable<u32>,
+    /// (fingerprint of the raw key, context slot): the table the fast path probes. Probing
+    /// compares fingerprints only, so it touches no context; the full key is checked when the
+    /// context is loaded to be aggregated anyway.
+    by_raw: HashTable<(u32, u32)>,
+    /// Context slots by canonical key, probed only when the raw key misses.
+    by_key: HashTable<u32>,
     live: usize,
     /// Index of the open window (`start / bucket_secs`).
     window: u32,
@@ -202,7 +223,8 @@ impl Aggregator {
             interner: Interner::default(),
             contexts: Vec::new(),
             free: Vec::new(),
-            table: HashTable::new(),
+            by_raw: HashTable::new(),
+            by_key: HashTable::new(),
             live: 0,
             window,
             closing: None,
@@ -229,39 +251,84 @@ impl Aggregator {
     }
 
     /// Adds one parsed metric. `at` is the monotonic receive time in ns, ordering gauges.
-    ///
-    /// Fast path: one hash over the raw name, type, tag list and container id finds the context
-    /// when the client sends its tags in the order it used before (clients nearly always do).
-    /// Otherwise the canonical key (tags hashed one by one, sorted, deduplicated) finds or
-    /// creates it. Skipping the per-tag work halves the cost of a 10-tag metric
-    /// (`cargo bench --bench ingest`).
     pub fn insert(&mut self, m: &Metric<'_>, at: u64) -> Result<(), Unsupported> {
-        if let Some(ts) = m.timestamp {
-            return self.insert_timestamped(m, ts);
-        }
-        let raw = self.raw_key(m);
-        let id = match self.find(raw) {
-            Some(id) => id,
-            None => {
-                let (key, host) = self.context_key(m);
-                match self.find(key) {
-                    // Same context, tags in another order: served by the slow path each time
-                    // rather than adding aliases that would have to be tracked and freed.
-                    Some(id) => id,
-                    None => self.create_context(key, raw, m, host),
-                }
-            }
-        };
-        self.aggregate(id, m, at);
-        Ok(())
+        let mut result = Ok(());
+        self.insert_group(std::slice::from_ref(m), at, |u| result = Err(u));
+        result
     }
 
-    /// The context whose canonical key or first-seen raw key is `k`.
-    fn find(&self, k: u64) -> Option<u32> {
+    /// Adds up to `GROUP` metrics in three passes so their cache misses overlap instead of
+    /// following one another: find each context in the raw-key table (4-byte fingerprints, no
+    /// context touched) and prefetch its entry; prefetch each boxed aggregate; then check each
+    /// context's full raw key and aggregate.
+    ///
+    /// The raw key hashes the name, type, tag list and container id as sent, so a client that
+    /// repeats its tag order (nearly all do) never pays for per-tag hashing and sorting. A miss
+    /// (new context, tags in a new order, fingerprint collision) takes `resolve_slow`.
+    pub fn insert_group(
+        &mut self,
+        ms: &[Metric<'_>],
+        at: u64,
+        mut unsupported: impl FnMut(Unsupported),
+    ) {
+        debug_assert!(ms.len() <= GROUP);
+        let mut found = [(0u64, NO_CONTEXT); GROUP];
+        for (m, f) in ms.iter().zip(found.iter_mut()) {
+            if m.timestamp.is_some() {
+                continue;
+            }
+            let raw = self.raw_key(m);
+            let fp = fingerprint(raw);
+            let id = self
+                .by_raw
+                .find(raw, |&(f, _)| f == fp)
+                .map_or(NO_CONTEXT, |&(_, id)| id);
+            if id != NO_CONTEXT {
+                prefetch(self.contexts.as_ptr().wrapping_add(id as usize));
+            }
+            *f = (raw, id);
+        }
+        for &(_, id) in &found[..ms.len()] {
+            if let Some(agg) = self.contexts.get(id as usize).and_then(|c| c.agg.as_ref()) {
+                agg.prefetch();
+            }
+        }
+        for (m, &(raw, id)) in ms.iter().zip(found.iter()) {
+            if let Some(ts) = m.timestamp {
+                if let Err(u) = self.insert_timestamped(m, ts) {
+                    unsupported(u);
+                }
+                continue;
+            }
+            let id = match self.contexts.get(id as usize) {
+                Some(c) if c.alias == raw => id,
+                _ => self.resolve_slow(m, raw),
+            };
+            self.aggregate(id, m, at);
+        }
+    }
+
+    /// Finds or creates the context of `m` the thorough way.
+    fn resolve_slow(&mut self, m: &Metric<'_>, raw: u64) -> u32 {
         let contexts = &self.contexts;
-        self.table
-            .find(k, |&entry| entry_key(contexts, entry) == k)
-            .map(|&entry| entry & !ALIAS_BIT)
+        // Exact raw match: a fingerprint collision, or a context created earlier in this group.
+        if let Some(&(_, id)) = self
+            .by_raw
+            .find(raw, |&(_, id)| contexts[id as usize].alias == raw)
+        {
+            return id;
+        }
+        let (key, host) = self.context_key(m);
+        let contexts = &self.contexts;
+        match self
+            .by_key
+            .find(key, |&id| contexts[id as usize].key == key)
+        {
+            // Same context, tags in another order: served by this path each time rather than
+            // adding aliases that would have to be tracked and freed.
+            Some(&id) => id,
+            None => self.create_context(key, raw, m, host),
+        }
     }
 
     fn raw_key(&self, m: &Metric<'_>) -> u64 {
@@ -371,11 +438,13 @@ impl Aggregator {
                 (self.contexts.len() - 1) as u32
             }
         };
-        for (k, entry) in [(key, id), (alias, id | ALIAS_BIT)] {
-            let contexts = &self.contexts;
-            self.table
-                .insert_unique(k, entry, |&e| entry_key(contexts, e));
-        }
+        let contexts = &self.contexts;
+        self.by_key
+            .insert_unique(key, id, |&i| contexts[i as usize].key);
+        self.by_raw
+            .insert_unique(alias, (fingerprint(alias), id), |&(_, i)| {
+                contexts[i as usize].alias
+            });
         self.live += 1;
         id
     }
@@ -555,10 +624,11 @@ impl Aggregator {
         for sym in syms.into_iter().chain(tags.iter().copied()) {
             self.interner.release(sym);
         }
-        for (k, entry) in [(key, id), (alias, id | ALIAS_BIT)] {
-            if let Ok(e) = self.table.find_entry(k, |&c| c == entry) {
-                e.remove();
-            }
+        if let Ok(e) = self.by_key.find_entry(key, |&c| c == id) {
+            e.remove();
+        }
+        if let Ok(e) = self.by_raw.find_entry(alias, |&(_, c)| c == id) {
+            e.remove();
         }
         self.live -= 1;
         self.free.push(id);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::merge::{HistogramOutput, Merger};
-use crate::protocol::parse_metric;
+use crate::protocol::{Metric, parse_metric};
 
 const T0: u64 = 1_000_000;
 
@@ -332,4 +332,49 @@ fn merging_partials_from_several_shards_equals_aggregating_on_one() {
         v
     };
     assert_eq!(sketches(&a), sketches(&b));
+}
+
+#[test]
+fn a_group_creating_a_context_twice_or_in_two_tag_orders_makes_one_context() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    let lines = [
+        "n:1|c|#b,a",
+        "n:2|c|#b,a",
+        "n:4|c|#a,b",
+        "n:8|c|#a,b,a",
+        "g:1|g",
+        "g:3|g",
+    ];
+    let ms: Vec<Metric<'_>> = lines
+        .iter()
+        .map(|l| parse_metric(l.as_bytes()).unwrap())
+        .collect();
+    a[0].insert_group(&ms, 0, |u| panic!("{u:?}"));
+    assert_eq!(a[0].live_contexts(), 2);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("g", "gauge", 3.0, "box", &[]),
+            point("n", "count", 15.0, "box", &["a", "b"])
+        ]
+    );
+}
+
+#[test]
+fn ingest_handles_more_lines_than_a_group_across_datagrams() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    let mut c = crate::telemetry::Counters::default();
+    let first: String = (0..GROUP + 3)
+        .map(|i| format!("m{}:1|c\n", i % 5))
+        .collect();
+    let second = "m0:1|c\nbad\nm1:1|h|T5\n_sc|x|0\n";
+    crate::shard::ingest(&mut a[0], &mut c, [first.as_bytes(), second.as_bytes()], 0);
+    assert_eq!(c.metrics, (GROUP + 5) as u64);
+    assert_eq!(c.parse_errors.iter().sum::<u64>(), 1);
+    assert_eq!(
+        (c.unsupported_timestamped, c.unsupported_service_checks),
+        (1, 1)
+    );
+    let total: f64 = points(&close_all(&mut a)).iter().map(|p| p.2).sum();
+    assert_eq!(total, (GROUP + 4) as f64);
 }
