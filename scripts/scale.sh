@@ -2,7 +2,8 @@
 # Core-scaling run: corestatsd on 1, 2, 4, 8 and 14 pinned cores against the udp_blast load
 # generator pinned to other cores, at full blast for SECONDS each. Prints a Markdown table.
 #
-#   scripts/scale.sh [BIN_DIR] [SECONDS]     (BIN_DIR holds corestatsd and udp_blast;
+#   [CONTEXTS=10000] [SIZES="1 2 4 8 14"] scripts/scale.sh [BIN_DIR] [SECONDS]
+#                                            (BIN_DIR holds corestatsd and udp_blast;
 #                                             default target/release and target/release/examples)
 #
 # Loopback: the kernel's receive work runs on the sender's cores, so these figures flatter the
@@ -40,7 +41,7 @@ for S in ${SIZES:-1 2 4 8 14}; do
   done
   [ -n "$port" ] || { cat "$WORK/err"; exit 1; }
   before=$(rcvbuf_errors); noport_before=$(no_ports)
-  sent=$("$BLAST" "127.0.0.1:$port" "$S-$((S+G-1))" "$SECS" 10000 10 | sed 's/.*sent_metrics=\([0-9]*\).*/\1/')
+  sent=$("$BLAST" "127.0.0.1:$port" "$S-$((S+G-1))" "$SECS" "${CONTEXTS:-10000}" 10 | sed 's/.*sent_metrics=\([0-9]*\).*/\1/')
   sleep 1
   after=$(rcvbuf_errors); noport_after=$(no_ports)
   if [ $((noport_after - noport_before)) -gt 0 ]; then
