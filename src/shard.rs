@@ -236,7 +236,7 @@ async fn receive_loop(
         match rx.recv_batch() {
             Ok(Received::Datagrams(n)) => {
                 let at = base.elapsed().as_nanos() as u64;
-                handle_batch(&shard, &rx, n, at);
+                handle_batch(&shard, &mut rx, n, at);
                 let yielded = Instant::now();
                 glommio::yield_if_needed().await;
                 let paused = yielded.elapsed().as_micros() as u64;
@@ -269,12 +269,15 @@ async fn receive_loop(
 }
 
 /// Parses and aggregates datagrams `0..n` of the pool. No allocation in steady state.
-fn handle_batch(shard: &Shard, rx: &UdpReceiver, n: usize, at: u64) {
+fn handle_batch(shard: &Shard, rx: &mut UdpReceiver, n: usize, at: u64) {
     let mut agg = shard.agg.borrow_mut();
     let mut c = shard.counters.borrow_mut();
     c.datagrams += n as u64;
     if n == rx.slots() {
         c.pool_full += 1;
+    }
+    if let Some(last) = n.checked_sub(1) {
+        c.kernel_drops += rx.new_kernel_drops(last);
     }
     let mut bytes = 0;
     let mut truncated = 0;

@@ -32,6 +32,9 @@ pub struct Counters {
     pub truncated: u64,
     /// Receive calls that filled every slot of the pool: more was waiting in the socket.
     pub pool_full: u64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL;
+    /// reported with the next datagram that arrives).
+    pub kernel_drops: u64,
     pub unsupported_events: u64,
     pub unsupported_service_checks: u64,
     pub unsupported_timestamped: u64,
@@ -63,6 +66,7 @@ impl Counters {
         }
         self.truncated += o.truncated;
         self.pool_full += o.pool_full;
+        self.kernel_drops += o.kernel_drops;
         self.unsupported_events += o.unsupported_events;
         self.unsupported_service_checks += o.unsupported_service_checks;
         self.unsupported_timestamped += o.unsupported_timestamped;
@@ -124,6 +128,7 @@ impl TelemetrySnapshot {
             ("corestatsd.metrics", c.metrics),
             ("corestatsd.truncated_datagrams", c.truncated),
             ("corestatsd.pool_full", c.pool_full),
+            ("corestatsd.kernel_drops", c.kernel_drops),
             ("corestatsd.receive_errors", c.recv_errors),
         ] {
             point(name, None, OutKind::Count, v as f64);
@@ -209,8 +214,14 @@ fn log_summary(window: u64, c: &Counters, live: u64) {
         c.unsupported_events + c.unsupported_service_checks + c.unsupported_timestamped;
     eprintln!(
         "corestatsd: window {window}: datagrams={} bytes={} metrics={} parse_errors={errors} \
-         truncated={} unsupported={unsupported} receive_errors={} live_contexts={live} \
-         receive_max_pause_us={}",
-        c.datagrams, c.bytes, c.metrics, c.truncated, c.recv_errors, c.recv_max_pause_us
+         truncated={} unsupported={unsupported} kernel_drops={} receive_errors={} \
+         live_contexts={live} receive_max_pause_us={}",
+        c.datagrams,
+        c.bytes,
+        c.metrics,
+        c.truncated,
+        c.kernel_drops,
+        c.recv_errors,
+        c.recv_max_pause_us
     );
 }

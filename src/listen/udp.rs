@@ -45,6 +45,9 @@ fn bind_one(addr: SocketAddr, rcvbuf: usize) -> io::Result<BoundUdp> {
         None,
     )?;
     setsockopt(&fd, sockopt::ReusePort, &true)?;
+    // The kernel's drop count for this socket rides on every datagram (SO_RXQ_OVFL), so drops
+    // from a full receive buffer show in corestatsd's own telemetry, not only in /proc/net/snmp.
+    setsockopt(&fd, sockopt::RxqOvfl, &1)?;
     if rcvbuf > 0 {
         // SO_RCVBUFFORCE passes rmem_max when we have CAP_NET_ADMIN; otherwise the plain option
         // is capped by the kernel, and the granted size is logged either way.
@@ -81,8 +84,15 @@ pub struct UdpReceiver {
     pool: Box<[u8]>,
     slot_size: usize,
     iovecs: Box<[libc::iovec]>,
+    /// One control buffer per slot, for the SO_RXQ_OVFL drop counter.
+    control: Box<[u64]>,
     headers: Box<[libc::mmsghdr]>,
+    /// The socket's cumulative kernel drop count as last seen.
+    drops_seen: u32,
 }
+
+/// u64 words per control buffer: room for one `cmsghdr` carrying a `u32`, aligned.
+const CONTROL_WORDS: usize = 4;
 
 /// Outcome of one `recv_batch`.
 pub enum Received {
@@ -109,16 +119,22 @@ impl UdpReceiver {
             pool,
             slot_size,
             iovecs,
+            control: vec![0u64; slots * CONTROL_WORDS].into_boxed_slice(),
             headers: Box::default(),
+            drops_seen: 0,
         };
+        let control = rx.control.as_mut_ptr();
         rx.headers = rx
             .iovecs
             .iter_mut()
-            .map(|iov| {
+            .enumerate()
+            .map(|(i, iov)| {
                 // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
                 let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
+                // Same reasoning as the pool: a boxed slice that lives as long as `self`.
+                h.msg_hdr.msg_control = control.wrapping_add(i * CONTROL_WORDS).cast();
                 h
             })
             .collect();
@@ -139,9 +155,11 @@ impl UdpReceiver {
         for h in self.headers.iter_mut() {
             h.msg_len = 0;
             h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_controllen = CONTROL_WORDS * 8;
         }
         // SAFETY: `headers` holds `len` valid mmsghdr whose single iovec points at a distinct
-        // `slot_size` region of `pool`; both outlive the call. No address or control buffers.
+        // `slot_size` region of `pool` and whose control buffer is a distinct `CONTROL_WORDS`
+        // region of `control`; all outlive the call. No address buffers.
         let n = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
@@ -172,6 +190,36 @@ impl UdpReceiver {
 
     pub fn slots(&self) -> usize {
         self.headers.len()
+    }
+
+    /// Datagrams the kernel dropped on this socket (receive buffer full) since the last call,
+    /// read from the counter that came with datagram `last` of the last batch.
+    pub fn new_kernel_drops(&mut self, last: usize) -> u64 {
+        let Some(total) = self.drop_counter(last) else {
+            return 0;
+        };
+        let new = total.wrapping_sub(self.drops_seen);
+        self.drops_seen = total;
+        u64::from(new)
+    }
+
+    fn drop_counter(&self, i: usize) -> Option<u32> {
+        let hdr = &self.headers.get(i)?.msg_hdr;
+        // SAFETY: the kernel filled this header's control buffer (its length is in
+        // `msg_controllen`); the CMSG_* walk stays within it.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
+                {
+                    return Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u32>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+            }
+        }
+        None
     }
 }
 
@@ -220,6 +268,36 @@ mod tests {
             receivers[0].recv_batch().unwrap(),
             Received::WouldBlock
         ));
+    }
+
+    #[test]
+    fn kernel_drops_on_a_full_socket_are_reported_with_the_next_datagram() {
+        // The smallest receive buffer the kernel allows holds a few of these datagrams at most.
+        let socks = bind_udp_shards("127.0.0.1:0".parse().unwrap(), 1, 0).unwrap();
+        let b = socks.into_iter().next().unwrap();
+        setsockopt(&b.fd, sockopt::RcvBuf, &1).unwrap();
+        let addr = b.local;
+        let mut rx = UdpReceiver::new(b.fd, 64, 2048);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[b'x'; 1000], addr).unwrap();
+        }
+        let Received::Datagrams(n) = rx.recv_batch().unwrap() else {
+            panic!("nothing received");
+        };
+        assert!(n > 0 && n < 200, "{n}");
+        // Those were queued before the drops; the count rides on the next datagram queued.
+        let before = rx.new_kernel_drops(n - 1);
+        tx.send_to(b"y", addr).unwrap();
+        let Received::Datagrams(1) = rx.recv_batch().unwrap() else {
+            panic!("one more datagram expected");
+        };
+        assert_eq!(before + rx.new_kernel_drops(0), 200 - n as u64);
+        tx.send_to(b"z", addr).unwrap();
+        let Received::Datagrams(1) = rx.recv_batch().unwrap() else {
+            panic!("one more datagram expected");
+        };
+        assert_eq!(rx.new_kernel_drops(0), 0, "counts are deltas");
     }
 
     #[test]
