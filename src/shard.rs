@@ -38,6 +38,8 @@ pub fn request_stop() {
 
 /// How often an idle shard looks at the stop flag, and so the longest a stop waits on it.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// Longest a stopping shard keeps draining a socket that clients keep filling.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Contexts swept, or partials merged, between two chances for receive to run.
 pub const CHUNK: usize = 1024;
 
@@ -165,7 +167,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     .map_err(|e| io::Error::other(e.to_string()))?;
 
     let mut merges = Vec::new();
-    for (peer, stream) in receivers.streams() {
+    for (_, stream) in receivers.streams() {
         let shard = shard.clone();
         let task = glommio::spawn_local_into(
             async move {
@@ -175,7 +177,6 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
                         ShardMsg::Done => break,
                     }
                 }
-                let _ = peer;
                 peer_done(&shard).await;
             },
             background,
@@ -232,11 +233,21 @@ async fn receive_loop(
 ) {
     let mut peek = [0u8; 1];
     let mut logged_errors = 0u64;
+    let mut drain_deadline: Option<Instant> = None;
     loop {
         match rx.recv_batch() {
             Ok(Received::Datagrams(n)) => {
                 let at = base.elapsed().as_nanos() as u64;
                 handle_batch(&shard, &mut rx, n, at);
+                if shard.stop.get() {
+                    // Stopping: drain what the socket holds, but a client that keeps sending
+                    // must not hold the stop off forever.
+                    let deadline =
+                        *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
                 let yielded = Instant::now();
                 glommio::yield_if_needed().await;
                 let paused = yielded.elapsed().as_micros() as u64;
@@ -252,13 +263,13 @@ async fn receive_loop(
             }
             Err(e) => {
                 shard.counters.borrow_mut().recv_errors += 1;
+                logged_errors += 1;
                 if logged_errors.is_power_of_two() {
                     eprintln!(
                         "corestatsd: shard {}: receive error ({logged_errors} so far): {e}",
                         shard.index
                     );
                 }
-                logged_errors += 1;
                 if shard.stop.get() {
                     break;
                 }

@@ -220,3 +220,53 @@ fn bad_flags_and_unbindable_addresses_exit_2_naming_the_culprit() {
         "{err}"
     );
 }
+
+#[test]
+fn a_stop_under_continuous_traffic_drains_and_exits() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--bucket-secs",
+        "3600",
+        "--so-rcvbuf-bytes",
+        "1048576",
+    ]);
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Datagrams of 800 lines take the server far longer to parse than this thread takes
+            // to send them, so its socket never runs empty. Bounded: stops when told, or after
+            // 60 s whatever happens.
+            let datagram = "busy:1|c\n".repeat(800);
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let start = std::time::Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && start.elapsed().as_secs() < 60 {
+                if s.send_to(datagram.as_bytes(), addr).is_ok() {
+                    sent += 800;
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // `stop` panics if the server is still running 20 s after SIGTERM.
+    let done = server.stop();
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    assert_eq!(done.status, 0);
+    let metrics = metric_lines(&done.lines);
+    let received = one(&metrics, "busy")["value"].as_f64().unwrap();
+    assert!(
+        received > 0.0 && received <= sent as f64,
+        "{received} of {sent}"
+    );
+    assert_eq!(
+        received,
+        self_metric(&done.lines, "corestatsd.metrics", &[])
+    );
+}
