@@ -332,7 +332,7 @@ pub fn ingest<'a>(
                         n = 0;
                     }
                 }
-                Err(e) => c.parse_error(e),
+                Err(e) => c.parse_error(e, line),
             },
             MessageKind::Event => c.unsupported(Unsupported::Event),
             MessageKind::ServiceCheck => c.unsupported(Unsupported::ServiceCheck),

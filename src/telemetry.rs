@@ -22,6 +22,42 @@ pub enum Unsupported {
     TimestampedType,
 }
 
+/// The first line rejected in a window, kept to name it in the window's log line: the log
+/// stays bounded (one line per window) and still shows what a client got wrong.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RejectSample {
+    pub reason: ParseError,
+    line: [u8; 96],
+    len: u8,
+    /// The line was longer than the sample.
+    cut: bool,
+}
+
+impl RejectSample {
+    pub fn new(reason: ParseError, line: &[u8]) -> Self {
+        let mut s = RejectSample {
+            reason,
+            line: [0; 96],
+            len: line.len().min(96) as u8,
+            cut: line.len() > 96,
+        };
+        s.line[..s.len as usize].copy_from_slice(&line[..s.len as usize]);
+        s
+    }
+
+    pub fn line(&self) -> &[u8] {
+        &self.line[..self.len as usize]
+    }
+}
+
+impl std::fmt::Display for RejectSample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = String::from_utf8_lossy(self.line());
+        let more = if self.cut { "..." } else { "" };
+        write!(f, "{:?}{more} ({})", text, self.reason.reason())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
     pub datagrams: u64,
@@ -42,11 +78,17 @@ pub struct Counters {
     pub recv_max_pause_us: u64,
     /// Socket errors other than "would block".
     pub recv_errors: u64,
+    /// The window's first rejected line.
+    pub first_reject: Option<RejectSample>,
 }
 
 impl Counters {
-    pub fn parse_error(&mut self, e: ParseError) {
+    /// Counts a rejected line; the window's first is kept for the log.
+    pub fn parse_error(&mut self, e: ParseError, line: &[u8]) {
         self.parse_errors[e.index()] += 1;
+        if self.first_reject.is_none() {
+            self.first_reject = Some(RejectSample::new(e, line));
+        }
     }
 
     pub fn unsupported(&mut self, u: Unsupported) {
@@ -72,6 +114,7 @@ impl Counters {
         self.unsupported_timestamped += o.unsupported_timestamped;
         self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
         self.recv_errors += o.recv_errors;
+        self.first_reject = self.first_reject.or(o.first_reject);
     }
 }
 
@@ -215,13 +258,16 @@ fn log_summary(window: u64, c: &Counters, live: u64) {
     eprintln!(
         "corestatsd: window {window}: datagrams={} bytes={} metrics={} parse_errors={errors} \
          truncated={} unsupported={unsupported} kernel_drops={} receive_errors={} \
-         live_contexts={live} receive_max_pause_us={}",
+         live_contexts={live} receive_max_pause_us={}{}",
         c.datagrams,
         c.bytes,
         c.metrics,
         c.truncated,
         c.kernel_drops,
         c.recv_errors,
-        c.recv_max_pause_us
+        c.recv_max_pause_us,
+        c.first_reject
+            .map(|r| format!("; first rejected line: {r}"))
+            .unwrap_or_default()
     );
 }

@@ -79,6 +79,19 @@ fn every_metric_type_aggregates_exactly_across_two_shards() {
         ),
         16.0
     );
+    // The log names a rejected line (the first of the window) and why.
+    let named = [
+        "first rejected line: \"not a metric\" (no_pipe)",
+        "first rejected line: \"bad.value:abc|c\" (bad_value)",
+        "first rejected line: \"bad.type:1|x\" (unknown_type)",
+    ];
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| named.iter().any(|n| l.contains(n))),
+        "{:?}",
+        done.stderr
+    );
 
     let metrics = metric_lines(&done.lines);
     let ts = one(&metrics, "page.views")["ts"].clone();
