@@ -75,7 +75,10 @@ impl Agg {
             MetricType::Counter => Agg::Counter(0.0),
             MetricType::Gauge => Agg::Gauge { value: 0.0, at: 0 },
             MetricType::Set => Agg::Set(Box::default()),
-            MetricType::Histogram | MetricType::Timer => Agg::Histogram(Box::default()),
+            // Room for 16 samples up front: growing from empty reallocated every few samples.
+            MetricType::Histogram | MetricType::Timer => {
+                Agg::Histogram(Box::new(Histogram::Exact(Vec::with_capacity(16))))
+            }
             MetricType::Distribution => Agg::Distribution(Box::default()),
         }
     }
@@ -158,7 +161,21 @@ pub struct AggregateConfig {
     pub owners: usize,
 }
 
-struct Context {
+/// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
+/// (One 80-byte entry always spanned two cache lines. Measured alone the split was within this
+/// machine's run-to-run noise at 100k contexts and 3 % faster at 1k; it also keeps the sweep's
+/// reads of names and tags off the lines the receive path writes.)
+#[repr(align(32))]
+struct Slot {
+    /// Low half of the raw key; the high half is the fingerprint in `by_raw`.
+    alias_lo: u32,
+    /// Window index of the last sample; `agg` (when set) belongs to that window.
+    last_seen: u32,
+    agg: Option<Agg>,
+}
+
+/// The rest of a context, touched when it is created, swept or freed.
+struct Meta {
     /// Canonical key: identical on every shard for the same context, used for ownership.
     key: u64,
     /// Raw key of the tag order first seen: its entry in `by_raw`, for the fast path.
@@ -168,9 +185,6 @@ struct Context {
     container: Sym,
     tags: Box<[Sym]>,
     metric_type: MetricType,
-    /// Window index of the last sample; `agg` (when set) belongs to that window.
-    last_seen: u32,
-    agg: Option<Agg>,
 }
 
 /// A closed window ready to leave the shard.
@@ -192,7 +206,9 @@ pub struct Aggregator {
     state: FixedState,
     raw_state: FixedState,
     interner: Interner,
-    contexts: Vec<Context>,
+    /// Contexts by slot id, in two parallel halves.
+    slots: Vec<Slot>,
+    metas: Vec<Meta>,
     free: Vec<u32>,
     /// (fingerprint of the raw key, context slot): the table the fast path probes. Probing
     /// compares fingerprints only, so it touches no context; the full key is checked when the
@@ -221,7 +237,8 @@ impl Aggregator {
             state: FixedState::with_seed(KEY_SEED),
             raw_state: FixedState::with_seed(RAW_SEED),
             interner: Interner::default(),
-            contexts: Vec::new(),
+            slots: Vec::new(),
+            metas: Vec::new(),
             free: Vec::new(),
             by_raw: HashTable::new(),
             by_key: HashTable::new(),
@@ -284,12 +301,12 @@ impl Aggregator {
                 .find(raw, |&(f, _)| f == fp)
                 .map_or(NO_CONTEXT, |&(_, id)| id);
             if id != NO_CONTEXT {
-                prefetch(self.contexts.as_ptr().wrapping_add(id as usize));
+                prefetch(self.slots.as_ptr().wrapping_add(id as usize));
             }
             *f = (raw, id);
         }
         for &(_, id) in &found[..ms.len()] {
-            if let Some(agg) = self.contexts.get(id as usize).and_then(|c| c.agg.as_ref()) {
+            if let Some(agg) = self.slots.get(id as usize).and_then(|c| c.agg.as_ref()) {
                 agg.prefetch();
             }
         }
@@ -300,8 +317,8 @@ impl Aggregator {
                 }
                 continue;
             }
-            let id = match self.contexts.get(id as usize) {
-                Some(c) if c.alias == raw => id,
+            let id = match self.slots.get(id as usize) {
+                Some(c) if c.alias_lo == raw as u32 => id,
                 _ => self.resolve_slow(m, raw),
             };
             self.aggregate(id, m, at);
@@ -310,20 +327,17 @@ impl Aggregator {
 
     /// Finds or creates the context of `m` the thorough way.
     fn resolve_slow(&mut self, m: &Metric<'_>, raw: u64) -> u32 {
-        let contexts = &self.contexts;
+        let metas = &self.metas;
         // Exact raw match: a fingerprint collision, or a context created earlier in this group.
         if let Some(&(_, id)) = self
             .by_raw
-            .find(raw, |&(_, id)| contexts[id as usize].alias == raw)
+            .find(raw, |&(_, id)| metas[id as usize].alias == raw)
         {
             return id;
         }
         let (key, host) = self.context_key(m);
-        let contexts = &self.contexts;
-        match self
-            .by_key
-            .find(key, |&id| contexts[id as usize].key == key)
-        {
+        let metas = &self.metas;
+        match self.by_key.find(key, |&id| metas[id as usize].key == key) {
             // Same context, tags in another order: served by this path each time rather than
             // adding aliases that would have to be tracked and freed.
             Some(&id) => id,
@@ -344,14 +358,14 @@ impl Aggregator {
 
     fn aggregate(&mut self, id: u32, m: &Metric<'_>, at: u64) {
         let window = self.window;
-        let ctx = &mut self.contexts[id as usize];
+        let ctx = &mut self.slots[id as usize];
         if ctx.agg.is_some() && ctx.last_seen != window {
             // A sample of the new window reached a context the close has not swept yet.
             let agg = ctx.agg.take();
             let seen = ctx.last_seen;
             self.extract(id, agg, seen);
         }
-        let ctx = &mut self.contexts[id as usize];
+        let ctx = &mut self.slots[id as usize];
         ctx.last_seen = window;
         ctx.agg
             .get_or_insert_with(|| Agg::new(m.metric_type))
@@ -417,7 +431,7 @@ impl Aggregator {
                 None => NO_SYM,
             },
         };
-        let ctx = Context {
+        let meta = Meta {
             key,
             alias,
             name: self.interner.intern(m.name),
@@ -425,25 +439,30 @@ impl Aggregator {
             container: self.interner.intern_optional(m.container_id),
             tags: tags.iter().map(|t| self.interner.intern(t)).collect(),
             metric_type: m.metric_type,
+        };
+        let slot = Slot {
+            alias_lo: alias as u32,
             last_seen: self.window,
             agg: None,
         };
         let id = match self.free.pop() {
             Some(id) => {
-                self.contexts[id as usize] = ctx;
+                self.metas[id as usize] = meta;
+                self.slots[id as usize] = slot;
                 id
             }
             None => {
-                self.contexts.push(ctx);
-                (self.contexts.len() - 1) as u32
+                self.metas.push(meta);
+                self.slots.push(slot);
+                (self.metas.len() - 1) as u32
             }
         };
-        let contexts = &self.contexts;
+        let metas = &self.metas;
         self.by_key
-            .insert_unique(key, id, |&i| contexts[i as usize].key);
+            .insert_unique(key, id, |&i| metas[i as usize].key);
         self.by_raw
             .insert_unique(alias, (fingerprint(alias), id), |&(_, i)| {
-                contexts[i as usize].alias
+                metas[i as usize].alias
             });
         self.live += 1;
         id
@@ -538,25 +557,25 @@ impl Aggregator {
         let closing = self.closing.as_ref()?;
         let closed = closing.window;
         let start = closing.cursor;
-        let end = start.saturating_add(budget).min(self.contexts.len());
+        let end = start.saturating_add(budget).min(self.slots.len());
         let bucket = u64::from(self.cfg.bucket_secs);
         let zero_fill = self.cfg.counter_zero_fill_secs.div_ceil(bucket) as u32;
         let expiry = self.cfg.context_expiry_secs.div_ceil(bucket).max(1) as u32;
         for id in start as u32..end as u32 {
-            let ctx = &mut self.contexts[id as usize];
-            if ctx.name == NO_SYM {
+            if self.metas[id as usize].name == NO_SYM {
                 continue;
             }
-            if ctx.agg.is_some() && ctx.last_seen == closed {
-                let agg = ctx.agg.take();
+            let slot = &mut self.slots[id as usize];
+            if slot.agg.is_some() && slot.last_seen == closed {
+                let agg = slot.agg.take();
                 self.extract(id, agg, closed);
                 continue;
             }
-            if ctx.last_seen > closed {
+            if slot.last_seen > closed {
                 continue;
             }
-            let idle = closed - ctx.last_seen;
-            let is_counter = ctx.metric_type == MetricType::Counter;
+            let idle = closed - slot.last_seen;
+            let is_counter = self.metas[id as usize].metric_type == MetricType::Counter;
             if is_counter && idle <= zero_fill {
                 self.extract(id, Some(Agg::Counter(0.0)), closed);
             }
@@ -571,7 +590,7 @@ impl Aggregator {
         }
         let closing = self.closing.as_mut()?;
         closing.cursor = end;
-        if end < self.contexts.len() {
+        if end < self.slots.len() {
             return None;
         }
         let closing = self.closing.take()?;
@@ -595,7 +614,7 @@ impl Aggregator {
             debug_assert!(false, "aggregate of window {window} outside a close");
             return;
         };
-        let ctx = &self.contexts[id as usize];
+        let ctx = &self.metas[id as usize];
         let owner = merge::owner_of(ctx.key, self.cfg.owners);
         let batch = &mut closing.batches[owner];
         let i = &self.interner;
@@ -615,12 +634,12 @@ impl Aggregator {
     }
 
     fn free_context(&mut self, id: u32) {
-        let ctx = &mut self.contexts[id as usize];
+        let ctx = &mut self.metas[id as usize];
         let (key, alias) = (ctx.key, ctx.alias);
         let syms = [ctx.name, ctx.host, ctx.container];
         let tags = std::mem::take(&mut ctx.tags);
         ctx.name = NO_SYM;
-        ctx.agg = None;
+        self.slots[id as usize].agg = None;
         for sym in syms.into_iter().chain(tags.iter().copied()) {
             self.interner.release(sym);
         }

@@ -378,3 +378,9 @@ fn ingest_handles_more_lines_than_a_group_across_datagrams() {
     let total: f64 = points(&close_all(&mut a)).iter().map(|p| p.2).sum();
     assert_eq!(total, (GROUP + 4) as f64);
 }
+
+#[test]
+fn the_per_sample_half_of_a_context_fills_exactly_one_half_cache_line() {
+    assert_eq!(std::mem::size_of::<Slot>(), 32);
+    assert_eq!(std::mem::align_of::<Slot>(), 32);
+}
