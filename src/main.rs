@@ -1,11 +1,24 @@
 //! The `corestatsd` binary: flags → `Config` → `run`. No logic lives here.
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 use corestatsd::config::{Config, Flags};
 
 fn main() {
-    let flags = Flags::parse();
+    let flags = match Flags::try_parse() {
+        Ok(f) => f,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            // One line naming the flag and the bad value; `--help` has the rest.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad arguments");
+            eprintln!("corestatsd: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
     let cfg = match Config::from_flags(flags) {
         Ok(c) => c,
         Err(e) => {

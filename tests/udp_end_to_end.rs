@@ -210,10 +210,9 @@ fn bad_flags_and_unbindable_addresses_exit_2_naming_the_culprit() {
             .args(args)
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "one error line, got {err:?}");
+        (out.status.code(), err)
     };
     let (code, err) = run(&["--udp-addr", "nowhere"]);
     assert_eq!(code, Some(2));
@@ -221,6 +220,9 @@ fn bad_flags_and_unbindable_addresses_exit_2_naming_the_culprit() {
     let (code, err) = run(&["--cores", "9999"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--cores") && err.contains("9999"), "{err}");
+    let (code, err) = run(&["--no-such-flag"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--no-such-flag"), "{err}");
     let (code, err) = run(&["--histogram-percentiles", "95"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--histogram-percentiles"), "{err}");
