@@ -21,8 +21,8 @@ rcvbuf_errors() { awk '/^Udp:/ { if (++n == 2) print $6 }' /proc/net/snmp; }
 no_ports() { awk '/^Udp:/ { if (++n == 2) print $3 }' /proc/net/snmp; }
 sum_metric() { grep "\"name\":\"$1\"" "$2" | sed 's/.*"value":\([^,]*\),.*/\1/' | awk '{s+=$1} END {printf "%d", s}'; }
 
-echo "| server cores | generator cores | sent metrics/s | received metrics/s | per server core | kernel drops | max receive pause µs |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
+echo "| server cores | generator cores | sent metrics/s | received metrics/s | per server core | kernel drops | drops counted by corestatsd | max receive pause µs |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 for S in ${SIZES:-1 2 4 8 14}; do
   [ "$S" -lt "$NCPU" ] || continue
   G=$(( NCPU - S )); [ "$G" -gt 8 ] && G=8
@@ -56,7 +56,8 @@ for S in ${SIZES:-1 2 4 8 14}; do
     tail -20 "$WORK/err" >&2
   fi
   received=$(sum_metric corestatsd.metrics "$WORK/out")
+  counted=$(sum_metric corestatsd.kernel_drops "$WORK/out")
   pause=$(grep -o 'receive_max_pause_us=[0-9]*' "$WORK/err" | cut -d= -f2 | sort -n | tail -1)
-  printf '| %d | %d | %d | %d | %d | %d | %s |\n' "$S" "$G" $((sent / SECS)) $((received / SECS)) \
-    $((received / SECS / S)) $((after - before)) "${pause:-?}"
+  printf '| %d | %d | %d | %d | %d | %d | %d | %s |\n' "$S" "$G" $((sent / SECS)) $((received / SECS)) \
+    $((received / SECS / S)) $((after - before)) "$counted" "${pause:-?}"
 done
