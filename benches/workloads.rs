@@ -42,6 +42,7 @@ pub fn aggregator() -> Aggregator {
             context_expiry_secs: 20,
             default_host: Some(b"bench-host".to_vec()),
             owners: 1,
+            max_pending_events: 10_000,
         },
         1_000_000,
     )

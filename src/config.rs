@@ -80,6 +80,12 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = parse_downstream)]
     pub downstream: Downstream,
 
+    /// Events, and separately service checks, one shard holds between two flushes; more are
+    /// dropped and counted (`corestatsd.pending_full_drops`). Bounds memory under an event
+    /// flood. Defaults to 10000.
+    #[arg(long, hide_default_value = true, default_value_t = 10_000)]
+    pub max_pending_events: usize,
+
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
     #[arg(long)]
     pub no_self_metrics: bool,
@@ -231,6 +237,7 @@ impl Config {
                 context_expiry_secs: f.context_expiry_secs,
                 default_host: (!hostname.is_empty()).then(|| hostname.into_bytes()),
                 owners: cores.len(),
+                max_pending_events: f.max_pending_events,
             },
             cores,
             histogram: HistogramOutput {

@@ -11,9 +11,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::io::Write as _;
 use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,20 +27,26 @@ use crate::aggregate::{Aggregator, GROUP};
 use crate::config::Config;
 use crate::listen::{Received, UdpReceiver, glommio_socket};
 use crate::merge::{ContextBatch, Merger, ReadyWindow};
-use crate::protocol::{Lines, MessageKind, Metric, message_kind, parse_metric_into};
+use crate::protocol::{
+    Lines, MessageKind, Metric, message_kind, parse_event, parse_metric_into, parse_service_check,
+};
 use crate::sink::FlushBatch;
-use crate::telemetry::{Counters, TelemetrySnapshot, Unsupported};
+use crate::telemetry::{Counters, TelemetrySnapshot};
 
-/// Set by SIGINT/SIGTERM; each shard polls it from a timer, never on the packet path.
+/// Set by SIGINT/SIGTERM. Only the main thread polls it; it then wakes every shard through a
+/// socket pair (an I/O completion, which wakes a parked executor whatever its timers do).
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Shards whose executor has returned; one that ends before a stop failed, and the main thread
+/// then stops the others instead of waiting for a signal.
+static SHARDS_ENDED: AtomicUsize = AtomicUsize::new(0);
 
 /// Asks every shard to stop as a signal would (used by the signal handler).
 pub fn request_stop() {
     STOP.store(true, Ordering::Relaxed);
 }
 
-/// How often an idle shard looks at the stop flag, and so the longest a stop waits on it.
-const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often the main thread looks at the stop flag, and so the longest a stop waits on it.
+const STOP_POLL: Duration = Duration::from_millis(20);
 /// Longest a stopping shard keeps draining a socket that clients keep filling.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Contexts swept, or partials merged, between two chances for receive to run.
@@ -58,6 +67,8 @@ pub struct ShardSetup {
     pub mesh: MeshBuilder<ShardMsg, Full>,
     pub sink: mpsc::Sender<FlushBatch>,
     pub clock_base: Instant,
+    /// The shard's end of its stop socket pair: readable (a byte, or EOF) means stop.
+    pub stop_wake: UnixStream,
 }
 
 struct Shard {
@@ -68,6 +79,8 @@ struct Shard {
     merger: RefCell<Merger>,
     counters: RefCell<Counters>,
     stop: Cell<bool>,
+    /// Signalled (2 units: receive and window tasks) when `stop` is set.
+    stop_signal: glommio::sync::Semaphore,
     peers_done: Cell<usize>,
     sink: mpsc::Sender<FlushBatch>,
 }
@@ -81,7 +94,10 @@ pub fn run_shards(
     let mesh = MeshBuilder::full(cfg.cores.len(), 8);
     let clock_base = Instant::now();
     let mut handles = Vec::new();
+    let mut wakers = Vec::new();
     for (index, (fd, &cpu)) in fds.into_iter().zip(&cfg.cores).enumerate() {
+        let (waker, stop_wake) = UnixStream::pair()?;
+        wakers.push(waker);
         let setup = ShardSetup {
             index,
             cpu,
@@ -89,6 +105,7 @@ pub fn run_shards(
             mesh: mesh.clone(),
             sink: sink.clone(),
             clock_base,
+            stop_wake,
         };
         let cfg = cfg.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -98,11 +115,23 @@ pub fn run_shards(
             // The io_uring buffer registration is unused here (receive goes through recvmmsg);
             // keep it small so every shard fits a default 8 MiB memlock limit.
             .io_memory(64 << 10)
-            .spawn(move || shard_main(cfg, setup))
+            .spawn(move || async move {
+                let result = shard_main(cfg, setup).await;
+                SHARDS_ENDED.fetch_add(1, Ordering::Relaxed);
+                result
+            })
             .map_err(|e| io::Error::other(format!("cannot start the shard on CPU {cpu}: {e}")))?;
         handles.push(handle);
     }
     drop(sink);
+    // Shards end only when told to, so one that ended on its own failed: stop them all.
+    while !STOP.load(Ordering::Relaxed) && SHARDS_ENDED.load(Ordering::Relaxed) == 0 {
+        std::thread::sleep(STOP_POLL);
+    }
+    for mut w in wakers {
+        // A shard that already ended has closed its end; nothing to wake then.
+        let _ = w.write_all(&[1]);
+    }
     let mut first_err = None;
     for h in handles {
         match h.join() {
@@ -142,6 +171,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         )),
         counters: RefCell::new(Counters::default()),
         stop: Cell::new(false),
+        stop_signal: glommio::sync::Semaphore::new(0),
         peers_done: Cell::new(0),
         sink: setup.sink,
         cfg,
@@ -165,6 +195,22 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         receive_queue,
     )
     .map_err(|e| io::Error::other(e.to_string()))?;
+
+    // SAFETY: `stop_wake` is an open unix stream socket we own; ownership passes to glommio.
+    let mut wake: glommio::net::UnixStream =
+        unsafe { glommio::net::UnixStream::from_raw_fd(setup.stop_wake.into_raw_fd()) };
+    let control = shard.clone();
+    glommio::spawn_local_into(
+        async move {
+            let mut byte = [0u8; 1];
+            let _ = futures_lite::AsyncReadExt::read(&mut wake, &mut byte).await;
+            control.stop.set(true);
+            control.stop_signal.signal(2);
+        },
+        background,
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?
+    .detach();
 
     let mut merges = Vec::new();
     for (_, stream) in receivers.streams() {
@@ -199,8 +245,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
 /// closes the open window like any other and tells every owner this shard is done.
 async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glommio::Task<()>) {
     loop {
-        if STOP.load(Ordering::Relaxed) {
-            shard.stop.set(true);
+        if shard.stop.get() {
             break;
         }
         let end = shard.agg.borrow().window_end() as f64;
@@ -209,9 +254,11 @@ async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glom
             close_window(&shard, &senders).await;
             continue;
         }
-        glommio::timer::sleep(Duration::from_secs_f64(
-            (end - now).min(STOP_POLL.as_secs_f64()),
-        ))
+        // Until the window ends, or the stop arrives.
+        let until_end = Duration::from_secs_f64(end - now);
+        futures_lite::future::or(glommio::timer::sleep(until_end), async {
+            let _ = shard.stop_signal.acquire(1).await;
+        })
         .await;
     }
     receive.await;
@@ -255,11 +302,19 @@ async fn receive_loop(
                 c.recv_max_pause_us = c.recv_max_pause_us.max(paused);
             }
             Ok(Received::WouldBlock) => {
-                if shard.stop.get() || STOP.load(Ordering::Relaxed) {
+                if shard.stop.get() {
                     break;
                 }
-                // Wait for data, but wake up regularly so a stop is noticed on an idle socket.
-                let _ = glommio::timer::timeout(STOP_POLL, ready.peek_from(&mut peek)).await;
+                // Wait for data, or for the stop.
+                futures_lite::future::or(
+                    async {
+                        let _ = ready.peek_from(&mut peek).await;
+                    },
+                    async {
+                        let _ = shard.stop_signal.acquire(1).await;
+                    },
+                )
+                .await;
             }
             Err(e) => {
                 shard.counters.borrow_mut().recv_errors += 1;
@@ -334,8 +389,26 @@ pub fn ingest<'a>(
                 }
                 Err(e) => c.parse_error(e, line),
             },
-            MessageKind::Event => c.unsupported(Unsupported::Event),
-            MessageKind::ServiceCheck => c.unsupported(Unsupported::ServiceCheck),
+            MessageKind::Event => match parse_event(line) {
+                Ok(e) => {
+                    c.events += 1;
+                    c.field_warnings += u64::from(e.warning.is_some());
+                    if let Err(u) = agg.insert_event(&e) {
+                        c.unsupported(u);
+                    }
+                }
+                Err(e) => c.event_error(e, line),
+            },
+            MessageKind::ServiceCheck => match parse_service_check(line) {
+                Ok(sc) => {
+                    c.service_checks += 1;
+                    c.field_warnings += u64::from(sc.bad_timestamp);
+                    if let Err(u) = agg.insert_service_check(&sc) {
+                        c.unsupported(u);
+                    }
+                }
+                Err(e) => c.service_check_error(e, line),
+            },
         }
     }
     agg.insert_group(&group[..n], at, |u| c.unsupported(u));

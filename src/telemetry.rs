@@ -8,25 +8,25 @@
 use std::collections::BTreeMap;
 
 use crate::merge::desc;
-use crate::protocol::{MetricType, ParseError};
+use crate::protocol::{EventError, MetricType, ParseError, ServiceCheckError};
 use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
 
-/// Why a well-formed message was not aggregated.
+/// Why a well-formed message was not passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsupported {
-    /// `_e{...}` events (their parser comes with the events issue).
-    Event,
-    /// `_sc|...` service checks (likewise).
-    ServiceCheck,
     /// `|T` on a histogram, timer, set or distribution: only gauges and counters may carry one.
     TimestampedType,
+    /// An event beyond `--max-pending-events` in one window.
+    EventOverflow,
+    /// A service check beyond `--max-pending-events` in one window.
+    ServiceCheckOverflow,
 }
 
 /// The first line rejected in a window, kept to name it in the window's log line: the log
 /// stays bounded (one line per window) and still shows what a client got wrong.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RejectSample {
-    pub reason: ParseError,
+    pub reason: &'static str,
     line: [u8; 96],
     len: u8,
     /// The line was longer than the sample.
@@ -34,7 +34,7 @@ pub struct RejectSample {
 }
 
 impl RejectSample {
-    pub fn new(reason: ParseError, line: &[u8]) -> Self {
+    pub fn new(reason: &'static str, line: &[u8]) -> Self {
         let mut s = RejectSample {
             reason,
             line: [0; 96],
@@ -54,7 +54,7 @@ impl std::fmt::Display for RejectSample {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = String::from_utf8_lossy(self.line());
         let more = if self.cut { "..." } else { "" };
-        write!(f, "{:?}{more} ({})", text, self.reason.reason())
+        write!(f, "{:?}{more} ({})", text, self.reason)
     }
 }
 
@@ -71,9 +71,16 @@ pub struct Counters {
     /// Datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL;
     /// reported with the next datagram that arrives).
     pub kernel_drops: u64,
-    pub unsupported_events: u64,
-    pub unsupported_service_checks: u64,
     pub unsupported_timestamped: u64,
+    pub events: u64,
+    pub service_checks: u64,
+    pub event_errors: [u64; 3],
+    pub service_check_errors: [u64; 3],
+    /// Events and service checks kept but with a bad optional field (`d:`, `p:`, `t:`).
+    pub field_warnings: u64,
+    /// Events and service checks beyond `--max-pending-events`.
+    pub events_dropped: u64,
+    pub service_checks_dropped: u64,
     /// Longest time the receive loop yielded to other work while data could be waiting, in µs.
     pub recv_max_pause_us: u64,
     /// Socket errors other than "would block".
@@ -83,19 +90,33 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts a rejected line; the window's first is kept for the log.
+    /// Counts a rejected metric line; the window's first rejected line is kept for the log.
     pub fn parse_error(&mut self, e: ParseError, line: &[u8]) {
         self.parse_errors[e.index()] += 1;
+        self.sample_reject(e.reason(), line);
+    }
+
+    pub fn event_error(&mut self, e: EventError, line: &[u8]) {
+        self.event_errors[e as usize] += 1;
+        self.sample_reject(e.reason(), line);
+    }
+
+    pub fn service_check_error(&mut self, e: ServiceCheckError, line: &[u8]) {
+        self.service_check_errors[e as usize] += 1;
+        self.sample_reject(e.reason(), line);
+    }
+
+    fn sample_reject(&mut self, reason: &'static str, line: &[u8]) {
         if self.first_reject.is_none() {
-            self.first_reject = Some(RejectSample::new(e, line));
+            self.first_reject = Some(RejectSample::new(reason, line));
         }
     }
 
     pub fn unsupported(&mut self, u: Unsupported) {
         match u {
-            Unsupported::Event => self.unsupported_events += 1,
-            Unsupported::ServiceCheck => self.unsupported_service_checks += 1,
             Unsupported::TimestampedType => self.unsupported_timestamped += 1,
+            Unsupported::EventOverflow => self.events_dropped += 1,
+            Unsupported::ServiceCheckOverflow => self.service_checks_dropped += 1,
         }
     }
 
@@ -109,9 +130,22 @@ impl Counters {
         self.truncated += o.truncated;
         self.pool_full += o.pool_full;
         self.kernel_drops += o.kernel_drops;
-        self.unsupported_events += o.unsupported_events;
-        self.unsupported_service_checks += o.unsupported_service_checks;
         self.unsupported_timestamped += o.unsupported_timestamped;
+        self.events += o.events;
+        self.service_checks += o.service_checks;
+        for (a, b) in self.event_errors.iter_mut().zip(o.event_errors) {
+            *a += b;
+        }
+        for (a, b) in self
+            .service_check_errors
+            .iter_mut()
+            .zip(o.service_check_errors)
+        {
+            *a += b;
+        }
+        self.field_warnings += o.field_warnings;
+        self.events_dropped += o.events_dropped;
+        self.service_checks_dropped += o.service_checks_dropped;
         self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
         self.recv_errors += o.recv_errors;
         self.first_reject = self.first_reject.or(o.first_reject);
@@ -185,16 +219,52 @@ impl TelemetrySnapshot {
                 n as f64,
             );
         }
+        point(
+            "corestatsd.unsupported",
+            Some("what:timestamped_type".into()),
+            OutKind::Count,
+            c.unsupported_timestamped as f64,
+        );
+        for (name, n) in [
+            ("corestatsd.events", c.events),
+            ("corestatsd.service_checks", c.service_checks),
+            ("corestatsd.event_field_warnings", c.field_warnings),
+        ] {
+            point(name, None, OutKind::Count, n as f64);
+        }
         for (what, n) in [
-            ("event", c.unsupported_events),
-            ("service_check", c.unsupported_service_checks),
-            ("timestamped_type", c.unsupported_timestamped),
+            ("event", c.events_dropped),
+            ("service_check", c.service_checks_dropped),
         ] {
             point(
-                "corestatsd.unsupported",
+                "corestatsd.pending_full_drops",
                 Some(format!("what:{what}")),
                 OutKind::Count,
                 n as f64,
+            );
+        }
+        for e in [
+            EventError::BadHeader,
+            EventError::EmptyTitle,
+            EventError::TooShort,
+        ] {
+            point(
+                "corestatsd.event_parse_errors",
+                Some(format!("reason:{}", e.reason())),
+                OutKind::Count,
+                c.event_errors[e as usize] as f64,
+            );
+        }
+        for e in [
+            ServiceCheckError::TooShort,
+            ServiceCheckError::EmptyName,
+            ServiceCheckError::BadStatus,
+        ] {
+            point(
+                "corestatsd.service_check_parse_errors",
+                Some(format!("reason:{}", e.reason())),
+                OutKind::Count,
+                c.service_check_errors[e as usize] as f64,
             );
         }
         point(
@@ -252,17 +322,22 @@ impl WindowSummaries {
 }
 
 fn log_summary(window: u64, c: &Counters, live: u64) {
-    let errors: u64 = c.parse_errors.iter().sum();
-    let unsupported =
-        c.unsupported_events + c.unsupported_service_checks + c.unsupported_timestamped;
+    let errors: u64 = c.parse_errors.iter().sum::<u64>()
+        + c.event_errors.iter().sum::<u64>()
+        + c.service_check_errors.iter().sum::<u64>();
+    let dropped = c.events_dropped + c.service_checks_dropped;
     eprintln!(
-        "corestatsd: window {window}: datagrams={} bytes={} metrics={} parse_errors={errors} \
-         truncated={} unsupported={unsupported} kernel_drops={} receive_errors={} \
+        "corestatsd: window {window}: datagrams={} bytes={} metrics={} events={} \
+         service_checks={} parse_errors={errors} truncated={} unsupported={} \
+         pending_full_drops={dropped} kernel_drops={} receive_errors={} \
          live_contexts={live} receive_max_pause_us={}{}",
         c.datagrams,
         c.bytes,
         c.metrics,
+        c.events,
+        c.service_checks,
         c.truncated,
+        c.unsupported_timestamped,
         c.kernel_drops,
         c.recv_errors,
         c.recv_max_pause_us,

@@ -72,3 +72,77 @@ fn datadog_python_client_metrics_arrive_exactly() {
     }
     assert_eq!(metrics.len(), 16, "{metrics:#?}");
 }
+
+#[test]
+fn datadog_python_client_events_and_service_checks_arrive_field_by_field() {
+    let server = Server::start(&["--cores", "0", "--bucket-secs", "3600", "--hostname", "box"]);
+    let status = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/datadog_events.py"
+        ))
+        .arg(server.addr.port().to_string())
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "the client script failed: is the `datadog` package installed?"
+    );
+    // A mixed datagram: a metric, an event and a service check, plus a bad event and check.
+    common::send_spread(
+        server.addr,
+        &[b"mixed:1|c\n_e{5,4}:title|text|#b,a\n_sc|mixed.check|0\n_e{9,1}:short|x\n_sc|x|OK\n"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:?}", done.stderr);
+    let kind = |k: &str| -> Vec<&serde_json::Value> {
+        done.lines.iter().filter(|l| l["kind"] == k).collect()
+    };
+    let events = kind("event");
+    assert_eq!(
+        *events[0],
+        json!({"kind":"event","title":"Deploy finished","text":"Build #42 went out\nsecond line",
+               "ts":1700000000,"host":"myhost","aggregation_key":"deploy","priority":"low",
+               "source_type":"demo","alert_type":"success","tags":["env:prod","team:a"]})
+    );
+    assert_eq!(
+        *events[1],
+        json!({"kind":"event","title":"title","text":"text","host":"box","priority":"normal",
+               "alert_type":"info","tags":["a","b"]})
+    );
+    assert_eq!(events.len(), 2);
+    let checks = kind("service_check");
+    assert_eq!(
+        *checks[0],
+        json!({"kind":"service_check","name":"app.can_connect","status":1,"ts":1700000001,
+               "host":"myhost","message":"slow but up","tags":["env:prod"]})
+    );
+    assert_eq!(
+        *checks[1],
+        json!({"kind":"service_check","name":"mixed.check","status":0,"host":"box","tags":[]})
+    );
+    assert_eq!(checks.len(), 2);
+    assert_eq!(one(&metric_lines(&done.lines), "mixed")["value"], 1.0);
+    assert_eq!(
+        common::self_metric(&done.lines, "corestatsd.events", &[]),
+        2.0,
+        "the malformed one is a parse error, not an event"
+    );
+    assert_eq!(
+        common::self_metric(
+            &done.lines,
+            "corestatsd.event_parse_errors",
+            &["reason:too_short"]
+        ),
+        1.0
+    );
+    assert_eq!(
+        common::self_metric(
+            &done.lines,
+            "corestatsd.service_check_parse_errors",
+            &["reason:bad_status"]
+        ),
+        1.0
+    );
+}

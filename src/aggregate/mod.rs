@@ -20,8 +20,9 @@ use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
 use crate::merge::{self, ContextBatch, Partial, desc};
-use crate::protocol::{Metric, MetricType};
-use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::protocol::event::unescape;
+use crate::protocol::{Event, Metric, MetricType, ServiceCheck, TagIter};
+use crate::sink::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix};
 use crate::telemetry::Unsupported;
 use histogram::Histogram;
 use intern::{Interner, NO_SYM, Sym};
@@ -47,6 +48,21 @@ fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Splits a raw tag list into its last `host:` value and the other tags, sorted and deduplicated.
+fn split_host_tag(raw: &[u8]) -> (Option<&[u8]>, Vec<Vec<u8>>) {
+    let mut host = None;
+    let mut tags: Vec<&[u8]> = Vec::new();
+    for tag in TagIter::new(raw) {
+        match tag.strip_prefix(b"host:") {
+            Some(h) => host = Some(h),
+            None => tags.push(tag),
+        }
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    (host, tags.into_iter().map(<[u8]>::to_vec).collect())
 }
 
 /// Seed shared by every shard so a context hashes to the same owner everywhere.
@@ -159,6 +175,9 @@ pub struct AggregateConfig {
     pub default_host: Option<Vec<u8>>,
     /// Number of shards, each owning the contexts that hash to it.
     pub owners: usize,
+    /// Events, and separately service checks, a shard holds for one flush; more are dropped
+    /// and counted.
+    pub max_pending_events: usize,
 }
 
 /// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
@@ -224,7 +243,8 @@ pub struct Aggregator {
     /// Sizes of the last closed window's batches per owner (descs bytes, partials), so the next
     /// close allocates once instead of growing (and copying) mid-sweep.
     last_batch_sizes: Vec<(usize, usize)>,
-    /// `|T` gauges and counters waiting for the next flush, with their own timestamps.
+    /// What bypasses the windows until the next flush: `|T` gauges and counters (with their own
+    /// timestamps), events and service checks.
     timestamped: FlushBatch,
 }
 
@@ -509,7 +529,49 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Takes the `|T` points gathered since the last call.
+    /// Queues an event for the next flush, in arrival order (`Err` once `max_pending_events` are
+    /// waiting).
+    pub fn insert_event(&mut self, e: &Event<'_>) -> Result<(), Unsupported> {
+        if self.timestamped.events.len() >= self.cfg.max_pending_events {
+            return Err(Unsupported::EventOverflow);
+        }
+        let (host_tag, tags) = split_host_tag(e.tags);
+        let host = e.host.or(host_tag);
+        self.timestamped.events.push(FlushedEvent {
+            title: unescape(e.title),
+            text: unescape(e.text),
+            ts: e.timestamp,
+            host: self.resolve_host(host).map(<[u8]>::to_vec),
+            aggregation_key: e.aggregation_key.map(<[u8]>::to_vec),
+            priority: e.priority,
+            source_type: e.source_type.map(<[u8]>::to_vec),
+            alert_type: e.alert_type,
+            tags,
+            container_id: e.container_id.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    }
+
+    /// Queues a service check for the next flush, in arrival order.
+    pub fn insert_service_check(&mut self, sc: &ServiceCheck<'_>) -> Result<(), Unsupported> {
+        if self.timestamped.service_checks.len() >= self.cfg.max_pending_events {
+            return Err(Unsupported::ServiceCheckOverflow);
+        }
+        let (host_tag, tags) = split_host_tag(sc.tags);
+        let host = sc.host.or(host_tag);
+        self.timestamped.service_checks.push(FlushedServiceCheck {
+            name: sc.name.to_vec(),
+            status: sc.status,
+            ts: sc.timestamp,
+            host: self.resolve_host(host).map(<[u8]>::to_vec),
+            message: sc.message.map(<[u8]>::to_vec),
+            tags,
+            container_id: sc.container_id.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    }
+
+    /// Takes the `|T` points, events and service checks gathered since the last call.
     pub fn take_timestamped(&mut self) -> FlushBatch {
         std::mem::replace(
             &mut self.timestamped,

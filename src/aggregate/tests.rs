@@ -12,6 +12,7 @@ fn cfg(owners: usize) -> AggregateConfig {
         context_expiry_secs: 20,
         default_host: Some(b"box".to_vec()),
         owners,
+        max_pending_events: 2,
     }
 }
 
@@ -371,10 +372,7 @@ fn ingest_handles_more_lines_than_a_group_across_datagrams() {
     crate::shard::ingest(&mut a[0], &mut c, [first.as_bytes(), second.as_bytes()], 0);
     assert_eq!(c.metrics, (GROUP + 5) as u64);
     assert_eq!(c.parse_errors.iter().sum::<u64>(), 1);
-    assert_eq!(
-        (c.unsupported_timestamped, c.unsupported_service_checks),
-        (1, 1)
-    );
+    assert_eq!((c.unsupported_timestamped, c.service_checks), (1, 1));
     let total: f64 = points(&close_all(&mut a)).iter().map(|p| p.2).sum();
     assert_eq!(total, (GROUP + 4) as f64);
 }
@@ -383,4 +381,41 @@ fn ingest_handles_more_lines_than_a_group_across_datagrams() {
 fn the_per_sample_half_of_a_context_fills_exactly_one_half_cache_line() {
     assert_eq!(std::mem::size_of::<Slot>(), 32);
     assert_eq!(std::mem::align_of::<Slot>(), 32);
+}
+
+#[test]
+fn events_and_checks_resolve_host_sort_tags_and_are_bounded_per_flush() {
+    use crate::protocol::{parse_event, parse_service_check};
+    let mut agg = Aggregator::new(cfg(1), T0);
+    let e = parse_event(b"_e{2,6}:hi|a\\nb c|#z,a,host:tagged,a").unwrap();
+    agg.insert_event(&e).unwrap();
+    let e = parse_event(b"_e{2,1}:hi|x|h:field|#host:tagged").unwrap();
+    agg.insert_event(&e).unwrap();
+    let e = parse_event(b"_e{2,1}:hi|x").unwrap();
+    assert_eq!(
+        agg.insert_event(&e),
+        Err(Unsupported::EventOverflow),
+        "limit is 2"
+    );
+    let sc = parse_service_check(b"_sc|up|1|#host:,b|m:msg").unwrap();
+    agg.insert_service_check(&sc).unwrap();
+    let out = agg.take_timestamped();
+    assert_eq!(out.events.len(), 2);
+    assert_eq!(out.events[0].text, b"a\nb c");
+    assert_eq!(out.events[0].host.as_deref(), Some(&b"tagged"[..]));
+    assert_eq!(out.events[0].tags, vec![b"a".to_vec(), b"z".to_vec()]);
+    assert_eq!(
+        out.events[1].host.as_deref(),
+        Some(&b"field"[..]),
+        "h: wins over host:"
+    );
+    assert_eq!(
+        out.service_checks[0].host, None,
+        "empty host: tag means no host"
+    );
+    assert_eq!(out.service_checks[0].tags, vec![b"b".to_vec()]);
+    assert!(
+        agg.take_timestamped().events.is_empty(),
+        "the bound is per flush"
+    );
 }

@@ -98,7 +98,7 @@ impl ReadyWindow {
             out: FlushBatch {
                 arenas: p.arenas,
                 metrics: Vec::with_capacity(points),
-                telemetry: None,
+                ..FlushBatch::default()
             },
             slots: p.slots.into_iter(),
         }

@@ -223,8 +223,19 @@ impl<'a> Iterator for TagIter<'a> {
 
 /// `|`-separated fields, found with memchr: a 200-byte tag field is skipped in a few vector
 /// compares instead of a byte loop.
-struct Fields<'a> {
+pub(super) struct Fields<'a> {
     rest: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    pub(super) fn new(rest: &'a [u8]) -> Self {
+        Fields { rest: Some(rest) }
+    }
+}
+
+/// A decimal integer as Go's `ParseInt(s, 10, 64)` takes it (optional sign, digits only).
+pub(super) fn parse_i64(raw: &[u8]) -> Option<i64> {
+    std::str::from_utf8(raw).ok()?.parse().ok()
 }
 
 impl<'a> Iterator for Fields<'a> {

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use super::{FlushBatch, FlushedMetric, OutKind, Sink, Suffix};
+use super::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Sink, Suffix};
 
 pub struct JsonlSink {
     out: Box<dyn Write + Send>,
@@ -28,6 +28,12 @@ impl Sink for JsonlSink {
         self.buf.clear();
         for m in &batch.metrics {
             format_metric(&mut self.buf, batch, m);
+        }
+        for e in &batch.events {
+            format_event(&mut self.buf, e);
+        }
+        for sc in &batch.service_checks {
+            format_service_check(&mut self.buf, sc);
         }
         self.out.write_all(self.buf.as_bytes())
     }
@@ -122,6 +128,65 @@ pub fn format_metric(out: &mut String, batch: &FlushBatch, m: &FlushedMetric) {
     out.push_str("}\n");
 }
 
+/// `{"kind":"event","title":..,"text":..,"ts":..,"host":..,"aggregation_key":..,"priority":..,
+/// "source_type":..,"alert_type":..,"tags":[..]}`; absent optional fields are omitted.
+pub fn format_event(out: &mut String, e: &FlushedEvent) {
+    out.push_str("{\"kind\":\"event\"");
+    push_str_field(out, "title", &e.title);
+    push_str_field(out, "text", &e.text);
+    if let Some(ts) = e.ts {
+        let _ = write!(out, ",\"ts\":{ts}");
+    }
+    push_opt_field(out, "host", e.host.as_deref());
+    push_opt_field(out, "aggregation_key", e.aggregation_key.as_deref());
+    push_str_field(out, "priority", e.priority.as_str().as_bytes());
+    push_opt_field(out, "source_type", e.source_type.as_deref());
+    push_str_field(out, "alert_type", e.alert_type.as_str().as_bytes());
+    push_tags(out, &e.tags);
+    push_opt_field(out, "container_id", e.container_id.as_deref());
+    out.push_str("}\n");
+}
+
+/// `{"kind":"service_check","name":..,"status":0,"ts":..,"host":..,"message":..,"tags":[..]}`.
+pub fn format_service_check(out: &mut String, sc: &FlushedServiceCheck) {
+    out.push_str("{\"kind\":\"service_check\"");
+    push_str_field(out, "name", &sc.name);
+    let _ = write!(out, ",\"status\":{}", sc.status);
+    if let Some(ts) = sc.ts {
+        let _ = write!(out, ",\"ts\":{ts}");
+    }
+    push_opt_field(out, "host", sc.host.as_deref());
+    push_opt_field(out, "message", sc.message.as_deref());
+    push_tags(out, &sc.tags);
+    push_opt_field(out, "container_id", sc.container_id.as_deref());
+    out.push_str("}\n");
+}
+
+fn push_str_field(out: &mut String, key: &str, value: &[u8]) {
+    let _ = write!(out, ",\"{key}\":\"");
+    escape_into(out, value);
+    out.push('"');
+}
+
+fn push_opt_field(out: &mut String, key: &str, value: Option<&[u8]>) {
+    if let Some(v) = value {
+        push_str_field(out, key, v);
+    }
+}
+
+fn push_tags(out: &mut String, tags: &[Vec<u8>]) {
+    out.push_str(",\"tags\":[");
+    for (i, tag) in tags.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        escape_into(out, tag);
+        out.push('"');
+    }
+    out.push(']');
+}
+
 /// A JSON number; integral values keep a `.0` so the type reads as float. Non-finite values
 /// (possible only through overflowing sums) are written as `null`.
 fn push_f64(out: &mut String, v: f64) {
@@ -178,7 +243,7 @@ mod tests {
         let batch = FlushBatch {
             arenas: vec![arena],
             metrics: vec![FlushedMetric { desc: off, ..m }],
-            telemetry: None,
+            ..FlushBatch::default()
         };
         let mut s = String::new();
         format_metric(&mut s, &batch, &batch.metrics[0]);
@@ -225,6 +290,48 @@ mod tests {
         assert_eq!(
             s,
             "{\"kind\":\"metric\",\"name\":\"la\\\"t\\\\ency\\n\u{fffd}.95percentile\",\"type\":\"gauge\",\"value\":0.25,\"ts\":1764000000,\"interval\":10,\"host\":\"\",\"tags\":[],\"container_id\":\"ci-abc\"}\n"
+        );
+    }
+
+    #[test]
+    fn events_and_service_checks_omit_absent_fields() {
+        use crate::protocol::event::{AlertType, Priority};
+        let mut s = String::new();
+        format_event(
+            &mut s,
+            &FlushedEvent {
+                title: b"Deploy".to_vec(),
+                text: b"line 1\nline \"2\"".to_vec(),
+                ts: Some(1700000000),
+                host: Some(b"h".to_vec()),
+                aggregation_key: None,
+                priority: Priority::Low,
+                source_type: None,
+                alert_type: AlertType::Success,
+                tags: vec![b"a".to_vec(), b"b:c".to_vec()],
+                container_id: None,
+            },
+        );
+        assert_eq!(
+            s,
+            "{\"kind\":\"event\",\"title\":\"Deploy\",\"text\":\"line 1\\nline \\\"2\\\"\",\"ts\":1700000000,\"host\":\"h\",\"priority\":\"low\",\"alert_type\":\"success\",\"tags\":[\"a\",\"b:c\"]}\n"
+        );
+        s.clear();
+        format_service_check(
+            &mut s,
+            &FlushedServiceCheck {
+                name: b"app.up".to_vec(),
+                status: 2,
+                ts: None,
+                host: None,
+                message: Some(b"down".to_vec()),
+                tags: vec![],
+                container_id: Some(b"ci-1".to_vec()),
+            },
+        );
+        assert_eq!(
+            s,
+            "{\"kind\":\"service_check\",\"name\":\"app.up\",\"status\":2,\"message\":\"down\",\"tags\":[],\"container_id\":\"ci-1\"}\n"
         );
     }
 

@@ -15,6 +15,7 @@ use std::thread;
 
 use crate::aggregate::sketch::Sketch;
 use crate::merge::desc::Desc;
+use crate::protocol::event::{AlertType, Priority};
 use crate::telemetry::TelemetrySnapshot;
 
 /// How a flushed point is typed downstream.
@@ -69,17 +70,53 @@ pub struct FlushedMetric {
     pub sketch: Option<Box<Sketch>>,
 }
 
-/// What an owner (or a shard, for timestamped points and telemetry) hands a sink.
+/// An event as it leaves its shard: unescaped, host resolved, tags sorted and deduplicated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlushedEvent {
+    pub title: Vec<u8>,
+    pub text: Vec<u8>,
+    pub ts: Option<i64>,
+    pub host: Option<Vec<u8>>,
+    pub aggregation_key: Option<Vec<u8>>,
+    pub priority: Priority,
+    pub source_type: Option<Vec<u8>>,
+    pub alert_type: AlertType,
+    pub tags: Vec<Vec<u8>>,
+    pub container_id: Option<Vec<u8>>,
+}
+
+/// A service check as it leaves its shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlushedServiceCheck {
+    pub name: Vec<u8>,
+    pub status: u8,
+    pub ts: Option<i64>,
+    pub host: Option<Vec<u8>>,
+    pub message: Option<Vec<u8>>,
+    pub tags: Vec<Vec<u8>>,
+    pub container_id: Option<Vec<u8>>,
+}
+
+/// What an owner (or a shard, for timestamped points, events, service checks and telemetry)
+/// hands a sink.
 #[derive(Debug, Default)]
 pub struct FlushBatch {
     pub arenas: Vec<Vec<u8>>,
     pub metrics: Vec<FlushedMetric>,
+    /// In arrival order on their shard.
+    pub events: Vec<FlushedEvent>,
+    pub service_checks: Vec<FlushedServiceCheck>,
     pub telemetry: Option<TelemetrySnapshot>,
 }
 
 impl FlushBatch {
     pub fn desc(&self, m: &FlushedMetric) -> Desc<'_> {
         Desc::decode(&self.arenas[m.arena as usize], m.desc)
+    }
+
+    /// Points, events and service checks in the batch.
+    pub fn items(&self) -> u64 {
+        (self.metrics.len() + self.events.len() + self.service_checks.len()) as u64
     }
 }
 

@@ -74,7 +74,11 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("server did not stop within 20 s of SIGTERM");
+                let mut log = self.stderr_seen.clone();
+                while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_millis(500)) {
+                    log.push(l);
+                }
+                panic!("server did not stop within 20 s of SIGTERM; its log: {log:#?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -123,6 +127,7 @@ pub fn send_spread(addr: SocketAddr, datagrams: &[&[u8]]) {
 pub fn metric_lines(lines: &[Value]) -> Vec<&Value> {
     lines
         .iter()
+        .filter(|l| l["kind"] == "metric")
         .filter(|l| !l["name"].as_str().unwrap().starts_with("corestatsd."))
         .collect()
 }

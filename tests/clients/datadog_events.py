@@ -1,0 +1,31 @@
+"""Sends one event and one service check with every optional field, and a mixed datagram, through
+the real `datadog` package's DogStatsd client.
+
+Usage: datadog_events.py PORT
+"""
+import sys
+
+from datadog import DogStatsd
+
+port = int(sys.argv[1])
+client = DogStatsd(host="127.0.0.1", port=port, disable_telemetry=True, origin_detection_enabled=False)
+client.event(
+    "Deploy finished",
+    "Build #42 went out\nsecond line",
+    alert_type="success",
+    aggregation_key="deploy",
+    source_type_name="demo",
+    date_happened=1700000000,
+    priority="low",
+    tags=["env:prod", "team:a"],
+    hostname="myhost",
+)
+client.service_check(
+    "app.can_connect",
+    1,
+    tags=["env:prod"],
+    timestamp=1700000001,
+    hostname="myhost",
+    message="slow but up",
+)
+client.close_socket()
