@@ -17,6 +17,16 @@ pub struct Server {
     stderr_seen: Vec<String>,
 }
 
+/// A test that panics before `stop` must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Everything the server printed, after it exited.
 pub struct Finished {
     pub status: i32,
@@ -93,7 +103,7 @@ impl Server {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect();
-        let mut stderr = self.stderr_seen;
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
         while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_secs(2)) {
             stderr.push(l);
         }
