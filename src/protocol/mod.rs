@@ -5,8 +5,7 @@
 //! a bad line never stops the rest of its datagram.
 //!
 //! # Missing
-//! Events and service checks are parsed here, but the pipeline still counts them as unsupported
-//! (wiring them to the sink is part of the events issue).
+//! Origin fields (`c:`, `e:`, `card:`) are kept raw, not validated (the origin-detection issue).
 
 pub mod event;
 mod metric;
