@@ -80,6 +80,12 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = parse_downstream)]
     pub downstream: Downstream,
 
+    /// Copies every received datagram, before parsing, to this UDP address (HOST:PORT), from the
+    /// shard that received it, without ever blocking receive; failed sends are counted. The
+    /// Agent's statsd_forward_host/port. Defaults to off.
+    #[arg(long, value_parser = parse_forward_addr)]
+    pub forward_addr: Option<SocketAddr>,
+
     /// Events, and separately service checks, one shard holds between two flushes; more are
     /// dropped and counted (`corestatsd.pending_full_drops`). Bounds memory under an event
     /// flood. Defaults to 10000.
@@ -168,6 +174,14 @@ fn parse_percentiles(s: &str) -> Result<Percentiles, String> {
         .map(Percentiles)
 }
 
+fn parse_forward_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 fn parse_downstream(s: &str) -> Result<Downstream, String> {
     match s.split_once(':') {
         Some(("jsonl", "-")) => Ok(Downstream::JsonlStdout),
@@ -190,6 +204,7 @@ pub struct Config {
     pub aggregate: AggregateConfig,
     pub histogram: HistogramOutput,
     pub downstream: Downstream,
+    pub forward_addr: Option<SocketAddr>,
     pub self_metrics: bool,
     pub spin_before_park: Duration,
 }
@@ -245,6 +260,7 @@ impl Config {
                 percentiles: f.histogram_percentiles.0,
             },
             downstream: f.downstream,
+            forward_addr: f.forward_addr,
             self_metrics: !f.no_self_metrics,
             spin_before_park: Duration::from_micros(f.spin_before_park_us),
         })

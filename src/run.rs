@@ -39,7 +39,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     eprintln!(
         "corestatsd: {} shards on cores {:?}; listening udp {} ({} SO_REUSEPORT sockets, \
          rcvbuf requested {} granted {} bytes); buffers {} x {} bytes per shard; \
-         windows of {} s; downstream {}",
+         windows of {} s; downstream {}{}",
         cfg.cores.len(),
         cfg.cores,
         bound[0].local,
@@ -50,6 +50,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         cfg.buffer_size_bytes,
         cfg.aggregate.bucket_secs,
         cfg.downstream,
+        cfg.forward_addr
+            .map(|a| format!("; forwarding raw datagrams to {a}"))
+            .unwrap_or_default(),
     );
     install_signal_handlers().map_err(|e| RunError {
         message: format!("cannot install signal handlers: {e}"),

@@ -25,7 +25,7 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
 use crate::aggregate::{Aggregator, GROUP};
 use crate::config::Config;
-use crate::listen::{Received, UdpReceiver, glommio_socket};
+use crate::listen::{Forwarder, Received, UdpReceiver, glommio_socket};
 use crate::merge::{ContextBatch, Merger, ReadyWindow};
 use crate::protocol::{
     Lines, MessageKind, Metric, message_kind, parse_event, parse_metric_into, parse_service_check,
@@ -190,8 +190,15 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         shard.cfg.buffer_size_bytes,
     );
     let ready = glommio_socket(rx.readiness_fd()?);
+    let forwarder = match shard.cfg.forward_addr {
+        Some(to) => Some(
+            Forwarder::connect(to, shard.cfg.recv_batch_datagrams)
+                .map_err(|e| io::Error::other(format!("--forward-addr {to}: {e}")))?,
+        ),
+        None => None,
+    };
     let receive = glommio::spawn_local_into(
-        receive_loop(shard.clone(), rx, ready, setup.clock_base),
+        receive_loop(shard.clone(), rx, ready, forwarder, setup.clock_base),
         receive_queue,
     )
     .map_err(|e| io::Error::other(e.to_string()))?;
@@ -276,6 +283,7 @@ async fn receive_loop(
     shard: Rc<Shard>,
     mut rx: UdpReceiver,
     ready: glommio::net::UdpSocket,
+    mut forwarder: Option<Forwarder>,
     base: Instant,
 ) {
     let mut peek = [0u8; 1];
@@ -285,7 +293,7 @@ async fn receive_loop(
         match rx.recv_batch() {
             Ok(Received::Datagrams(n)) => {
                 let at = base.elapsed().as_nanos() as u64;
-                handle_batch(&shard, &mut rx, n, at);
+                handle_batch(&shard, &mut rx, forwarder.as_mut(), n, at);
                 if shard.stop.get() {
                     // Stopping: drain what the socket holds, but a client that keeps sending
                     // must not hold the stop off forever.
@@ -335,9 +343,20 @@ async fn receive_loop(
 }
 
 /// Parses and aggregates datagrams `0..n` of the pool. No allocation in steady state.
-fn handle_batch(shard: &Shard, rx: &mut UdpReceiver, n: usize, at: u64) {
+fn handle_batch(
+    shard: &Shard,
+    rx: &mut UdpReceiver,
+    forwarder: Option<&mut Forwarder>,
+    n: usize,
+    at: u64,
+) {
     let mut agg = shard.agg.borrow_mut();
     let mut c = shard.counters.borrow_mut();
+    if let Some(f) = forwarder {
+        let r = f.forward((0..n).map(|i| rx.datagram(i).0));
+        c.forwarded += r.sent;
+        c.forward_errors += r.failed;
+    }
     c.datagrams += n as u64;
     if n == rx.slots() {
         c.pool_full += 1;

@@ -85,6 +85,9 @@ pub struct Counters {
     pub recv_max_pause_us: u64,
     /// Socket errors other than "would block".
     pub recv_errors: u64,
+    /// Datagrams copied to `--forward-addr`, and those the kernel did not take.
+    pub forwarded: u64,
+    pub forward_errors: u64,
     /// The window's first rejected line.
     pub first_reject: Option<RejectSample>,
 }
@@ -148,6 +151,8 @@ impl Counters {
         self.service_checks_dropped += o.service_checks_dropped;
         self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
         self.recv_errors += o.recv_errors;
+        self.forwarded += o.forwarded;
+        self.forward_errors += o.forward_errors;
         self.first_reject = self.first_reject.or(o.first_reject);
     }
 }
@@ -207,6 +212,8 @@ impl TelemetrySnapshot {
             ("corestatsd.pool_full", c.pool_full),
             ("corestatsd.kernel_drops", c.kernel_drops),
             ("corestatsd.receive_errors", c.recv_errors),
+            ("corestatsd.forwarded", c.forwarded),
+            ("corestatsd.forward_errors", c.forward_errors),
         ] {
             point(name, None, OutKind::Count, v as f64);
         }
@@ -329,7 +336,7 @@ fn log_summary(window: u64, c: &Counters, live: u64) {
     eprintln!(
         "corestatsd: window {window}: datagrams={} bytes={} metrics={} events={} \
          service_checks={} parse_errors={errors} truncated={} unsupported={} \
-         pending_full_drops={dropped} kernel_drops={} receive_errors={} \
+         pending_full_drops={dropped} kernel_drops={} receive_errors={} forward_errors={} \
          live_contexts={live} receive_max_pause_us={}{}",
         c.datagrams,
         c.bytes,
@@ -340,6 +347,7 @@ fn log_summary(window: u64, c: &Counters, live: u64) {
         c.unsupported_timestamped,
         c.kernel_drops,
         c.recv_errors,
+        c.forward_errors,
         c.recv_max_pause_us,
         c.first_reject
             .map(|r| format!("; first rejected line: {r}"))

@@ -285,3 +285,38 @@ fn a_stop_under_continuous_traffic_drains_and_exits() {
         self_metric(&done.lines, "corestatsd.metrics", &[])
     );
 }
+
+#[test]
+fn forward_addr_receives_every_datagram_byte_for_byte_before_parsing() {
+    let target = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    target
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let to = target.local_addr().unwrap().to_string();
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--bucket-secs",
+        "3600",
+        "--forward-addr",
+        &to,
+    ]);
+    let datagrams: [&[u8]; 3] = [b"fwd:1|c\n", b"fwd:2|c\nnot a metric", b"_sc|x|0"];
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    for d in datagrams {
+        tx.send_to(d, server.addr).unwrap();
+        let n = target.recv(&mut buf).expect("forwarded within 10 s");
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got, datagrams.map(<[u8]>::to_vec).to_vec());
+    let done = server.stop();
+    assert_eq!(done.status, 0);
+    assert_eq!(self_metric(&done.lines, "corestatsd.forwarded", &[]), 3.0);
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.forward_errors", &[]),
+        0.0
+    );
+    assert_eq!(one(&metric_lines(&done.lines), "fwd")["value"], 3.0);
+}
