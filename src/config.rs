@@ -86,6 +86,12 @@ pub struct Flags {
     #[arg(long, value_parser = parse_forward_addr)]
     pub forward_addr: Option<SocketAddr>,
 
+    /// Transports whose datagrams must end with `\n`: on those, a last line without one is
+    /// dropped and counted (`corestatsd.unterminated_lines`), as the Agent's
+    /// `dogstatsd_eol_required`. Only `udp` exists yet. Defaults to none.
+    #[arg(long, value_parser = parse_eol_required)]
+    pub eol_required: Option<EolRequired>,
+
     /// Events, and separately service checks, one shard holds between two flushes; more are
     /// dropped and counted (`corestatsd.pending_full_drops`). Bounds memory under an event
     /// flood. Defaults to 10000.
@@ -174,6 +180,27 @@ fn parse_percentiles(s: &str) -> Result<Percentiles, String> {
         .map(Percentiles)
 }
 
+/// `--eol-required` transports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EolRequired {
+    pub udp: bool,
+}
+
+fn parse_eol_required(s: &str) -> Result<EolRequired, String> {
+    let mut eol = EolRequired::default();
+    for t in s.split(',').filter(|t| !t.is_empty()) {
+        match t {
+            "udp" => eol.udp = true,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a transport corestatsd listens on (udp)"
+                ));
+            }
+        }
+    }
+    Ok(eol)
+}
+
 fn parse_forward_addr(s: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     s.to_socket_addrs()
@@ -205,6 +232,7 @@ pub struct Config {
     pub histogram: HistogramOutput,
     pub downstream: Downstream,
     pub forward_addr: Option<SocketAddr>,
+    pub eol_required: EolRequired,
     pub self_metrics: bool,
     pub spin_before_park: Duration,
 }
@@ -261,6 +289,7 @@ impl Config {
             },
             downstream: f.downstream,
             forward_addr: f.forward_addr,
+            eol_required: f.eol_required.unwrap_or_default(),
             self_metrics: !f.no_self_metrics,
             spin_before_park: Duration::from_micros(f.spin_before_park_us),
         })
@@ -295,6 +324,13 @@ mod tests {
             vec![Suffix::Max, Suffix::Sum]
         );
         assert!(parse_aggregates("p99").is_err());
+    }
+
+    #[test]
+    fn eol_required_names_known_transports_only() {
+        assert!(parse_eol_required("udp").unwrap().udp);
+        assert!(!parse_eol_required("").unwrap().udp);
+        assert!(parse_eol_required("udp,smoke").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! * receive (latency-sensitive queue): drain the socket with `recvmmsg`, parse, aggregate;
 //! * window (background queue): at each wall-clock window end, sweep the closed window in chunks
 //!   and send every owner its `ContextBatch`;
-//! * merge (background queue, one per peer): merge incoming batches, hand results to the sink.
+//! * inbox (background queue): merge the batches other shards send, hand results to the sink.
 //!
 //! Per-core state sits in `Rc<RefCell<..>>` and never leaves its executor; only `ShardMsg` values
 //! cross cores. No borrow is held across an `.await`.
@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
 use crate::aggregate::{Aggregator, GROUP};
@@ -47,6 +46,8 @@ pub fn request_stop() {
 
 /// How often the main thread looks at the stop flag, and so the longest a stop waits on it.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// How often an owner looks in its inbox for other shards' batches.
+const INBOX_POLL: Duration = Duration::from_millis(10);
 /// Longest a stopping shard keeps draining a socket that clients keep filling.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Contexts swept, or partials merged, between two chances for receive to run.
@@ -64,7 +65,10 @@ pub struct ShardSetup {
     pub index: usize,
     pub cpu: usize,
     pub fd: OwnedFd,
-    pub mesh: MeshBuilder<ShardMsg, Full>,
+    /// One sender per shard (indexed by shard; this shard's own is unused).
+    pub outboxes: Vec<mpsc::Sender<ShardMsg>>,
+    /// Batches and `Done`s from the other shards.
+    pub inbox: mpsc::Receiver<ShardMsg>,
     pub sink: mpsc::Sender<FlushBatch>,
     pub clock_base: Instant,
     /// The shard's end of its stop socket pair: readable (a byte, or EOF) means stop.
@@ -91,7 +95,9 @@ pub fn run_shards(
     fds: Vec<OwnedFd>,
     sink: mpsc::Sender<FlushBatch>,
 ) -> io::Result<()> {
-    let mesh = MeshBuilder::full(cfg.cores.len(), 8);
+    let (outboxes, inboxes): (Vec<_>, Vec<_>) =
+        (0..cfg.cores.len()).map(|_| mpsc::channel()).unzip();
+    let mut inboxes = inboxes.into_iter();
     let clock_base = Instant::now();
     let mut handles = Vec::new();
     let mut wakers = Vec::new();
@@ -102,7 +108,9 @@ pub fn run_shards(
             index,
             cpu,
             fd,
-            mesh: mesh.clone(),
+            outboxes: outboxes.clone(),
+            // One inbox was made per shard, so there is one for this index.
+            inbox: inboxes.next().expect("one inbox per shard"),
             sink: sink.clone(),
             clock_base,
             stop_wake,
@@ -153,11 +161,8 @@ fn wall_secs() -> f64 {
 
 async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     let shards = cfg.cores.len();
-    let (senders, mut receivers) = setup
-        .mesh
-        .join()
-        .await
-        .map_err(|e| io::Error::other(format!("joining the shard mesh failed: {e}")))?;
+    let outboxes = setup.outboxes;
+    let inbox = setup.inbox;
     let now = wall_secs() as u64;
     let shard = Rc::new(Shard {
         index: setup.index,
@@ -219,38 +224,45 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     .map_err(|e| io::Error::other(e.to_string()))?
     .detach();
 
-    let mut merges = Vec::new();
-    for (_, stream) in receivers.streams() {
-        let shard = shard.clone();
-        let task = glommio::spawn_local_into(
-            async move {
-                while let Some(msg) = stream.recv().await {
-                    match msg {
-                        ShardMsg::Batch(b) => merge_batch(&shard, b).await,
-                        ShardMsg::Done => break,
-                    }
-                }
-                peer_done(&shard).await;
-            },
-            background,
-        )
+    let merges = glommio::spawn_local_into(inbox_loop(shard.clone(), inbox), background)
         .map_err(|e| io::Error::other(e.to_string()))?;
-        merges.push(task);
-    }
-
     let windows =
-        glommio::spawn_local_into(window_loop(shard.clone(), senders, receive), background)
+        glommio::spawn_local_into(window_loop(shard.clone(), outboxes, receive), background)
             .map_err(|e| io::Error::other(e.to_string()))?;
     windows.await;
-    for m in merges {
-        m.await;
-    }
+    merges.await;
     Ok(())
+}
+
+/// Merges what the other shards send this owner until every one of them has said `Done`.
+///
+/// The inbox is a std channel polled every `INBOX_POLL`: batches arrive once per window, so
+/// the poll costs nothing that matters, and it cannot lose a wake-up. (glommio's cross-executor
+/// channels could: a two-shard server once hung at start or stop, and glommio #555 reports
+/// deadlocks in its channel mesh.)
+async fn inbox_loop(shard: Rc<Shard>, inbox: mpsc::Receiver<ShardMsg>) {
+    let mut peers_left = shard.shards - 1;
+    while peers_left > 0 {
+        match inbox.try_recv() {
+            Ok(ShardMsg::Batch(b)) => merge_batch(&shard, b).await,
+            Ok(ShardMsg::Done) => {
+                peers_left -= 1;
+                peer_done(&shard).await;
+            }
+            Err(mpsc::TryRecvError::Empty) => glommio::timer::sleep(INBOX_POLL).await,
+            // Every shard holds a sender to every inbox until it ends, after its `Done`.
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        }
+    }
 }
 
 /// Closes each window at its wall-clock end; on stop, waits for receive to drain the socket,
 /// closes the open window like any other and tells every owner this shard is done.
-async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glommio::Task<()>) {
+async fn window_loop(
+    shard: Rc<Shard>,
+    outboxes: Vec<mpsc::Sender<ShardMsg>>,
+    receive: glommio::Task<()>,
+) {
     loop {
         if shard.stop.get() {
             break;
@@ -258,7 +270,7 @@ async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glom
         let end = shard.agg.borrow().window_end() as f64;
         let now = wall_secs();
         if now >= end {
-            close_window(&shard, &senders).await;
+            close_window(&shard, &outboxes).await;
             continue;
         }
         // Until the window ends, or the stop arrives.
@@ -269,13 +281,12 @@ async fn window_loop(shard: Rc<Shard>, senders: Senders<ShardMsg>, receive: glom
         .await;
     }
     receive.await;
-    close_window(&shard, &senders).await;
-    for peer in 0..shard.shards {
+    close_window(&shard, &outboxes).await;
+    for (peer, outbox) in outboxes.iter().enumerate() {
         if peer != shard.index {
-            let _ = senders.send_to(peer, ShardMsg::Done).await;
+            let _ = outbox.send(ShardMsg::Done);
         }
     }
-    senders.close();
     peer_done(&shard).await;
 }
 
@@ -366,14 +377,19 @@ fn handle_batch(
     }
     let mut bytes = 0;
     let mut truncated = 0;
+    let mut unterminated = 0;
+    let eol_required = shard.cfg.eol_required.udp;
     let datagrams = (0..n).map(|i| {
         let (data, cut) = rx.datagram(i);
         bytes += data.len() as u64;
-        if !cut {
+        if cut {
+            truncated += 1;
+        } else if eol_required && !data.ends_with(b"\n") && !data.is_empty() {
+            unterminated += 1;
+        } else {
             return data;
         }
-        truncated += 1;
-        // Keep the complete lines; the cut last one would parse as something it is not.
+        // Keep the complete lines; a cut or unterminated last one is dropped (and counted).
         match memchr::memrchr(b'\n', data) {
             Some(nl) => &data[..nl],
             None => &[],
@@ -382,6 +398,7 @@ fn handle_batch(
     ingest(&mut agg, &mut c, datagrams, at);
     c.bytes += bytes;
     c.truncated += truncated;
+    c.unterminated += unterminated;
 }
 
 /// Parses every line of a batch of datagrams into the aggregator, counting what was accepted,
@@ -435,7 +452,7 @@ pub fn ingest<'a>(
 
 /// Closes the open window: sweeps it in chunks, sends each owner its batch, sends timestamped
 /// points and telemetry to the sink.
-async fn close_window(shard: &Rc<Shard>, senders: &Senders<ShardMsg>) {
+async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
     shard.agg.borrow_mut().begin_close();
     let closed = loop {
         if let Some(c) = shard.agg.borrow_mut().close_step(CHUNK) {
@@ -447,11 +464,7 @@ async fn close_window(shard: &Rc<Shard>, senders: &Senders<ShardMsg>) {
     for (owner, batch) in closed.batches.into_iter().enumerate() {
         if owner == shard.index {
             merge_batch(shard, batch).await;
-        } else if senders
-            .send_to(owner, ShardMsg::Batch(batch))
-            .await
-            .is_err()
-        {
+        } else if outboxes[owner].send(ShardMsg::Batch(batch)).is_err() {
             eprintln!(
                 "corestatsd: shard {}: owner {owner} is gone; window {window} partials lost",
                 shard.index

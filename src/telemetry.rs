@@ -85,6 +85,8 @@ pub struct Counters {
     pub recv_max_pause_us: u64,
     /// Socket errors other than "would block".
     pub recv_errors: u64,
+    /// Last lines dropped for lacking `\n` on an `--eol-required` transport.
+    pub unterminated: u64,
     /// Datagrams copied to `--forward-addr`, and those the kernel did not take.
     pub forwarded: u64,
     pub forward_errors: u64,
@@ -151,6 +153,7 @@ impl Counters {
         self.service_checks_dropped += o.service_checks_dropped;
         self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
         self.recv_errors += o.recv_errors;
+        self.unterminated += o.unterminated;
         self.forwarded += o.forwarded;
         self.forward_errors += o.forward_errors;
         self.first_reject = self.first_reject.or(o.first_reject);
@@ -212,6 +215,7 @@ impl TelemetrySnapshot {
             ("corestatsd.pool_full", c.pool_full),
             ("corestatsd.kernel_drops", c.kernel_drops),
             ("corestatsd.receive_errors", c.recv_errors),
+            ("corestatsd.unterminated_lines", c.unterminated),
             ("corestatsd.forwarded", c.forwarded),
             ("corestatsd.forward_errors", c.forward_errors),
         ] {

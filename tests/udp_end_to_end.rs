@@ -320,3 +320,36 @@ fn forward_addr_receives_every_datagram_byte_for_byte_before_parsing() {
     );
     assert_eq!(one(&metric_lines(&done.lines), "fwd")["value"], 3.0);
 }
+
+#[test]
+fn eol_required_drops_and_counts_an_unterminated_last_line() {
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--bucket-secs",
+        "3600",
+        "--eol-required",
+        "udp",
+    ]);
+    send_spread(
+        server.addr,
+        &[
+            b"eol.a:1|c\neol.b:1|c",
+            b"eol.c:1|c\n",
+            b"eol.d:1|c\r\neol.e:1|c\r",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let done = server.stop();
+    let metrics = metric_lines(&done.lines);
+    let mut names: Vec<&str> = metrics
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["eol.a", "eol.c", "eol.d"]);
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.unterminated_lines", &[]),
+        2.0
+    );
+}

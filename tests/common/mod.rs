@@ -83,12 +83,15 @@ impl Server {
                 break s;
             }
             if Instant::now() > deadline {
+                let threads = thread_states(self.child.id());
                 let _ = self.child.kill();
                 let mut log = self.stderr_seen.clone();
                 while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_millis(500)) {
                     log.push(l);
                 }
-                panic!("server did not stop within 20 s of SIGTERM; its log: {log:#?}");
+                panic!(
+                    "server did not stop within 20 s of SIGTERM; threads: {threads:#?}; its log: {log:#?}"
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -165,4 +168,23 @@ pub fn one<'a>(lines: &'a [&Value], name: &str) -> &'a Value {
     let found: Vec<&&Value> = lines.iter().filter(|l| l["name"] == name).collect();
     assert_eq!(found.len(), 1, "expected one {name}, got {found:?}");
     found[0]
+}
+
+/// Each thread's name and kernel wait channel, for a server that would not stop.
+fn thread_states(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            format!(
+                "{} {} {}",
+                read("comm").trim(),
+                read("wchan"),
+                read("stat").split(' ').nth(2).unwrap_or("")
+            )
+        })
+        .collect()
 }
