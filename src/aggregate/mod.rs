@@ -12,6 +12,7 @@
 
 pub mod histogram;
 pub mod intern;
+mod passthrough;
 pub mod sketch;
 
 use std::hash::{BuildHasher, Hasher};
@@ -20,9 +21,8 @@ use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
 use crate::merge::{self, ContextBatch, Partial, desc};
-use crate::protocol::event::unescape;
-use crate::protocol::{Event, Metric, MetricType, ServiceCheck, TagIter};
-use crate::sink::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix};
+use crate::protocol::{Metric, MetricType};
+use crate::sink::FlushBatch;
 use crate::telemetry::Unsupported;
 use histogram::Histogram;
 use intern::{Interner, NO_SYM, Sym};
@@ -48,21 +48,6 @@ fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// Splits a raw tag list into its last `host:` value and the other tags, sorted and deduplicated.
-fn split_host_tag(raw: &[u8]) -> (Option<&[u8]>, Vec<Vec<u8>>) {
-    let mut host = None;
-    let mut tags: Vec<&[u8]> = Vec::new();
-    for tag in TagIter::new(raw) {
-        match tag.strip_prefix(b"host:") {
-            Some(h) => host = Some(h),
-            None => tags.push(tag),
-        }
-    }
-    tags.sort_unstable();
-    tags.dedup();
-    (host, tags.into_iter().map(<[u8]>::to_vec).collect())
 }
 
 /// Seed shared by every shard so a context hashes to the same owner everywhere.
@@ -486,100 +471,6 @@ impl Aggregator {
             });
         self.live += 1;
         id
-    }
-
-    fn insert_timestamped(&mut self, m: &Metric<'_>, ts: u64) -> Result<(), Unsupported> {
-        let kind = match m.metric_type {
-            MetricType::Gauge => OutKind::Gauge,
-            MetricType::Counter => OutKind::Count,
-            _ => return Err(Unsupported::TimestampedType),
-        };
-        let mut host_tag = None;
-        let mut tags: Vec<&[u8]> = Vec::new();
-        for tag in m.tag_iter() {
-            match tag.strip_prefix(b"host:") {
-                Some(h) => host_tag = Some(h),
-                None => tags.push(tag),
-            }
-        }
-        tags.sort_unstable();
-        tags.dedup();
-        let host = self.resolve_host(host_tag).map(<[u8]>::to_vec);
-        let arena = &mut self.timestamped.arenas[0];
-        let off = desc::encode(
-            arena,
-            m.metric_type,
-            m.name,
-            host.as_deref(),
-            m.container_id,
-            tags.into_iter(),
-        );
-        for value in m.values() {
-            self.timestamped.metrics.push(FlushedMetric {
-                arena: 0,
-                desc: off,
-                suffix: Suffix::None,
-                kind,
-                value,
-                ts,
-                interval: self.cfg.bucket_secs,
-                sketch: None,
-            });
-        }
-        Ok(())
-    }
-
-    /// Queues an event for the next flush, in arrival order (`Err` once `max_pending_events` are
-    /// waiting).
-    pub fn insert_event(&mut self, e: &Event<'_>) -> Result<(), Unsupported> {
-        if self.timestamped.events.len() >= self.cfg.max_pending_events {
-            return Err(Unsupported::EventOverflow);
-        }
-        let (host_tag, tags) = split_host_tag(e.tags);
-        let host = e.host.or(host_tag);
-        self.timestamped.events.push(FlushedEvent {
-            title: unescape(e.title),
-            text: unescape(e.text),
-            ts: e.timestamp,
-            host: self.resolve_host(host).map(<[u8]>::to_vec),
-            aggregation_key: e.aggregation_key.map(<[u8]>::to_vec),
-            priority: e.priority,
-            source_type: e.source_type.map(<[u8]>::to_vec),
-            alert_type: e.alert_type,
-            tags,
-            container_id: e.container_id.map(<[u8]>::to_vec),
-        });
-        Ok(())
-    }
-
-    /// Queues a service check for the next flush, in arrival order.
-    pub fn insert_service_check(&mut self, sc: &ServiceCheck<'_>) -> Result<(), Unsupported> {
-        if self.timestamped.service_checks.len() >= self.cfg.max_pending_events {
-            return Err(Unsupported::ServiceCheckOverflow);
-        }
-        let (host_tag, tags) = split_host_tag(sc.tags);
-        let host = sc.host.or(host_tag);
-        self.timestamped.service_checks.push(FlushedServiceCheck {
-            name: sc.name.to_vec(),
-            status: sc.status,
-            ts: sc.timestamp,
-            host: self.resolve_host(host).map(<[u8]>::to_vec),
-            message: sc.message.map(<[u8]>::to_vec),
-            tags,
-            container_id: sc.container_id.map(<[u8]>::to_vec),
-        });
-        Ok(())
-    }
-
-    /// Takes the `|T` points, events and service checks gathered since the last call.
-    pub fn take_timestamped(&mut self) -> FlushBatch {
-        std::mem::replace(
-            &mut self.timestamped,
-            FlushBatch {
-                arenas: vec![Vec::new()],
-                ..FlushBatch::default()
-            },
-        )
     }
 
     /// Closes the open window and opens the next one. The closed window's contexts are then

@@ -1,6 +1,7 @@
 use super::*;
 use crate::merge::{HistogramOutput, Merger};
 use crate::protocol::{Metric, parse_metric};
+use crate::sink::{FlushedMetric, OutKind, Suffix};
 
 const T0: u64 = 1_000_000;
 
