@@ -254,28 +254,26 @@ impl TelemetrySnapshot {
                 n as f64,
             );
         }
-        for e in [
-            EventError::BadHeader,
-            EventError::EmptyTitle,
-            EventError::TooShort,
-        ] {
-            point(
+        let event_reasons = EventError::ALL.map(|e| {
+            (
                 "corestatsd.event_parse_errors",
-                Some(format!("reason:{}", e.reason())),
-                OutKind::Count,
-                c.event_errors[e as usize] as f64,
-            );
-        }
-        for e in [
-            ServiceCheckError::TooShort,
-            ServiceCheckError::EmptyName,
-            ServiceCheckError::BadStatus,
-        ] {
-            point(
+                e.reason(),
+                c.event_errors[e as usize],
+            )
+        });
+        let check_reasons = ServiceCheckError::ALL.map(|e| {
+            (
                 "corestatsd.service_check_parse_errors",
-                Some(format!("reason:{}", e.reason())),
+                e.reason(),
+                c.service_check_errors[e as usize],
+            )
+        });
+        for (name, reason, n) in event_reasons.into_iter().chain(check_reasons) {
+            point(
+                name,
+                Some(format!("reason:{reason}")),
                 OutKind::Count,
-                c.service_check_errors[e as usize] as f64,
+                n as f64,
             );
         }
         point(

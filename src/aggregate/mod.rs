@@ -21,7 +21,7 @@ use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
 use crate::merge::{self, ContextBatch, Partial, desc};
-use crate::protocol::{Metric, MetricType};
+use crate::protocol::{Metric, MetricType, TagIter};
 use crate::sink::FlushBatch;
 use crate::telemetry::Unsupported;
 use histogram::Histogram;
@@ -48,6 +48,31 @@ fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Splits a raw tag list into its last `host:` value and the other tags, sorted and deduplicated:
+/// the tags a context (or event, or check) keeps.
+fn split_host_tag(raw: &[u8]) -> (Option<&[u8]>, Vec<&[u8]>) {
+    let mut host = None;
+    let mut tags: Vec<&[u8]> = Vec::new();
+    for tag in TagIter::new(raw) {
+        match tag.strip_prefix(b"host:") {
+            Some(h) => host = Some(h),
+            None => tags.push(tag),
+        }
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    (host, tags)
+}
+
+/// The host a message resolves to: its `host:` (empty means none), else the default.
+fn resolve_host<'a>(host_tag: Option<&'a [u8]>, default: Option<&'a [u8]>) -> Option<&'a [u8]> {
+    match host_tag {
+        Some(b"") => None,
+        Some(h) => Some(h),
+        None => default,
+    }
 }
 
 /// Seed shared by every shard so a context hashes to the same owner everywhere.
@@ -410,14 +435,6 @@ impl Aggregator {
         (h.finish(), host_tag)
     }
 
-    fn resolve_host<'a>(&'a self, host_tag: Option<&'a [u8]>) -> Option<&'a [u8]> {
-        match host_tag {
-            Some(b"") => None,
-            Some(h) => Some(h),
-            None => self.cfg.default_host.as_deref(),
-        }
-    }
-
     fn create_context(
         &mut self,
         key: u64,
@@ -425,17 +442,10 @@ impl Aggregator {
         m: &Metric<'_>,
         host_tag: Option<&[u8]>,
     ) -> u32 {
-        let mut tags: Vec<&[u8]> = m.tag_iter().filter(|t| !t.starts_with(b"host:")).collect();
-        tags.sort_unstable();
-        tags.dedup();
-        let host = match host_tag {
-            Some(b"") => NO_SYM,
-            Some(h) => self.interner.intern(h),
-            None => match self.cfg.default_host.as_deref() {
-                Some(h) => self.interner.intern(h),
-                None => NO_SYM,
-            },
-        };
+        let (_, tags) = split_host_tag(m.tags);
+        let host = self
+            .interner
+            .intern_optional(resolve_host(host_tag, self.cfg.default_host.as_deref()));
         let meta = Meta {
             key,
             alias,

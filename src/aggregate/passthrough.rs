@@ -3,10 +3,10 @@
 //! in the shard's pending `FlushBatch` until the next flush. Owns no state of its own: these are
 //! `Aggregator` methods, kept apart from the windowed path.
 
-use super::Aggregator;
+use super::{Aggregator, resolve_host, split_host_tag};
 use crate::merge::desc;
 use crate::protocol::event::unescape;
-use crate::protocol::{Event, Metric, MetricType, ServiceCheck, TagIter};
+use crate::protocol::{Event, Metric, MetricType, ServiceCheck};
 use crate::sink::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix};
 use crate::telemetry::Unsupported;
 
@@ -21,23 +21,14 @@ impl Aggregator {
             MetricType::Counter => OutKind::Count,
             _ => return Err(Unsupported::TimestampedType),
         };
-        let mut host_tag = None;
-        let mut tags: Vec<&[u8]> = Vec::new();
-        for tag in m.tag_iter() {
-            match tag.strip_prefix(b"host:") {
-                Some(h) => host_tag = Some(h),
-                None => tags.push(tag),
-            }
-        }
-        tags.sort_unstable();
-        tags.dedup();
-        let host = self.resolve_host(host_tag).map(<[u8]>::to_vec);
+        let (host_tag, tags) = split_host_tag(m.tags);
+        let host = resolve_host(host_tag, self.cfg.default_host.as_deref());
         let arena = &mut self.timestamped.arenas[0];
         let off = desc::encode(
             arena,
             m.metric_type,
             m.name,
-            host.as_deref(),
+            host,
             m.container_id,
             tags.into_iter(),
         );
@@ -63,17 +54,17 @@ impl Aggregator {
             return Err(Unsupported::EventOverflow);
         }
         let (host_tag, tags) = split_host_tag(e.tags);
-        let host = e.host.or(host_tag);
+        let host = resolve_host(e.host.or(host_tag), self.cfg.default_host.as_deref());
         self.timestamped.events.push(FlushedEvent {
             title: unescape(e.title),
             text: unescape(e.text),
             ts: e.timestamp,
-            host: self.resolve_host(host).map(<[u8]>::to_vec),
+            host: host.map(<[u8]>::to_vec),
             aggregation_key: e.aggregation_key.map(<[u8]>::to_vec),
             priority: e.priority,
             source_type: e.source_type.map(<[u8]>::to_vec),
             alert_type: e.alert_type,
-            tags,
+            tags: owned(tags),
             container_id: e.container_id.map(<[u8]>::to_vec),
         });
         Ok(())
@@ -85,14 +76,14 @@ impl Aggregator {
             return Err(Unsupported::ServiceCheckOverflow);
         }
         let (host_tag, tags) = split_host_tag(sc.tags);
-        let host = sc.host.or(host_tag);
+        let host = resolve_host(sc.host.or(host_tag), self.cfg.default_host.as_deref());
         self.timestamped.service_checks.push(FlushedServiceCheck {
             name: sc.name.to_vec(),
             status: sc.status,
             ts: sc.timestamp,
-            host: self.resolve_host(host).map(<[u8]>::to_vec),
+            host: host.map(<[u8]>::to_vec),
             message: sc.message.map(<[u8]>::to_vec),
-            tags,
+            tags: owned(tags),
             container_id: sc.container_id.map(<[u8]>::to_vec),
         });
         Ok(())
@@ -110,17 +101,6 @@ impl Aggregator {
     }
 }
 
-/// Splits a raw tag list into its last `host:` value and the other tags, sorted and deduplicated.
-fn split_host_tag(raw: &[u8]) -> (Option<&[u8]>, Vec<Vec<u8>>) {
-    let mut host = None;
-    let mut tags: Vec<&[u8]> = Vec::new();
-    for tag in TagIter::new(raw) {
-        match tag.strip_prefix(b"host:") {
-            Some(h) => host = Some(h),
-            None => tags.push(tag),
-        }
-    }
-    tags.sort_unstable();
-    tags.dedup();
-    (host, tags.into_iter().map(<[u8]>::to_vec).collect())
+fn owned(tags: Vec<&[u8]>) -> Vec<Vec<u8>> {
+    tags.into_iter().map(<[u8]>::to_vec).collect()
 }

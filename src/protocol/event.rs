@@ -53,6 +53,12 @@ pub enum EventError {
 }
 
 impl EventError {
+    pub const ALL: [EventError; 3] = [
+        EventError::BadHeader,
+        EventError::EmptyTitle,
+        EventError::TooShort,
+    ];
+
     pub fn reason(self) -> &'static str {
         match self {
             EventError::BadHeader => "bad_header",

@@ -15,6 +15,12 @@ pub enum ServiceCheckError {
 }
 
 impl ServiceCheckError {
+    pub const ALL: [ServiceCheckError; 3] = [
+        ServiceCheckError::TooShort,
+        ServiceCheckError::EmptyName,
+        ServiceCheckError::BadStatus,
+    ];
+
     pub fn reason(self) -> &'static str {
         match self {
             ServiceCheckError::TooShort => "too_short",

@@ -110,16 +110,8 @@ pub fn format_metric(out: &mut String, batch: &FlushBatch, m: &FlushedMetric) {
         m.ts, m.interval
     );
     escape_into(out, d.host.unwrap_or_default());
-    out.push_str("\",\"tags\":[");
-    for (i, tag) in d.tags().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        escape_into(out, tag);
-        out.push('"');
-    }
-    out.push(']');
+    out.push('"');
+    push_tags(out, d.tags());
     if let Some(cid) = d.container_id {
         out.push_str(",\"container_id\":\"");
         escape_into(out, cid);
@@ -142,7 +134,7 @@ pub fn format_event(out: &mut String, e: &FlushedEvent) {
     push_str_field(out, "priority", e.priority.as_str().as_bytes());
     push_opt_field(out, "source_type", e.source_type.as_deref());
     push_str_field(out, "alert_type", e.alert_type.as_str().as_bytes());
-    push_tags(out, &e.tags);
+    push_tags(out, e.tags.iter().map(Vec::as_slice));
     push_opt_field(out, "container_id", e.container_id.as_deref());
     out.push_str("}\n");
 }
@@ -157,7 +149,7 @@ pub fn format_service_check(out: &mut String, sc: &FlushedServiceCheck) {
     }
     push_opt_field(out, "host", sc.host.as_deref());
     push_opt_field(out, "message", sc.message.as_deref());
-    push_tags(out, &sc.tags);
+    push_tags(out, sc.tags.iter().map(Vec::as_slice));
     push_opt_field(out, "container_id", sc.container_id.as_deref());
     out.push_str("}\n");
 }
@@ -174,9 +166,9 @@ fn push_opt_field(out: &mut String, key: &str, value: Option<&[u8]>) {
     }
 }
 
-fn push_tags(out: &mut String, tags: &[Vec<u8>]) {
+fn push_tags<'t>(out: &mut String, tags: impl Iterator<Item = &'t [u8]>) {
     out.push_str(",\"tags\":[");
-    for (i, tag) in tags.iter().enumerate() {
+    for (i, tag) in tags.enumerate() {
         if i > 0 {
             out.push(',');
         }
