@@ -43,6 +43,7 @@ pub fn aggregator() -> Aggregator {
             default_host: Some(b"bench-host".to_vec()),
             owners: 1,
             max_pending_events: 10_000,
+            origin_precedence: Default::default(),
         },
         1_000_000,
     )

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::aggregate::AggregateConfig;
+use crate::listen::{Framing, Transport};
 use crate::merge::HistogramOutput;
+use crate::protocol::origin::Precedence;
 use crate::sink::Suffix;
 
 /// A thread-per-core DogStatsD server: UDP in on every pinned core, per-core aggregation,
@@ -25,6 +27,70 @@ pub struct Flags {
     /// port 0 picks a free port (logged). Defaults to 127.0.0.1:8125.
     #[arg(long, hide_default_value = true, default_value = "127.0.0.1:8125")]
     pub udp_addr: SocketAddr,
+
+    /// Do not listen on UDP at all (for hosts that take DogStatsD over unix sockets or TCP only).
+    #[arg(long)]
+    pub no_udp: bool,
+
+    /// Unix datagram socket to listen on; repeatable. With one path every shard reads the same
+    /// socket (the kernel hands each datagram to one reader); several paths are dealt to the
+    /// shards round-robin. A stale socket file is replaced; a path that exists and is not a
+    /// socket is an error. Defaults to none.
+    #[arg(long = "uds-path", value_name = "PATH")]
+    pub uds_paths: Vec<PathBuf>,
+
+    /// Permissions of the unix socket files, in octal. Defaults to 0722 (as the Agent: anyone
+    /// may send, only the owner may read).
+    #[arg(long, hide_default_value = true, default_value = "0722", value_parser = parse_mode)]
+    pub uds_mode: u32,
+
+    /// Unix stream socket to listen on: each frame is a 4-byte little-endian length and a
+    /// packet. A frame longer than --buffer-size-bytes closes its connection (counted).
+    /// Each connection is served by one shard. Defaults to none.
+    #[arg(long, value_name = "PATH")]
+    pub uds_stream_path: Option<PathBuf>,
+
+    /// TCP address to listen on (every shard accepts, SO_REUSEPORT); port 0 picks a free port
+    /// (logged). Defaults to none.
+    #[arg(long, value_name = "ADDR")]
+    pub tcp_addr: Option<SocketAddr>,
+
+    /// How TCP packets are delimited: `length` (4-byte little-endian length, then the packet,
+    /// as on the unix stream socket) or `newline` (every line ends with `\n`, the statsd_exporter
+    /// and Vector style). Defaults to length.
+    #[arg(long, hide_default_value = true, default_value = "length", value_parser = parse_framing)]
+    pub tcp_framing: Framing,
+
+    /// A TCP connection that sends nothing for this long is closed (counted); 0 never closes
+    /// one. Defaults to 300.
+    #[arg(long, hide_default_value = true, default_value_t = 300)]
+    pub tcp_idle_timeout_secs: u64,
+
+    /// Open stream connections (TCP and unix stream together) one shard serves; more are closed
+    /// at once and counted. Each holds up to 2 x --buffer-size-bytes. Defaults to 1024.
+    #[arg(long, hide_default_value = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_shard: u32,
+
+    /// Read the sending process' credentials on unix sockets (SO_PASSCRED / SO_PEERCRED) and
+    /// map its pid to a container id through /proc/<pid>/cgroup; the id becomes part of the
+    /// context as `|c:` would. Pids that cannot be resolved are counted. Defaults to off.
+    #[arg(long)]
+    pub origin_detection: bool,
+
+    /// Whose container id wins when a message has both `|c:` and socket credentials:
+    /// `client` or `socket`. Defaults to client.
+    #[arg(long, hide_default_value = true, default_value = "client", value_parser = parse_precedence)]
+    pub origin_precedence: Precedence,
+
+    /// How long a shard caches a pid's container id (or its absence). Defaults to 60 (as the
+    /// Agent).
+    #[arg(long, hide_default_value = true, default_value_t = 60)]
+    pub origin_cache_ttl_secs: u64,
+
+    /// Where the host's /proc is mounted, for origin detection (`/host/proc` when corestatsd
+    /// itself runs in a container). Defaults to /proc.
+    #[arg(long, hide_default_value = true, default_value = "/proc")]
+    pub proc_root: PathBuf,
 
     /// SO_RCVBUF requested for each socket; the granted value is logged. Larger absorbs longer
     /// bursts at the cost of kernel memory. 0 keeps the OS default. Defaults to 4194304 (4 MiB).
@@ -86,9 +152,11 @@ pub struct Flags {
     #[arg(long, value_parser = parse_forward_addr)]
     pub forward_addr: Option<SocketAddr>,
 
-    /// Transports whose datagrams must end with `\n`: on those, a last line without one is
-    /// dropped and counted (`corestatsd.unterminated_lines`), as the Agent's
-    /// `dogstatsd_eol_required`. Only `udp` exists yet. Defaults to none.
+    /// Transports whose packets must end with `\n`, from udp, uds, uds_stream, tcp: on those, a
+    /// packet's (or frame's) last line without one is dropped and counted
+    /// (`corestatsd.unterminated_lines`), as the Agent's `dogstatsd_eol_required`. With
+    /// `--tcp-framing newline` it applies to the bytes left when a client closes.
+    /// Defaults to none.
     #[arg(long, value_parser = parse_eol_required)]
     pub eol_required: Option<EolRequired>,
 
@@ -180,25 +248,50 @@ fn parse_percentiles(s: &str) -> Result<Percentiles, String> {
         .map(Percentiles)
 }
 
-/// `--eol-required` transports.
+/// `--eol-required` transports, indexed by `Transport`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EolRequired {
-    pub udp: bool,
+pub struct EolRequired(pub [bool; Transport::ALL.len()]);
+
+impl EolRequired {
+    pub fn on(&self, t: Transport) -> bool {
+        self.0[t as usize]
+    }
 }
 
 fn parse_eol_required(s: &str) -> Result<EolRequired, String> {
     let mut eol = EolRequired::default();
     for t in s.split(',').filter(|t| !t.is_empty()) {
-        match t {
-            "udp" => eol.udp = true,
-            other => {
-                return Err(format!(
-                    "{other:?} is not a transport corestatsd listens on (udp)"
-                ));
-            }
-        }
+        let Some(transport) = Transport::ALL.into_iter().find(|x| x.name() == t) else {
+            return Err(format!(
+                "{t:?} is not a transport corestatsd listens on (udp, uds, uds_stream, tcp)"
+            ));
+        };
+        eol.0[transport as usize] = true;
     }
     Ok(eol)
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{s:?} is not an octal file mode like 0722")),
+    }
+}
+
+fn parse_framing(s: &str) -> Result<Framing, String> {
+    match s {
+        "length" => Ok(Framing::Length),
+        "newline" => Ok(Framing::Newline),
+        _ => Err(format!("{s:?} is not a framing (length or newline)")),
+    }
+}
+
+fn parse_precedence(s: &str) -> Result<Precedence, String> {
+    match s {
+        "client" => Ok(Precedence::Client),
+        "socket" => Ok(Precedence::Socket),
+        _ => Err(format!("{s:?} is not client or socket")),
+    }
 }
 
 fn parse_forward_addr(s: &str) -> Result<SocketAddr, String> {
@@ -220,11 +313,28 @@ fn parse_downstream(s: &str) -> Result<Downstream, String> {
     }
 }
 
+/// `--origin-detection` settings.
+#[derive(Debug, Clone)]
+pub struct OriginDetection {
+    pub cache_ttl: Duration,
+    pub proc_root: PathBuf,
+}
+
 /// Validated settings for one run.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub cores: Vec<usize>,
-    pub udp_addr: SocketAddr,
+    /// `None` with `--no-udp`.
+    pub udp_addr: Option<SocketAddr>,
+    pub uds_paths: Vec<PathBuf>,
+    pub uds_mode: u32,
+    pub uds_stream_path: Option<PathBuf>,
+    pub tcp_addr: Option<SocketAddr>,
+    pub tcp_framing: Framing,
+    /// `None` never closes an idle connection.
+    pub tcp_idle_timeout: Option<Duration>,
+    pub max_connections_per_shard: usize,
+    pub origin: Option<OriginDetection>,
     pub so_rcvbuf_bytes: usize,
     pub buffer_size_bytes: usize,
     pub recv_batch_datagrams: usize,
@@ -268,8 +378,35 @@ impl Config {
                 .to_string_lossy()
                 .into_owned(),
         };
+        if f.no_udp && f.uds_paths.is_empty() && f.uds_stream_path.is_none() && f.tcp_addr.is_none()
+        {
+            return Err(
+                "--no-udp leaves nothing to listen on: add --uds-path, --uds-stream-path or --tcp-addr"
+                    .into(),
+            );
+        }
+        for (i, p) in f.uds_paths.iter().enumerate() {
+            if f.uds_paths[..i].contains(p) || f.uds_stream_path.as_ref() == Some(p) {
+                return Err(format!(
+                    "--uds-path {}: the path is given twice",
+                    p.display()
+                ));
+            }
+        }
         Ok(Config {
-            udp_addr: f.udp_addr,
+            udp_addr: (!f.no_udp).then_some(f.udp_addr),
+            uds_paths: f.uds_paths,
+            uds_mode: f.uds_mode,
+            uds_stream_path: f.uds_stream_path,
+            tcp_addr: f.tcp_addr,
+            tcp_framing: f.tcp_framing,
+            tcp_idle_timeout: (f.tcp_idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(f.tcp_idle_timeout_secs)),
+            max_connections_per_shard: f.max_connections_per_shard as usize,
+            origin: f.origin_detection.then(|| OriginDetection {
+                cache_ttl: Duration::from_secs(f.origin_cache_ttl_secs),
+                proc_root: f.proc_root,
+            }),
             so_rcvbuf_bytes: f.so_rcvbuf_bytes,
             buffer_size_bytes: f.buffer_size_bytes as usize,
             recv_batch_datagrams: f.recv_batch_datagrams as usize,
@@ -281,6 +418,7 @@ impl Config {
                 default_host: (!hostname.is_empty()).then(|| hostname.into_bytes()),
                 owners: cores.len(),
                 max_pending_events: f.max_pending_events,
+                origin_precedence: f.origin_precedence,
             },
             cores,
             histogram: HistogramOutput {
@@ -328,9 +466,42 @@ mod tests {
 
     #[test]
     fn eol_required_names_known_transports_only() {
-        assert!(parse_eol_required("udp").unwrap().udp);
-        assert!(!parse_eol_required("").unwrap().udp);
+        let eol = parse_eol_required("udp,tcp").unwrap();
+        assert!(eol.on(Transport::Udp) && eol.on(Transport::Tcp));
+        assert!(!eol.on(Transport::Uds) && !eol.on(Transport::UdsStream));
+        assert!(
+            parse_eol_required("uds,uds_stream")
+                .unwrap()
+                .on(Transport::UdsStream)
+        );
+        assert_eq!(parse_eol_required("").unwrap(), EolRequired::default());
         assert!(parse_eol_required("udp,smoke").is_err());
+    }
+
+    #[test]
+    fn modes_framings_and_precedence() {
+        assert_eq!(parse_mode("0722").unwrap(), 0o722);
+        assert_eq!(parse_mode("660").unwrap(), 0o660);
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("77777").is_err());
+        assert_eq!(parse_framing("newline").unwrap(), Framing::Newline);
+        assert!(parse_framing("lines").is_err());
+        assert_eq!(parse_precedence("socket").unwrap(), Precedence::Socket);
+        assert!(parse_precedence("kernel").is_err());
+    }
+
+    #[test]
+    fn no_udp_needs_another_listener() {
+        let flags = |args: &[&str]| {
+            Flags::try_parse_from(["corestatsd", "--hostname", "h"].iter().chain(args)).unwrap()
+        };
+        let err = Config::from_flags(flags(&["--no-udp"])).unwrap_err();
+        assert!(err.contains("--no-udp"), "{err}");
+        let cfg = Config::from_flags(flags(&["--no-udp", "--tcp-addr", "127.0.0.1:0"])).unwrap();
+        assert_eq!(cfg.udp_addr, None);
+        let err = Config::from_flags(flags(&["--uds-path", "/tmp/a", "--uds-path", "/tmp/a"]))
+            .unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 
 use crate::config::{Config, Downstream};
-use crate::listen::bind_udp_shards;
-use crate::shard;
+use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
+use crate::shard::{self, Sockets};
 use crate::sink::{self, Sink, jsonl::JsonlSink};
 
 /// A start-up or run failure, worded for the operator.
@@ -33,25 +33,28 @@ fn usage(message: String) -> RunError {
 /// Runs until SIGINT/SIGTERM, then drains, flushes every window and returns.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     check_io_uring()?;
-    let bound = bind_udp_shards(cfg.udp_addr, cfg.cores.len(), cfg.so_rcvbuf_bytes)
-        .map_err(|e| usage(format!("cannot bind --udp-addr {}: {e}", cfg.udp_addr)))?;
+    let (sockets, listening) = bind_all(&cfg)?;
     let sink = open_sink(&cfg.downstream)?;
     eprintln!(
-        "corestatsd: {} shards on cores {:?}; listening udp {} ({} SO_REUSEPORT sockets, \
-         rcvbuf requested {} granted {} bytes); buffers {} x {} bytes per shard; \
-         windows of {} s; downstream {}{}",
+        "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
+         windows of {} s; downstream {}{}{}",
         cfg.cores.len(),
         cfg.cores,
-        bound[0].local,
-        bound.len(),
-        cfg.so_rcvbuf_bytes,
-        bound[0].rcvbuf_granted,
+        listening.join(", "),
         cfg.recv_batch_datagrams,
         cfg.buffer_size_bytes,
         cfg.aggregate.bucket_secs,
         cfg.downstream,
         cfg.forward_addr
-            .map(|a| format!("; forwarding raw datagrams to {a}"))
+            .map(|a| format!("; forwarding raw packets to {a}"))
+            .unwrap_or_default(),
+        cfg.origin
+            .as_ref()
+            .map(|o| format!(
+                "; origin detection on unix sockets ({}/<pid>/cgroup, cached {} s)",
+                o.proc_root.display(),
+                o.cache_ttl.as_secs()
+            ))
             .unwrap_or_default(),
     );
     install_signal_handlers().map_err(|e| RunError {
@@ -62,8 +65,12 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         message: format!("cannot start the sink thread: {e}"),
         status: 1,
     })?;
-    let fds = bound.into_iter().map(|b| b.fd).collect();
-    let result = shard::run_shards(&cfg, fds, tx);
+    let result = shard::run_shards(&cfg, sockets, tx);
+    // The socket files go with the process that made them (a later start would replace them
+    // anyway; this keeps clients from sending into a socket nobody reads).
+    for path in cfg.uds_paths.iter().chain(&cfg.uds_stream_path) {
+        let _ = std::fs::remove_file(path);
+    }
     let stats = sink_thread.join().unwrap_or_default();
     eprintln!(
         "corestatsd: stopped; {} points written, {} lost to sink errors",
@@ -83,6 +90,89 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         });
     }
     Ok(())
+}
+
+/// Binds every listener, deals the sockets to the shards, and describes them for the log.
+fn bind_all(cfg: &Config) -> Result<(Vec<Sockets>, Vec<String>), RunError> {
+    let shards = cfg.cores.len();
+    let mut sockets: Vec<Sockets> = (0..shards).map(|_| Sockets::default()).collect();
+    let mut listening = Vec::new();
+    if let Some(addr) = cfg.udp_addr {
+        let bound = bind_udp_shards(addr, shards, cfg.so_rcvbuf_bytes)
+            .map_err(|e| usage(format!("cannot bind --udp-addr {addr}: {e}")))?;
+        listening.push(format!(
+            "udp {} ({} SO_REUSEPORT sockets, rcvbuf requested {} granted {} bytes)",
+            bound[0].local,
+            bound.len(),
+            cfg.so_rcvbuf_bytes,
+            bound[0].rcvbuf_granted
+        ));
+        for (s, b) in sockets.iter_mut().zip(bound) {
+            s.udp = Some(b.fd);
+        }
+    }
+    let mut uds = Vec::new();
+    for path in &cfg.uds_paths {
+        let fd = bind_uds_datagram(
+            path,
+            cfg.uds_mode,
+            cfg.so_rcvbuf_bytes,
+            cfg.origin.is_some(),
+        )
+        .map_err(|e| usage(format!("cannot bind --uds-path {}: {e}", path.display())))?;
+        listening.push(format!("uds {} (mode {:o})", path.display(), cfg.uds_mode));
+        uds.push(fd);
+    }
+    // Fewer paths than shards: shard i reads path i % paths (one path: every shard reads it).
+    // Otherwise path i goes to shard i % shards.
+    let dup = |fd: &std::os::fd::OwnedFd, what: &str| {
+        fd.try_clone().map_err(|e| RunError {
+            message: format!("cannot share {what} with every shard: {e}"),
+            status: 1,
+        })
+    };
+    if !uds.is_empty() && uds.len() < shards {
+        for (i, s) in sockets.iter_mut().enumerate() {
+            s.uds.push(dup(&uds[i % uds.len()], "--uds-path")?);
+        }
+    } else {
+        for (i, fd) in uds.into_iter().enumerate() {
+            sockets[i % shards].uds.push(fd);
+        }
+    }
+    if let Some(path) = &cfg.uds_stream_path {
+        let fd = bind_uds_stream(path, cfg.uds_mode).map_err(|e| {
+            usage(format!(
+                "cannot bind --uds-stream-path {}: {e}",
+                path.display()
+            ))
+        })?;
+        listening.push(format!(
+            "uds_stream {} (mode {:o}, 4-byte length framing)",
+            path.display(),
+            cfg.uds_mode
+        ));
+        for s in &mut sockets {
+            s.uds_stream = Some(dup(&fd, "--uds-stream-path")?);
+        }
+    }
+    if let Some(addr) = cfg.tcp_addr {
+        let bound = bind_tcp_shards(addr, shards)
+            .map_err(|e| usage(format!("cannot bind --tcp-addr {addr}: {e}")))?;
+        listening.push(format!(
+            "tcp {} ({} SO_REUSEPORT listeners, {} framing)",
+            bound[0].local,
+            bound.len(),
+            match cfg.tcp_framing {
+                crate::listen::Framing::Length => "4-byte length",
+                crate::listen::Framing::Newline => "newline",
+            }
+        ));
+        for (s, b) in sockets.iter_mut().zip(bound) {
+            s.tcp = Some(b.fd);
+        }
+    }
+    Ok((sockets, listening))
 }
 
 fn check_io_uring() -> Result<(), RunError> {

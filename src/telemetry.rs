@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::listen::{CloseReason, Transport};
 use crate::merge::desc;
+use crate::protocol::origin::Malformed;
 use crate::protocol::{EventError, MetricType, ParseError, ServiceCheckError};
 use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
 
@@ -58,10 +60,67 @@ impl std::fmt::Display for RejectSample {
     }
 }
 
+/// What one transport received.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TransportCounters {
+    /// Datagrams, or frames (newline framing: reads that held complete lines).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Socket errors other than "would block" (receive or accept).
+    pub errors: u64,
+}
+
+/// Why the sender of a unix socket message has no container id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// The kernel gave no pid (a sender in a pid namespace it cannot map).
+    NoCredentials,
+    /// `/proc/<pid>/cgroup` could not be read.
+    Unreadable,
+    /// The cgroup names no container.
+    NoContainer,
+}
+
+impl Unresolved {
+    pub const ALL: [Unresolved; 3] = [
+        Unresolved::NoCredentials,
+        Unresolved::Unreadable,
+        Unresolved::NoContainer,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unresolved::NoCredentials => "no_credentials",
+            Unresolved::Unreadable => "unreadable",
+            Unresolved::NoContainer => "no_container",
+        }
+    }
+}
+
+/// Stream transports (unix stream, TCP) index their connection counters by this.
+pub fn stream_index(t: Transport) -> usize {
+    match t {
+        Transport::UdsStream => 0,
+        _ => 1,
+    }
+}
+
+const STREAMS: [Transport; 2] = [Transport::UdsStream, Transport::Tcp];
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
-    pub datagrams: u64,
-    pub bytes: u64,
+    pub transports: [TransportCounters; Transport::ALL.len()],
+    /// Connections accepted, per stream transport (`stream_index`).
+    pub connections_opened: [u64; 2],
+    /// Connections closed, per stream transport and `CloseReason`.
+    pub connections_closed: [[u64; CloseReason::ALL.len()]; 2],
+    /// Unix socket messages (datagrams or connections) whose sender's container is unknown,
+    /// by `Unresolved`, and those resolved.
+    pub origin_unresolved: [u64; Unresolved::ALL.len()],
+    pub origin_resolved: u64,
+    /// Messages with a malformed `|c:`, `|e:`, `|card:` (by `Malformed::FIELDS`); each is
+    /// left out and the message kept.
+    pub origin_field_errors: [u64; 3],
     pub metrics: u64,
     pub parse_errors: [u64; ParseError::ALL.len()],
     /// Datagrams longer than `--buffer-size-bytes`; their cut last line is dropped.
@@ -83,8 +142,6 @@ pub struct Counters {
     pub service_checks_dropped: u64,
     /// Longest time the receive loop yielded to other work while data could be waiting, in µs.
     pub recv_max_pause_us: u64,
-    /// Socket errors other than "would block".
-    pub recv_errors: u64,
     /// Last lines dropped for lacking `\n` on an `--eol-required` transport.
     pub unterminated: u64,
     /// Datagrams copied to `--forward-addr`, and those the kernel did not take.
@@ -117,6 +174,12 @@ impl Counters {
         }
     }
 
+    pub fn origin_fields(&mut self, bad: Malformed) {
+        for (n, bad) in self.origin_field_errors.iter_mut().zip(bad.as_array()) {
+            *n += u64::from(bad);
+        }
+    }
+
     pub fn unsupported(&mut self, u: Unsupported) {
         match u {
             Unsupported::TimestampedType => self.unsupported_timestamped += 1,
@@ -125,9 +188,43 @@ impl Counters {
         }
     }
 
+    /// All transports' packets, bytes and errors.
+    pub fn total(&self) -> TransportCounters {
+        let mut t = TransportCounters::default();
+        for x in &self.transports {
+            t.packets += x.packets;
+            t.bytes += x.bytes;
+            t.errors += x.errors;
+        }
+        t
+    }
+
     fn add(&mut self, o: &Counters) {
-        self.datagrams += o.datagrams;
-        self.bytes += o.bytes;
+        for (a, b) in self.transports.iter_mut().zip(&o.transports) {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+            a.errors += b.errors;
+        }
+        for i in 0..2 {
+            self.connections_opened[i] += o.connections_opened[i];
+            for (a, b) in self.connections_closed[i]
+                .iter_mut()
+                .zip(o.connections_closed[i])
+            {
+                *a += b;
+            }
+        }
+        for (a, b) in self.origin_unresolved.iter_mut().zip(o.origin_unresolved) {
+            *a += b;
+        }
+        self.origin_resolved += o.origin_resolved;
+        for (a, b) in self
+            .origin_field_errors
+            .iter_mut()
+            .zip(o.origin_field_errors)
+        {
+            *a += b;
+        }
         self.metrics += o.metrics;
         for (a, b) in self.parse_errors.iter_mut().zip(o.parse_errors) {
             *a += b;
@@ -152,7 +249,6 @@ impl Counters {
         self.events_dropped += o.events_dropped;
         self.service_checks_dropped += o.service_checks_dropped;
         self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
-        self.recv_errors += o.recv_errors;
         self.unterminated += o.unterminated;
         self.forwarded += o.forwarded;
         self.forward_errors += o.forward_errors;
@@ -167,6 +263,8 @@ pub struct TelemetrySnapshot {
     pub window: u64,
     pub counters: Counters,
     pub live_contexts: u64,
+    /// Connections open at the close, per stream transport (`stream_index`).
+    pub open_connections: [u64; 2],
 }
 
 impl TelemetrySnapshot {
@@ -179,7 +277,7 @@ impl TelemetrySnapshot {
         let mut point = |name: &str, extra: Option<String>, kind: OutKind, value: f64| {
             let mut tags: Vec<&[u8]> = vec![shard_tag.as_bytes()];
             if let Some(e) = &extra {
-                tags.push(e.as_bytes());
+                tags.extend(e.split(',').map(str::as_bytes));
             }
             tags.sort();
             let mt = if kind == OutKind::Count {
@@ -207,14 +305,72 @@ impl TelemetrySnapshot {
             });
         };
         let c = &self.counters;
+        for t in Transport::ALL {
+            let x = c.transports[t as usize];
+            for (name, v) in [
+                ("corestatsd.packets", x.packets),
+                ("corestatsd.bytes", x.bytes),
+                ("corestatsd.receive_errors", x.errors),
+            ] {
+                point(
+                    name,
+                    Some(format!("transport:{}", t.name())),
+                    OutKind::Count,
+                    v as f64,
+                );
+            }
+        }
+        for t in STREAMS {
+            let i = stream_index(t);
+            let tag = || Some(format!("transport:{}", t.name()));
+            point(
+                "corestatsd.connections",
+                tag(),
+                OutKind::Gauge,
+                self.open_connections[i] as f64,
+            );
+            point(
+                "corestatsd.connections_opened",
+                tag(),
+                OutKind::Count,
+                c.connections_opened[i] as f64,
+            );
+            for r in CloseReason::ALL {
+                point(
+                    "corestatsd.connections_closed",
+                    Some(format!("transport:{},reason:{}", t.name(), r.reason())),
+                    OutKind::Count,
+                    c.connections_closed[i][r as usize] as f64,
+                );
+            }
+        }
+        for u in Unresolved::ALL {
+            point(
+                "corestatsd.origin_unresolved",
+                Some(format!("reason:{}", u.reason())),
+                OutKind::Count,
+                c.origin_unresolved[u as usize] as f64,
+            );
+        }
+        point(
+            "corestatsd.origin_resolved",
+            None,
+            OutKind::Count,
+            c.origin_resolved as f64,
+        );
+        for (field, n) in Malformed::FIELDS.iter().zip(c.origin_field_errors) {
+            point(
+                "corestatsd.origin_field_errors",
+                Some(format!("field:{field}")),
+                OutKind::Count,
+                n as f64,
+            );
+        }
         for (name, v) in [
-            ("corestatsd.datagrams", c.datagrams),
-            ("corestatsd.bytes", c.bytes),
             ("corestatsd.metrics", c.metrics),
             ("corestatsd.truncated_datagrams", c.truncated),
             ("corestatsd.pool_full", c.pool_full),
             ("corestatsd.kernel_drops", c.kernel_drops),
-            ("corestatsd.receive_errors", c.recv_errors),
             ("corestatsd.unterminated_lines", c.unterminated),
             ("corestatsd.forwarded", c.forwarded),
             ("corestatsd.forward_errors", c.forward_errors),
@@ -296,7 +452,7 @@ impl TelemetrySnapshot {
 /// Sums snapshots per window on the sink thread and logs one line when all shards reported.
 pub struct WindowSummaries {
     shards: usize,
-    windows: BTreeMap<u64, (usize, Counters, u64)>,
+    windows: BTreeMap<u64, (usize, Counters, u64, u64)>,
 }
 
 impl WindowSummaries {
@@ -312,43 +468,54 @@ impl WindowSummaries {
         w.0 += 1;
         w.1.add(&s.counters);
         w.2 += s.live_contexts;
+        w.3 += s.open_connections.iter().sum::<u64>();
         if w.0 >= self.shards {
-            let (_, c, live) = self.windows.remove(&s.window).unwrap_or_default();
-            log_summary(s.window, &c, live);
+            let (_, c, live, conns) = self.windows.remove(&s.window).unwrap_or_default();
+            log_summary(s.window, &c, live, conns);
         }
     }
 
     /// At shutdown: logs windows some shard never reported (there should be none).
     pub fn log_incomplete(&mut self) {
-        for (window, (n, c, live)) in std::mem::take(&mut self.windows) {
+        for (window, (n, c, live, conns)) in std::mem::take(&mut self.windows) {
             eprintln!(
                 "corestatsd: window {window} reported by {n} of {} shards",
                 self.shards
             );
-            log_summary(window, &c, live);
+            log_summary(window, &c, live, conns);
         }
     }
 }
 
-fn log_summary(window: u64, c: &Counters, live: u64) {
+fn log_summary(window: u64, c: &Counters, live: u64, connections: u64) {
     let errors: u64 = c.parse_errors.iter().sum::<u64>()
         + c.event_errors.iter().sum::<u64>()
         + c.service_check_errors.iter().sum::<u64>();
     let dropped = c.events_dropped + c.service_checks_dropped;
+    let total = c.total();
+    let closed_on_error: u64 = c
+        .connections_closed
+        .iter()
+        .flat_map(|r| CloseReason::ALL.map(|x| (x, r[x as usize])))
+        .filter(|(x, _)| x.is_error())
+        .map(|(_, n)| n)
+        .sum();
+    let unresolved: u64 = c.origin_unresolved.iter().sum();
     eprintln!(
-        "corestatsd: window {window}: datagrams={} bytes={} metrics={} events={} \
+        "corestatsd: window {window}: packets={} bytes={} metrics={} events={} \
          service_checks={} parse_errors={errors} truncated={} unsupported={} \
          pending_full_drops={dropped} kernel_drops={} receive_errors={} forward_errors={} \
-         live_contexts={live} receive_max_pause_us={}{}",
-        c.datagrams,
-        c.bytes,
+         connections={connections} connections_closed_on_error={closed_on_error} \
+         origin_unresolved={unresolved} live_contexts={live} receive_max_pause_us={}{}",
+        total.packets,
+        total.bytes,
         c.metrics,
         c.events,
         c.service_checks,
         c.truncated,
         c.unsupported_timestamped,
         c.kernel_drops,
-        c.recv_errors,
+        total.errors,
         c.forward_errors,
         c.recv_max_pause_us,
         c.first_reject

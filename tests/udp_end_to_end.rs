@@ -54,11 +54,11 @@ fn every_metric_type_aggregates_exactly_across_two_shards() {
     // Both shards received datagrams, so sets and counters really crossed cores.
     for shard in ["shard:0", "shard:1"] {
         assert!(
-            self_metric(&done.lines, "corestatsd.datagrams", &[shard]) > 0.0,
+            self_metric(&done.lines, "corestatsd.packets", &[shard]) > 0.0,
             "{shard} got nothing; the test would not cover the merge"
         );
     }
-    assert_eq!(self_metric(&done.lines, "corestatsd.datagrams", &[]), 16.0);
+    assert_eq!(self_metric(&done.lines, "corestatsd.packets", &[]), 16.0);
     assert_eq!(
         self_metric(&done.lines, "corestatsd.parse_errors", &["reason:no_pipe"]),
         16.0

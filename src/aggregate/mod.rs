@@ -1,11 +1,11 @@
 //! Per-shard aggregation: the context table, per-type aggregators and the open time window.
 //!
-//! Owns every context its shard has seen (interned name, host, container id and sorted tags) and
+//! Owns every context its shard has seen (interned name, host, origin and sorted tags) and
 //! each context's aggregate for the open window. Synchronous and clock-free: the caller passes the
 //! receive time and decides when a window closes. Must not do I/O or know about other shards except
 //! through `merge::owner_of` when it hands closed partials out.
 //!
-//! Hot path (`insert`): one hash over the raw name, type, tag list and container id, one probe of
+//! Hot path (`insert`): one hash over the raw name, type, tag list and origin fields, one probe of
 //! the raw-key table, one aggregator update. Only when that misses (a new context, or tags in a new
 //! order) are the tags hashed one by one, sorted and deduplicated into the canonical key that every
 //! shard agrees on. Sorting, interning and allocation happen only when a context is created.
@@ -21,6 +21,7 @@ use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
 use crate::merge::{self, ContextBatch, Partial, desc};
+use crate::protocol::origin::{self, InternalTags, MagicTag, Precedence, magic_tag};
 use crate::protocol::{Metric, MetricType, TagIter};
 use crate::sink::FlushBatch;
 use crate::telemetry::Unsupported;
@@ -50,20 +51,32 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Splits a raw tag list into its last `host:` value and the other tags, sorted and deduplicated:
-/// the tags a context (or event, or check) keeps.
-fn split_host_tag(raw: &[u8]) -> (Option<&[u8]>, Vec<&[u8]>) {
-    let mut host = None;
-    let mut tags: Vec<&[u8]> = Vec::new();
+/// A raw tag list split into its magic tags and the tags a context (or event, or check) keeps,
+/// sorted and deduplicated.
+struct SplitTags<'a> {
+    /// The last `host:` value.
+    host: Option<&'a [u8]>,
+    internal: InternalTags<'a>,
+    tags: Vec<&'a [u8]>,
+}
+
+fn split_tags(raw: &[u8]) -> SplitTags<'_> {
+    let mut out = SplitTags {
+        host: None,
+        internal: InternalTags::default(),
+        tags: Vec::new(),
+    };
     for tag in TagIter::new(raw) {
-        match tag.strip_prefix(b"host:") {
-            Some(h) => host = Some(h),
-            None => tags.push(tag),
+        match magic_tag(tag) {
+            Some(MagicTag::Host(h)) => out.host = Some(h),
+            Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
+            Some(MagicTag::Card(c)) => out.internal.card = Some(c),
+            None => out.tags.push(tag),
         }
     }
-    tags.sort_unstable();
-    tags.dedup();
-    (host, tags)
+    out.tags.sort_unstable();
+    out.tags.dedup();
+    out
 }
 
 /// The host a message resolves to: its `host:` (empty means none), else the default.
@@ -188,6 +201,8 @@ pub struct AggregateConfig {
     /// Events, and separately service checks, a shard holds for one flush; more are dropped
     /// and counted.
     pub max_pending_events: usize,
+    /// Whose container id wins when a message has both `|c:` and socket credentials.
+    pub origin_precedence: Precedence,
 }
 
 /// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
@@ -211,7 +226,8 @@ struct Meta {
     alias: u64,
     name: Sym,
     host: Sym,
-    container: Sym,
+    /// The canonical origin blob (`protocol::origin`), `NO_SYM` when there is none.
+    origin: Sym,
     tags: Box<[Sym]>,
     metric_type: MetricType,
 }
@@ -250,6 +266,8 @@ pub struct Aggregator {
     window: u32,
     closing: Option<Closing>,
     tag_hashes: Vec<u64>,
+    /// Scratch for the canonical origin of the context being resolved.
+    origin_buf: Vec<u8>,
     /// Sizes of the last closed window's batches per owner (descs bytes, partials), so the next
     /// close allocates once instead of growing (and copying) mid-sweep.
     last_batch_sizes: Vec<(usize, usize)>,
@@ -276,6 +294,7 @@ impl Aggregator {
             window,
             closing: None,
             tag_hashes: Vec::new(),
+            origin_buf: Vec::new(),
             last_batch_sizes: Vec::new(),
             timestamped: FlushBatch {
                 arenas: vec![Vec::new()],
@@ -309,7 +328,7 @@ impl Aggregator {
     /// context touched) and prefetch its entry; prefetch each boxed aggregate; then check each
     /// context's full raw key and aggregate.
     ///
-    /// The raw key hashes the name, type, tag list and container id as sent, so a client that
+    /// The raw key hashes the name, type, tag list and origin fields as sent, so a client that
     /// repeats its tag order (nearly all do) never pays for per-tag hashing and sorting. A miss
     /// (new context, tags in a new order, fingerprint collision) takes `resolve_slow`.
     pub fn insert_group(
@@ -379,9 +398,20 @@ impl Aggregator {
         let mut h = self.raw_state.build_hasher();
         h.write(m.name);
         h.write(m.tags);
-        h.write_u64(u64::from(m.metric_type.index()) | u64::from(m.container_id.is_some()) << 8);
-        if let Some(cid) = m.container_id {
-            h.write(cid);
+        let o = &m.origin;
+        if o.is_empty() {
+            h.write_u8(m.metric_type.index());
+        } else {
+            // Presence bits first, so (c: "ab", e: none) and (c: none, e: "ab") differ.
+            let fields = [o.local, o.external, o.cardinality, o.socket_container];
+            let mut present = 0u64;
+            for (i, f) in fields.iter().enumerate() {
+                present |= u64::from(f.is_some()) << i;
+            }
+            h.write_u64(u64::from(m.metric_type.index()) | present << 8);
+            for f in fields.into_iter().flatten() {
+                h.write(f);
+            }
         }
         h.finish()
     }
@@ -403,18 +433,27 @@ impl Aggregator {
     }
 
     /// The context key and the host the metric resolves to (`host:` tag, else the default).
+    /// Leaves the metric's canonical origin in `origin_buf` (empty for none).
     fn context_key<'a>(&mut self, m: &Metric<'a>) -> (u64, Option<&'a [u8]>) {
         let mut host_tag: Option<&'a [u8]> = None;
+        let mut internal = InternalTags::default();
         self.tag_hashes.clear();
         for tag in m.tag_iter() {
-            if let Some(h) = tag.strip_prefix(b"host:") {
-                host_tag = Some(h);
-            } else {
-                self.tag_hashes.push(self.state.hash_one(tag));
+            match magic_tag(tag) {
+                Some(MagicTag::Host(h)) => host_tag = Some(h),
+                Some(MagicTag::EntityId(id)) => internal.entity_id = Some(id),
+                Some(MagicTag::Card(c)) => internal.card = Some(c),
+                None => self.tag_hashes.push(self.state.hash_one(tag)),
             }
         }
         self.tag_hashes.sort_unstable();
         self.tag_hashes.dedup();
+        origin::encode(
+            &mut self.origin_buf,
+            &m.origin,
+            internal,
+            self.cfg.origin_precedence,
+        );
         let mut h = self.state.build_hasher();
         h.write(m.name);
         h.write_u8(m.metric_type.index());
@@ -426,9 +465,7 @@ impl Aggregator {
             }
             None => h.write_u8(2),
         }
-        if let Some(cid) = m.container_id {
-            h.write(cid);
-        }
+        h.write(&self.origin_buf);
         for &t in &self.tag_hashes {
             h.write_u64(t);
         }
@@ -442,7 +479,7 @@ impl Aggregator {
         m: &Metric<'_>,
         host_tag: Option<&[u8]>,
     ) -> u32 {
-        let (_, tags) = split_host_tag(m.tags);
+        let tags = split_tags(m.tags).tags;
         let host = self
             .interner
             .intern_optional(resolve_host(host_tag, self.cfg.default_host.as_deref()));
@@ -451,7 +488,9 @@ impl Aggregator {
             alias,
             name: self.interner.intern(m.name),
             host,
-            container: self.interner.intern_optional(m.container_id),
+            origin: self
+                .interner
+                .intern_optional((!self.origin_buf.is_empty()).then_some(&self.origin_buf[..])),
             tags: tags.iter().map(|t| self.interner.intern(t)).collect(),
             metric_type: m.metric_type,
         };
@@ -586,7 +625,7 @@ impl Aggregator {
             ctx.metric_type,
             i.get(ctx.name),
             i.get_optional(ctx.host),
-            i.get_optional(ctx.container),
+            i.get_optional(ctx.origin),
             ctx.tags.iter().map(|&t| i.get(t)),
         );
         batch.partials.push(Partial {
@@ -599,7 +638,7 @@ impl Aggregator {
     fn free_context(&mut self, id: u32) {
         let ctx = &mut self.metas[id as usize];
         let (key, alias) = (ctx.key, ctx.alias);
-        let syms = [ctx.name, ctx.host, ctx.container];
+        let syms = [ctx.name, ctx.host, ctx.origin];
         let tags = std::mem::take(&mut ctx.tags);
         ctx.name = NO_SYM;
         self.slots[id as usize].agg = None;

@@ -3,9 +3,10 @@
 //! in the shard's pending `FlushBatch` until the next flush. Owns no state of its own: these are
 //! `Aggregator` methods, kept apart from the windowed path.
 
-use super::{Aggregator, resolve_host, split_host_tag};
+use super::{Aggregator, resolve_host, split_tags};
 use crate::merge::desc;
 use crate::protocol::event::unescape;
+use crate::protocol::origin::{self, InternalTags, OriginFields};
 use crate::protocol::{Event, Metric, MetricType, ServiceCheck};
 use crate::sink::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix};
 use crate::telemetry::Unsupported;
@@ -21,16 +22,17 @@ impl Aggregator {
             MetricType::Counter => OutKind::Count,
             _ => return Err(Unsupported::TimestampedType),
         };
-        let (host_tag, tags) = split_host_tag(m.tags);
-        let host = resolve_host(host_tag, self.cfg.default_host.as_deref());
+        let split = split_tags(m.tags);
+        let host = resolve_host(split.host, self.cfg.default_host.as_deref());
+        let origin = self.origin_of(&m.origin, split.internal);
         let arena = &mut self.timestamped.arenas[0];
         let off = desc::encode(
             arena,
             m.metric_type,
             m.name,
             host,
-            m.container_id,
-            tags.into_iter(),
+            origin.as_deref(),
+            split.tags.into_iter(),
         );
         for value in m.values() {
             self.timestamped.metrics.push(FlushedMetric {
@@ -53,8 +55,9 @@ impl Aggregator {
         if self.timestamped.events.len() >= self.cfg.max_pending_events {
             return Err(Unsupported::EventOverflow);
         }
-        let (host_tag, tags) = split_host_tag(e.tags);
-        let host = resolve_host(e.host.or(host_tag), self.cfg.default_host.as_deref());
+        let split = split_tags(e.tags);
+        let host = resolve_host(e.host.or(split.host), self.cfg.default_host.as_deref());
+        let origin = self.origin_of(&e.origin, split.internal);
         self.timestamped.events.push(FlushedEvent {
             title: unescape(e.title),
             text: unescape(e.text),
@@ -64,8 +67,8 @@ impl Aggregator {
             priority: e.priority,
             source_type: e.source_type.map(<[u8]>::to_vec),
             alert_type: e.alert_type,
-            tags: owned(tags),
-            container_id: e.container_id.map(<[u8]>::to_vec),
+            tags: owned(split.tags),
+            origin,
         });
         Ok(())
     }
@@ -75,18 +78,29 @@ impl Aggregator {
         if self.timestamped.service_checks.len() >= self.cfg.max_pending_events {
             return Err(Unsupported::ServiceCheckOverflow);
         }
-        let (host_tag, tags) = split_host_tag(sc.tags);
-        let host = resolve_host(sc.host.or(host_tag), self.cfg.default_host.as_deref());
+        let split = split_tags(sc.tags);
+        let host = resolve_host(sc.host.or(split.host), self.cfg.default_host.as_deref());
+        let origin = self.origin_of(&sc.origin, split.internal);
         self.timestamped.service_checks.push(FlushedServiceCheck {
             name: sc.name.to_vec(),
             status: sc.status,
             ts: sc.timestamp,
             host: host.map(<[u8]>::to_vec),
             message: sc.message.map(<[u8]>::to_vec),
-            tags: owned(tags),
-            container_id: sc.container_id.map(<[u8]>::to_vec),
+            tags: owned(split.tags),
+            origin,
         });
         Ok(())
+    }
+
+    /// The canonical origin blob of a message, or `None` when it has none.
+    fn origin_of(&self, fields: &OriginFields<'_>, internal: InternalTags<'_>) -> Option<Vec<u8>> {
+        if fields.is_empty() && internal == InternalTags::default() {
+            return None;
+        }
+        let mut blob = Vec::new();
+        origin::encode(&mut blob, fields, internal, self.cfg.origin_precedence);
+        (!blob.is_empty()).then_some(blob)
     }
 
     /// Takes the `|T` points, events and service checks gathered since the last call.

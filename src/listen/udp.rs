@@ -1,8 +1,8 @@
-//! UDP: one SO_REUSEPORT socket per shard on the same address, drained with `recvmmsg`.
+//! UDP: one SO_REUSEPORT socket per shard on the same address (drained by `DatagramReceiver`).
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrStorage, bind, getsockname, setsockopt, socket,
@@ -66,7 +66,7 @@ fn bind_one(addr: SocketAddr, rcvbuf: usize) -> io::Result<BoundUdp> {
     })
 }
 
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+pub(super) fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::from((
             std::net::Ipv4Addr::from(v4.ip()),
@@ -77,162 +77,10 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
-/// The per-shard receive state: the socket, a pool of `slots` buffers of `slot_size` bytes in
-/// one allocation, and the `mmsghdr`/`iovec` arrays pointing into it, all made once.
-pub struct UdpReceiver {
-    fd: OwnedFd,
-    pool: Box<[u8]>,
-    slot_size: usize,
-    iovecs: Box<[libc::iovec]>,
-    /// One control buffer per slot, for the SO_RXQ_OVFL drop counter.
-    control: Box<[u64]>,
-    headers: Box<[libc::mmsghdr]>,
-    /// The socket's cumulative kernel drop count as last seen.
-    drops_seen: u32,
-}
-
-/// u64 words per control buffer: room for one `cmsghdr` carrying a `u32`, aligned.
-const CONTROL_WORDS: usize = 4;
-
-/// Outcome of one `recv_batch`.
-pub enum Received {
-    /// This many datagrams are in slots `0..n`.
-    Datagrams(usize),
-    /// The socket is empty.
-    WouldBlock,
-}
-
-impl UdpReceiver {
-    pub fn new(fd: OwnedFd, slots: usize, slot_size: usize) -> Self {
-        let mut pool = vec![0u8; slots * slot_size].into_boxed_slice();
-        let base = pool.as_mut_ptr();
-        let iovecs: Box<[libc::iovec]> = (0..slots)
-            .map(|i| libc::iovec {
-                // SAFETY: `i * slot_size` is within the pool, which lives as long as `self` and
-                // never moves (a boxed slice is not reallocated).
-                iov_base: unsafe { base.add(i * slot_size) }.cast(),
-                iov_len: slot_size,
-            })
-            .collect();
-        let mut rx = UdpReceiver {
-            fd,
-            pool,
-            slot_size,
-            iovecs,
-            control: vec![0u64; slots * CONTROL_WORDS].into_boxed_slice(),
-            headers: Box::default(),
-            drops_seen: 0,
-        };
-        let control = rx.control.as_mut_ptr();
-        rx.headers = rx
-            .iovecs
-            .iter_mut()
-            .enumerate()
-            .map(|(i, iov)| {
-                // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                // Same reasoning as the pool: a boxed slice that lives as long as `self`.
-                h.msg_hdr.msg_control = control.wrapping_add(i * CONTROL_WORDS).cast();
-                h
-            })
-            .collect();
-        rx
-    }
-
-    /// A second descriptor for the same socket, for glommio to wait on readiness.
-    pub fn readiness_fd(&self) -> io::Result<OwnedFd> {
-        self.fd.try_clone()
-    }
-
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
-    }
-
-    /// One `recvmmsg(MSG_DONTWAIT)` into the pool.
-    pub fn recv_batch(&mut self) -> io::Result<Received> {
-        for h in self.headers.iter_mut() {
-            h.msg_len = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_hdr.msg_controllen = CONTROL_WORDS * 8;
-        }
-        // SAFETY: `headers` holds `len` valid mmsghdr whose single iovec points at a distinct
-        // `slot_size` region of `pool` and whose control buffer is a distinct `CONTROL_WORDS`
-        // region of `control`; all outlive the call. No address buffers.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                self.headers.as_mut_ptr(),
-                self.headers.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
-                _ => Err(e),
-            };
-        }
-        Ok(Received::Datagrams(n as usize))
-    }
-
-    /// Datagram `i` of the last batch, and whether the kernel cut it to the slot size.
-    pub fn datagram(&self, i: usize) -> (&[u8], bool) {
-        let h = &self.headers[i];
-        let len = (h.msg_len as usize).min(self.slot_size);
-        let start = i * self.slot_size;
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        (&self.pool[start..start + len], truncated)
-    }
-
-    pub fn slots(&self) -> usize {
-        self.headers.len()
-    }
-
-    /// Datagrams the kernel dropped on this socket (receive buffer full) since the last call,
-    /// read from the counter that came with datagram `last` of the last batch.
-    pub fn new_kernel_drops(&mut self, last: usize) -> u64 {
-        let Some(total) = self.drop_counter(last) else {
-            return 0;
-        };
-        let new = total.wrapping_sub(self.drops_seen);
-        self.drops_seen = total;
-        u64::from(new)
-    }
-
-    fn drop_counter(&self, i: usize) -> Option<u32> {
-        let hdr = &self.headers.get(i)?.msg_hdr;
-        // SAFETY: the kernel filled this header's control buffer (its length is in
-        // `msg_controllen`); the CMSG_* walk stays within it.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
-                {
-                    return Some(std::ptr::read_unaligned(
-                        libc::CMSG_DATA(cmsg).cast::<u32>(),
-                    ));
-                }
-                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-            }
-        }
-        None
-    }
-}
-
-/// Wraps a descriptor for glommio; takes ownership.
-pub fn glommio_socket(fd: OwnedFd) -> glommio::net::UdpSocket {
-    use std::os::fd::IntoRawFd;
-    // SAFETY: `fd` is an open UDP socket we own; ownership passes to the glommio socket.
-    unsafe { glommio::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listen::{DatagramReceiver, Received};
 
     #[test]
     fn shards_share_one_port_and_receive_in_batches() {
@@ -240,9 +88,9 @@ mod tests {
         assert_eq!(socks[0].local, socks[1].local);
         assert!(socks[0].rcvbuf_granted >= 1 << 20);
         let addr = socks[0].local;
-        let mut receivers: Vec<UdpReceiver> = socks
+        let mut receivers: Vec<DatagramReceiver> = socks
             .into_iter()
-            .map(|b| UdpReceiver::new(b.fd, 8, 16))
+            .map(|b| DatagramReceiver::new(b.fd, 8, 16))
             .collect();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send_to(b"a:1|c", addr).unwrap();
@@ -277,7 +125,7 @@ mod tests {
         let b = socks.into_iter().next().unwrap();
         setsockopt(&b.fd, sockopt::RcvBuf, &1).unwrap();
         let addr = b.local;
-        let mut rx = UdpReceiver::new(b.fd, 64, 2048);
+        let mut rx = DatagramReceiver::new(b.fd, 64, 2048);
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..200 {
             tx.send_to(&[b'x'; 1000], addr).unwrap();

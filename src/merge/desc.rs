@@ -1,5 +1,5 @@
-//! The self-contained description of a context that crosses cores: type, name, host, container
-//! id and sorted tags, length-prefixed in one byte arena. Nothing in it refers to a per-core
+//! The self-contained description of a context that crosses cores: type, name, host, origin
+//! blob and sorted tags, length-prefixed in one byte arena. Nothing in it refers to a per-core
 //! interner, so a batch full of them is plain `Send` data.
 
 use crate::protocol::MetricType;
@@ -19,14 +19,14 @@ pub fn encode<'t>(
     metric_type: MetricType,
     name: &[u8],
     host: Option<&[u8]>,
-    container_id: Option<&[u8]>,
+    origin: Option<&[u8]>,
     tags: impl ExactSizeIterator<Item = &'t [u8]>,
 ) -> u32 {
     let offset = arena.len() as u32;
     arena.push(metric_type.index());
     push_field(arena, name);
     push_optional(arena, host);
-    push_optional(arena, container_id);
+    push_optional(arena, origin);
     arena.extend_from_slice(&(tags.len() as u32).to_le_bytes());
     for tag in tags {
         push_field(arena, tag);
@@ -53,7 +53,8 @@ pub struct Desc<'a> {
     pub metric_type: MetricType,
     pub name: &'a [u8],
     pub host: Option<&'a [u8]>,
-    pub container_id: Option<&'a [u8]>,
+    /// The canonical origin blob (`protocol::origin::Origin::decode` reads it).
+    pub origin: Option<&'a [u8]>,
     tag_count: u32,
     tags: &'a [u8],
 }
@@ -67,13 +68,13 @@ impl<'a> Desc<'a> {
         at += 1;
         let name = read_field(arena, &mut at).unwrap_or_default();
         let host = read_field(arena, &mut at);
-        let container_id = read_field(arena, &mut at);
+        let origin = read_field(arena, &mut at);
         let tag_count = read_u32(arena, &mut at);
         Desc {
             metric_type,
             name,
             host,
-            container_id,
+            origin,
             tag_count,
             tags: &arena[at..],
         }
@@ -131,14 +132,14 @@ mod tests {
         assert_eq!(d.metric_type, MetricType::Set);
         assert_eq!(d.name, b"users");
         assert_eq!(d.host, Some(&b""[..]));
-        assert_eq!(d.container_id, None);
+        assert_eq!(d.origin, None);
         assert_eq!(d.tags().collect::<Vec<_>>(), tags.to_vec());
         let d = Desc::decode(&arena, second);
         assert_eq!(
             (d.metric_type, d.name, d.host),
             (MetricType::Timer, &b"t"[..], None)
         );
-        assert_eq!(d.container_id, Some(&b"ci-1"[..]));
+        assert_eq!(d.origin, Some(&b"ci-1"[..]));
         assert_eq!(d.tags().count(), 0);
     }
 }

@@ -6,6 +6,7 @@
 //! (`\n` as two bytes); `unescape` turns them into text when the event leaves the shard.
 
 use super::metric::{Fields, parse_i64};
+use super::origin::OriginFields;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
@@ -88,9 +89,8 @@ pub struct Event<'a> {
     pub source_type: Option<&'a [u8]>,
     pub alert_type: AlertType,
     pub tags: &'a [u8],
-    pub container_id: Option<&'a [u8]>,
-    pub external_data: Option<&'a [u8]>,
-    pub cardinality: Option<&'a [u8]>,
+    /// `|c:`, `|e:`, `|card:` as sent, and the socket's container (set by the receiver).
+    pub origin: OriginFields<'a>,
     /// The last field-level warning, if any (the event is kept).
     pub warning: Option<EventWarning>,
 }
@@ -133,9 +133,7 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, EventError> {
         source_type: None,
         alert_type: AlertType::Info,
         tags: &[],
-        container_id: None,
-        external_data: None,
-        cardinality: None,
+        origin: OriginFields::default(),
         warning: None,
     };
     let rest = &raw[body_end..];
@@ -175,11 +173,11 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, EventError> {
         } else if let Some(v) = field.strip_prefix(b"#") {
             e.tags = v;
         } else if let Some(v) = field.strip_prefix(b"card:") {
-            e.cardinality = Some(v);
+            e.origin.cardinality = Some(v);
         } else if let Some(v) = field.strip_prefix(b"c:") {
-            e.container_id = Some(v);
+            e.origin.local = Some(v);
         } else if let Some(v) = field.strip_prefix(b"e:") {
-            e.external_data = Some(v);
+            e.origin.external = Some(v);
         }
     }
     Ok(e)
@@ -227,9 +225,9 @@ mod tests {
         assert_eq!(e.source_type, Some(&b"demo"[..]));
         assert_eq!(e.alert_type, AlertType::Success);
         assert_eq!(e.tags, b"env:prod");
-        assert_eq!(e.container_id, Some(&b"ci-1"[..]));
-        assert_eq!(e.external_data, Some(&b"it-false"[..]));
-        assert_eq!(e.cardinality, Some(&b"low"[..]));
+        assert_eq!(e.origin.local, Some(&b"ci-1"[..]));
+        assert_eq!(e.origin.external, Some(&b"it-false"[..]));
+        assert_eq!(e.origin.cardinality, Some(&b"low"[..]));
         assert_eq!(e.warning, None);
     }
 

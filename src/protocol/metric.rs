@@ -3,6 +3,8 @@
 //! Validation is complete here, so later stages can trust every field: a `Metric` that comes out
 //! has a non-empty name, a known type, finite values, a rate in (0, 1] and a positive timestamp.
 
+use super::origin::OriginFields;
+
 /// `memchr`, with an 8-bytes-at-a-time (SWAR) scan for short haystacks, where memchr's vector
 /// set-up costs more than it saves and a byte loop mispredicts (`cargo bench --bench ingest`,
 /// packed counters: the byte loop was 16 % of the time).
@@ -143,9 +145,8 @@ pub struct Metric<'a> {
     /// The raw tag list after `#`, comma separated; empty when absent.
     pub tags: &'a [u8],
     pub timestamp: Option<u64>,
-    pub container_id: Option<&'a [u8]>,
-    pub external_data: Option<&'a [u8]>,
-    pub cardinality: Option<&'a [u8]>,
+    /// `|c:`, `|e:`, `|card:` as sent, and the socket's container (set by the receiver).
+    pub origin: OriginFields<'a>,
 }
 
 impl<'a> Metric<'a> {
@@ -294,9 +295,7 @@ pub fn parse_metric_into<'a>(line: &'a [u8], metric: &mut Metric<'a>) -> Result<
     metric.sample_rate = 1.0;
     metric.tags = &[];
     metric.timestamp = None;
-    metric.container_id = None;
-    metric.external_data = None;
-    metric.cardinality = None;
+    metric.origin = OriginFields::default();
     for field in fields {
         match field.first() {
             Some(b'@') => metric.sample_rate = parse_sample_rate(&field[1..])?,
@@ -304,11 +303,11 @@ pub fn parse_metric_into<'a>(line: &'a [u8], metric: &mut Metric<'a>) -> Result<
             Some(b'T') => metric.timestamp = Some(parse_timestamp(&field[1..])?),
             _ => {
                 if let Some(v) = field.strip_prefix(b"card:") {
-                    metric.cardinality = Some(v);
+                    metric.origin.cardinality = Some(v);
                 } else if let Some(v) = field.strip_prefix(b"c:") {
-                    metric.container_id = Some(v);
+                    metric.origin.local = Some(v);
                 } else if let Some(v) = field.strip_prefix(b"e:") {
-                    metric.external_data = Some(v);
+                    metric.origin.external = Some(v);
                 }
                 // Anything else is a field from a newer protocol version: ignored.
             }
@@ -454,9 +453,9 @@ mod tests {
         assert_eq!(m.sample_rate, 0.25);
         assert_eq!(m.tags, b"b,c");
         assert_eq!(m.timestamp, Some(18));
-        assert_eq!(m.container_id, Some(&b"ci-abc"[..]));
-        assert_eq!(m.external_data, Some(&b"it-false"[..]));
-        assert_eq!(m.cardinality, Some(&b"low"[..]));
+        assert_eq!(m.origin.local, Some(&b"ci-abc"[..]));
+        assert_eq!(m.origin.external, Some(&b"it-false"[..]));
+        assert_eq!(m.origin.cardinality, Some(&b"low"[..]));
     }
 
     #[test]

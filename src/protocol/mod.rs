@@ -3,12 +3,10 @@
 //! Owns the wire grammar and nothing else: no I/O, no glommio, no allocation. Every parsed value
 //! borrows the receive buffer it came from. Errors are a small `Copy` kind that the caller counts;
 //! a bad line never stops the rest of its datagram.
-//!
-//! # Missing
-//! Origin fields (`c:`, `e:`, `card:`) are kept raw, not validated (the origin-detection issue).
 
 pub mod event;
 mod metric;
+pub mod origin;
 pub mod service_check;
 
 pub use event::{Event, EventError, parse_event};

@@ -3,6 +3,7 @@
 //! last copy wins, unknown fields ignored.
 
 use super::metric::{Fields, parse_i64};
+use super::origin::OriginFields;
 
 /// Why a service check line was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +40,8 @@ pub struct ServiceCheck<'a> {
     pub host: Option<&'a [u8]>,
     pub message: Option<&'a [u8]>,
     pub tags: &'a [u8],
-    pub container_id: Option<&'a [u8]>,
-    pub external_data: Option<&'a [u8]>,
-    pub cardinality: Option<&'a [u8]>,
+    /// `|c:`, `|e:`, `|card:` as sent, and the socket's container (set by the receiver).
+    pub origin: OriginFields<'a>,
     /// A `d:` that was not an integer (the check is kept without a timestamp).
     pub bad_timestamp: bool,
 }
@@ -70,9 +70,7 @@ pub fn parse_service_check(line: &[u8]) -> Result<ServiceCheck<'_>, ServiceCheck
         host: None,
         message: None,
         tags: &[],
-        container_id: None,
-        external_data: None,
-        cardinality: None,
+        origin: OriginFields::default(),
         bad_timestamp: false,
     };
     for field in fields {
@@ -88,11 +86,11 @@ pub fn parse_service_check(line: &[u8]) -> Result<ServiceCheck<'_>, ServiceCheck
         } else if let Some(v) = field.strip_prefix(b"#") {
             sc.tags = v;
         } else if let Some(v) = field.strip_prefix(b"card:") {
-            sc.cardinality = Some(v);
+            sc.origin.cardinality = Some(v);
         } else if let Some(v) = field.strip_prefix(b"c:") {
-            sc.container_id = Some(v);
+            sc.origin.local = Some(v);
         } else if let Some(v) = field.strip_prefix(b"e:") {
-            sc.external_data = Some(v);
+            sc.origin.external = Some(v);
         }
     }
     Ok(sc)

@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use crate::protocol::origin::Origin;
+
 use super::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Sink, Suffix};
 
 pub struct JsonlSink {
@@ -112,11 +114,7 @@ pub fn format_metric(out: &mut String, batch: &FlushBatch, m: &FlushedMetric) {
     escape_into(out, d.host.unwrap_or_default());
     out.push('"');
     push_tags(out, d.tags());
-    if let Some(cid) = d.container_id {
-        out.push_str(",\"container_id\":\"");
-        escape_into(out, cid);
-        out.push('"');
-    }
+    push_origin(out, d.origin);
     out.push_str("}\n");
 }
 
@@ -135,7 +133,7 @@ pub fn format_event(out: &mut String, e: &FlushedEvent) {
     push_opt_field(out, "source_type", e.source_type.as_deref());
     push_str_field(out, "alert_type", e.alert_type.as_str().as_bytes());
     push_tags(out, e.tags.iter().map(Vec::as_slice));
-    push_opt_field(out, "container_id", e.container_id.as_deref());
+    push_origin(out, e.origin.as_deref());
     out.push_str("}\n");
 }
 
@@ -150,8 +148,37 @@ pub fn format_service_check(out: &mut String, sc: &FlushedServiceCheck) {
     push_opt_field(out, "host", sc.host.as_deref());
     push_opt_field(out, "message", sc.message.as_deref());
     push_tags(out, sc.tags.iter().map(Vec::as_slice));
-    push_opt_field(out, "container_id", sc.container_id.as_deref());
+    push_origin(out, sc.origin.as_deref());
     out.push_str("}\n");
+}
+
+/// The origin's fields, each only when present: `"container_id":"..","cgroup_inode":N,
+/// "external_data":{"init":false,"container_name":"..","pod_uid":".."},"cardinality":"..",
+/// "pod_uid":".."`.
+fn push_origin(out: &mut String, blob: Option<&[u8]>) {
+    let Some(blob) = blob else { return };
+    let o = Origin::decode(blob);
+    push_opt_field(out, "container_id", o.container_id);
+    if let Some(inode) = o.cgroup_inode {
+        let _ = write!(out, ",\"cgroup_inode\":{inode}");
+    }
+    let e = o.external;
+    if !e.is_empty() {
+        out.push_str(",\"external_data\":{");
+        let len = out.len();
+        if let Some(init) = e.init {
+            let _ = write!(out, ",\"init\":{init}");
+        }
+        push_opt_field(out, "container_name", e.container_name);
+        push_opt_field(out, "pod_uid", e.pod_uid);
+        // Drop the first item's leading comma.
+        out.remove(len);
+        out.push('}');
+    }
+    if let Some(c) = o.cardinality {
+        push_str_field(out, "cardinality", c.as_str().as_bytes());
+    }
+    push_opt_field(out, "pod_uid", o.pod_uid);
 }
 
 fn push_str_field(out: &mut String, key: &str, value: &[u8]) {
@@ -277,11 +304,11 @@ mod tests {
             b"la\"t\\ency\n\xff",
             None,
             &[],
-            Some(b"ci-abc"),
+            Some(&origin_blob(b"ci-abc")),
         );
         assert_eq!(
             s,
-            "{\"kind\":\"metric\",\"name\":\"la\\\"t\\\\ency\\n\u{fffd}.95percentile\",\"type\":\"gauge\",\"value\":0.25,\"ts\":1764000000,\"interval\":10,\"host\":\"\",\"tags\":[],\"container_id\":\"ci-abc\"}\n"
+            "{\"kind\":\"metric\",\"name\":\"la\\\"t\\\\ency\\n\u{fffd}.95percentile\",\"type\":\"gauge\",\"value\":0.25,\"ts\":1764000000,\"interval\":10,\"host\":\"\",\"tags\":[],\"container_id\":\"abc\"}\n"
         );
     }
 
@@ -301,7 +328,7 @@ mod tests {
                 source_type: None,
                 alert_type: AlertType::Success,
                 tags: vec![b"a".to_vec(), b"b:c".to_vec()],
-                container_id: None,
+                origin: None,
             },
         );
         assert_eq!(
@@ -318,12 +345,80 @@ mod tests {
                 host: None,
                 message: Some(b"down".to_vec()),
                 tags: vec![],
-                container_id: Some(b"ci-1".to_vec()),
+                origin: Some(origin_blob(b"ci-1")),
             },
         );
         assert_eq!(
             s,
-            "{\"kind\":\"service_check\",\"name\":\"app.up\",\"status\":2,\"message\":\"down\",\"tags\":[],\"container_id\":\"ci-1\"}\n"
+            "{\"kind\":\"service_check\",\"name\":\"app.up\",\"status\":2,\"message\":\"down\",\"tags\":[],\"container_id\":\"1\"}\n"
+        );
+    }
+
+    fn origin_blob(local: &[u8]) -> Vec<u8> {
+        use crate::protocol::origin::{InternalTags, OriginFields, Precedence, encode};
+        let mut blob = Vec::new();
+        let fields = OriginFields {
+            local: Some(local),
+            ..OriginFields::default()
+        };
+        encode(
+            &mut blob,
+            &fields,
+            InternalTags::default(),
+            Precedence::Client,
+        );
+        blob
+    }
+
+    #[test]
+    fn every_origin_field_is_written_when_present() {
+        use crate::protocol::origin::{InternalTags, OriginFields, Precedence, encode};
+        let mut blob = Vec::new();
+        let fields = OriginFields {
+            local: Some(b"ci-abc,in-12"),
+            external: Some(b"it-false,cn-web,pu-p1"),
+            cardinality: Some(b"high"),
+            socket_container: None,
+        };
+        let internal = InternalTags {
+            entity_id: Some(b"pod-9"),
+            card: None,
+        };
+        encode(&mut blob, &fields, internal, Precedence::Client);
+        let s = line(
+            point(OutKind::Gauge, Suffix::None, 1.0),
+            b"g",
+            None,
+            &[],
+            Some(&blob),
+        );
+        assert!(
+            s.ends_with(",\"container_id\":\"abc\",\"cgroup_inode\":12,\"external_data\":{\"init\":false,\"container_name\":\"web\",\"pod_uid\":\"p1\"},\"cardinality\":\"high\",\"pod_uid\":\"pod-9\"}\n"),
+            "{s}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["external_data"]["pod_uid"], "p1");
+        blob.clear();
+        let only_name = OriginFields {
+            external: Some(b"cn-x"),
+            ..OriginFields::default()
+        };
+        encode(
+            &mut blob,
+            &only_name,
+            InternalTags::default(),
+            Precedence::Client,
+        );
+        let s = line(
+            point(OutKind::Gauge, Suffix::None, 1.0),
+            b"g",
+            None,
+            &[],
+            Some(&blob),
+        );
+        assert!(
+            s.ends_with(",\"external_data\":{\"container_name\":\"x\"}}\n"),
+            "{s}"
         );
     }
 

@@ -82,7 +82,8 @@ pub struct FlushedEvent {
     pub source_type: Option<Vec<u8>>,
     pub alert_type: AlertType,
     pub tags: Vec<Vec<u8>>,
-    pub container_id: Option<Vec<u8>>,
+    /// The canonical origin blob (`protocol::origin::Origin::decode` reads it).
+    pub origin: Option<Vec<u8>>,
 }
 
 /// A service check as it leaves its shard.
@@ -94,7 +95,8 @@ pub struct FlushedServiceCheck {
     pub host: Option<Vec<u8>>,
     pub message: Option<Vec<u8>>,
     pub tags: Vec<Vec<u8>>,
-    pub container_id: Option<Vec<u8>>,
+    /// The canonical origin blob (`protocol::origin::Origin::decode` reads it).
+    pub origin: Option<Vec<u8>>,
 }
 
 /// What an owner (or a shard, for timestamped points, events, service checks and telemetry)

@@ -13,6 +13,8 @@ use serde_json::Value;
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The TCP address, when started with `--tcp-addr`.
+    pub tcp: Option<SocketAddr>,
     stderr_lines: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
 }
@@ -56,18 +58,23 @@ impl Server {
         });
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
+        let line = loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("no start-up line; stderr so far: {seen:?}"));
             seen.push(line.clone());
-            if let Some(rest) = line.split("listening udp ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            if line.contains("; listening ") {
+                break line;
             }
+        };
+        let after = |marker: &str| -> Option<SocketAddr> {
+            let rest = line.split(marker).nth(1)?;
+            Some(rest.split_whitespace().next()?.parse().unwrap())
         };
         Server {
             child,
-            addr,
+            addr: after("listening udp ").unwrap_or_else(|| "127.0.0.1:9".parse().unwrap()),
+            tcp: after("tcp "),
             stderr_lines: rx,
             stderr_seen: seen,
         }
@@ -116,6 +123,21 @@ impl Server {
             stderr,
         }
     }
+}
+
+/// A fresh, empty directory for one test's socket files.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("corestatsd-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A 4-byte little-endian length, then the packet: unix stream and default TCP framing.
+pub fn frame(packet: &[u8]) -> Vec<u8> {
+    let mut v = (packet.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(packet);
+    v
 }
 
 /// Sleeps until just after the next whole second, so a burst sent right after lands in one

@@ -1,7 +1,8 @@
 //! The per-core runtime: one pinned glommio executor per CPU, each owning its socket, buffer pool,
 //! aggregator, merge table and telemetry, wired into three kinds of task:
 //!
-//! * receive (latency-sensitive queue): drain the socket with `recvmmsg`, parse, aggregate;
+//! * receive (latency-sensitive queue, `receive.rs`): drain each datagram socket with `recvmmsg`,
+//!   accept and read stream connections, parse, aggregate;
 //! * window (background queue): at each wall-clock window end, sweep the closed window in chunks
 //!   and send every owner its `ContextBatch`;
 //! * inbox (background queue): merge the batches other shards send, hand results to the sink.
@@ -9,10 +10,13 @@
 //! Per-core state sits in `Rc<RefCell<..>>` and never leaves its executor; only `ShardMsg` values
 //! cross cores. No borrow is held across an `.await`.
 
+mod receive;
+
+pub use receive::{Packet, Sockets, ingest};
+
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::io::Write as _;
-use std::os::fd::OwnedFd;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
@@ -22,13 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::aggregate::{Aggregator, GROUP};
+use crate::aggregate::Aggregator;
 use crate::config::Config;
-use crate::listen::{Forwarder, Received, UdpReceiver, glommio_socket};
+use crate::listen::{ContainerCache, Forwarder};
 use crate::merge::{ContextBatch, Merger, ReadyWindow};
-use crate::protocol::{
-    Lines, MessageKind, Metric, message_kind, parse_event, parse_metric_into, parse_service_check,
-};
 use crate::sink::FlushBatch;
 use crate::telemetry::{Counters, TelemetrySnapshot};
 
@@ -64,7 +65,7 @@ pub enum ShardMsg {
 pub struct ShardSetup {
     pub index: usize,
     pub cpu: usize,
-    pub fd: OwnedFd,
+    pub sockets: Sockets,
     /// One sender per shard (indexed by shard; this shard's own is unused).
     pub outboxes: Vec<mpsc::Sender<ShardMsg>>,
     /// Batches and `Done`s from the other shards.
@@ -83,8 +84,17 @@ struct Shard {
     merger: RefCell<Merger>,
     counters: RefCell<Counters>,
     stop: Cell<bool>,
-    /// Signalled (2 units: receive and window tasks) when `stop` is set.
+    /// Closed when `stop` is set, which wakes every task waiting on it.
     stop_signal: glommio::sync::Semaphore,
+    /// Every receive task (datagram loops, accept loops, connections) runs inside this gate;
+    /// a stop closes it and waits for them all to drain.
+    receivers: glommio::sync::Gate,
+    /// Open connections per stream transport (`telemetry::stream_index`).
+    open_connections: [Cell<u64>; 2],
+    /// Origin detection's pid-to-container cache, with `--origin-detection`.
+    containers: RefCell<Option<ContainerCache>>,
+    forwarder: RefCell<Option<Forwarder>>,
+    clock_base: Instant,
     peers_done: Cell<usize>,
     sink: mpsc::Sender<FlushBatch>,
 }
@@ -92,7 +102,7 @@ struct Shard {
 /// Starts one executor per configured CPU and waits for all of them to stop.
 pub fn run_shards(
     cfg: &Config,
-    fds: Vec<OwnedFd>,
+    sockets: Vec<Sockets>,
     sink: mpsc::Sender<FlushBatch>,
 ) -> io::Result<()> {
     let (outboxes, inboxes): (Vec<_>, Vec<_>) =
@@ -101,13 +111,13 @@ pub fn run_shards(
     let clock_base = Instant::now();
     let mut handles = Vec::new();
     let mut wakers = Vec::new();
-    for (index, (fd, &cpu)) in fds.into_iter().zip(&cfg.cores).enumerate() {
+    for (index, (sockets, &cpu)) in sockets.into_iter().zip(&cfg.cores).enumerate() {
         let (waker, stop_wake) = UnixStream::pair()?;
         wakers.push(waker);
         let setup = ShardSetup {
             index,
             cpu,
-            fd,
+            sockets,
             outboxes: outboxes.clone(),
             // One inbox was made per shard, so there is one for this index.
             inbox: inboxes.next().expect("one inbox per shard"),
@@ -177,6 +187,21 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         counters: RefCell::new(Counters::default()),
         stop: Cell::new(false),
         stop_signal: glommio::sync::Semaphore::new(0),
+        receivers: glommio::sync::Gate::new(),
+        open_connections: Default::default(),
+        containers: RefCell::new(
+            cfg.origin
+                .as_ref()
+                .map(|o| ContainerCache::new(o.proc_root.clone(), o.cache_ttl)),
+        ),
+        forwarder: RefCell::new(match cfg.forward_addr {
+            Some(to) => Some(
+                Forwarder::connect(to, cfg.recv_batch_datagrams)
+                    .map_err(|e| io::Error::other(format!("--forward-addr {to}: {e}")))?,
+            ),
+            None => None,
+        }),
+        clock_base: setup.clock_base,
         peers_done: Cell::new(0),
         sink: setup.sink,
         cfg,
@@ -189,24 +214,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     );
     let background = ex.create_task_queue(Shares::Static(200), Latency::NotImportant, "window");
 
-    let rx = UdpReceiver::new(
-        setup.fd,
-        shard.cfg.recv_batch_datagrams,
-        shard.cfg.buffer_size_bytes,
-    );
-    let ready = glommio_socket(rx.readiness_fd()?);
-    let forwarder = match shard.cfg.forward_addr {
-        Some(to) => Some(
-            Forwarder::connect(to, shard.cfg.recv_batch_datagrams)
-                .map_err(|e| io::Error::other(format!("--forward-addr {to}: {e}")))?,
-        ),
-        None => None,
-    };
-    let receive = glommio::spawn_local_into(
-        receive_loop(shard.clone(), rx, ready, forwarder, setup.clock_base),
-        receive_queue,
-    )
-    .map_err(|e| io::Error::other(e.to_string()))?;
+    receive::start(&shard, setup.sockets, receive_queue)?;
 
     // SAFETY: `stop_wake` is an open unix stream socket we own; ownership passes to glommio.
     let mut wake: glommio::net::UnixStream =
@@ -217,7 +225,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
             let mut byte = [0u8; 1];
             let _ = futures_lite::AsyncReadExt::read(&mut wake, &mut byte).await;
             control.stop.set(true);
-            control.stop_signal.signal(2);
+            control.stop_signal.close();
         },
         background,
     )
@@ -226,9 +234,8 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
 
     let merges = glommio::spawn_local_into(inbox_loop(shard.clone(), inbox), background)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let windows =
-        glommio::spawn_local_into(window_loop(shard.clone(), outboxes, receive), background)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+    let windows = glommio::spawn_local_into(window_loop(shard.clone(), outboxes), background)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     windows.await;
     merges.await;
     Ok(())
@@ -256,13 +263,9 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: mpsc::Receiver<ShardMsg>) {
     }
 }
 
-/// Closes each window at its wall-clock end; on stop, waits for receive to drain the socket,
+/// Closes each window at its wall-clock end; on stop, waits for every receive task to drain,
 /// closes the open window like any other and tells every owner this shard is done.
-async fn window_loop(
-    shard: Rc<Shard>,
-    outboxes: Vec<mpsc::Sender<ShardMsg>>,
-    receive: glommio::Task<()>,
-) {
+async fn window_loop(shard: Rc<Shard>, outboxes: Vec<mpsc::Sender<ShardMsg>>) {
     loop {
         if shard.stop.get() {
             break;
@@ -280,7 +283,7 @@ async fn window_loop(
         })
         .await;
     }
-    receive.await;
+    let _ = shard.receivers.close().await;
     close_window(&shard, &outboxes).await;
     for (peer, outbox) in outboxes.iter().enumerate() {
         if peer != shard.index {
@@ -288,166 +291,6 @@ async fn window_loop(
         }
     }
     peer_done(&shard).await;
-}
-
-async fn receive_loop(
-    shard: Rc<Shard>,
-    mut rx: UdpReceiver,
-    ready: glommio::net::UdpSocket,
-    mut forwarder: Option<Forwarder>,
-    base: Instant,
-) {
-    let mut peek = [0u8; 1];
-    let mut logged_errors = 0u64;
-    let mut drain_deadline: Option<Instant> = None;
-    loop {
-        match rx.recv_batch() {
-            Ok(Received::Datagrams(n)) => {
-                let at = base.elapsed().as_nanos() as u64;
-                handle_batch(&shard, &mut rx, forwarder.as_mut(), n, at);
-                if shard.stop.get() {
-                    // Stopping: drain what the socket holds, but a client that keeps sending
-                    // must not hold the stop off forever.
-                    let deadline =
-                        *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-                let yielded = Instant::now();
-                glommio::yield_if_needed().await;
-                let paused = yielded.elapsed().as_micros() as u64;
-                let mut c = shard.counters.borrow_mut();
-                c.recv_max_pause_us = c.recv_max_pause_us.max(paused);
-            }
-            Ok(Received::WouldBlock) => {
-                if shard.stop.get() {
-                    break;
-                }
-                // Wait for data, or for the stop.
-                futures_lite::future::or(
-                    async {
-                        let _ = ready.peek_from(&mut peek).await;
-                    },
-                    async {
-                        let _ = shard.stop_signal.acquire(1).await;
-                    },
-                )
-                .await;
-            }
-            Err(e) => {
-                shard.counters.borrow_mut().recv_errors += 1;
-                logged_errors += 1;
-                if logged_errors.is_power_of_two() {
-                    eprintln!(
-                        "corestatsd: shard {}: receive error ({logged_errors} so far): {e}",
-                        shard.index
-                    );
-                }
-                if shard.stop.get() {
-                    break;
-                }
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    }
-}
-
-/// Parses and aggregates datagrams `0..n` of the pool. No allocation in steady state.
-fn handle_batch(
-    shard: &Shard,
-    rx: &mut UdpReceiver,
-    forwarder: Option<&mut Forwarder>,
-    n: usize,
-    at: u64,
-) {
-    let mut agg = shard.agg.borrow_mut();
-    let mut c = shard.counters.borrow_mut();
-    if let Some(f) = forwarder {
-        let r = f.forward((0..n).map(|i| rx.datagram(i).0));
-        c.forwarded += r.sent;
-        c.forward_errors += r.failed;
-    }
-    c.datagrams += n as u64;
-    if n == rx.slots() {
-        c.pool_full += 1;
-    }
-    if let Some(last) = n.checked_sub(1) {
-        c.kernel_drops += rx.new_kernel_drops(last);
-    }
-    let mut bytes = 0;
-    let mut truncated = 0;
-    let mut unterminated = 0;
-    let eol_required = shard.cfg.eol_required.udp;
-    let datagrams = (0..n).map(|i| {
-        let (data, cut) = rx.datagram(i);
-        bytes += data.len() as u64;
-        if cut {
-            truncated += 1;
-        } else if eol_required && !data.ends_with(b"\n") && !data.is_empty() {
-            unterminated += 1;
-        } else {
-            return data;
-        }
-        // Keep the complete lines; a cut or unterminated last one is dropped (and counted).
-        match memchr::memrchr(b'\n', data) {
-            Some(nl) => &data[..nl],
-            None => &[],
-        }
-    });
-    ingest(&mut agg, &mut c, datagrams, at);
-    c.bytes += bytes;
-    c.truncated += truncated;
-    c.unterminated += unterminated;
-}
-
-/// Parses every line of a batch of datagrams into the aggregator, counting what was accepted,
-/// rejected or unsupported: the whole receive hot path (benchmarks call it directly). Metrics go
-/// to the aggregator `GROUP` at a time, across datagram boundaries, so their misses overlap.
-pub fn ingest<'a>(
-    agg: &mut Aggregator,
-    c: &mut Counters,
-    datagrams: impl IntoIterator<Item = &'a [u8]>,
-    at: u64,
-) {
-    let mut group = [Metric::default(); GROUP];
-    let mut n = 0;
-    for line in datagrams.into_iter().flat_map(Lines::new) {
-        match message_kind(line) {
-            MessageKind::Metric => match parse_metric_into(line, &mut group[n]) {
-                Ok(()) => {
-                    c.metrics += 1;
-                    n += 1;
-                    if n == GROUP {
-                        agg.insert_group(&group, at, |u| c.unsupported(u));
-                        n = 0;
-                    }
-                }
-                Err(e) => c.parse_error(e, line),
-            },
-            MessageKind::Event => match parse_event(line) {
-                Ok(e) => {
-                    c.events += 1;
-                    c.field_warnings += u64::from(e.warning.is_some());
-                    if let Err(u) = agg.insert_event(&e) {
-                        c.unsupported(u);
-                    }
-                }
-                Err(e) => c.event_error(e, line),
-            },
-            MessageKind::ServiceCheck => match parse_service_check(line) {
-                Ok(sc) => {
-                    c.service_checks += 1;
-                    c.field_warnings += u64::from(sc.bad_timestamp);
-                    if let Err(u) = agg.insert_service_check(&sc) {
-                        c.unsupported(u);
-                    }
-                }
-                Err(e) => c.service_check_error(e, line),
-            },
-        }
-    }
-    agg.insert_group(&group[..n], at, |u| c.unsupported(u));
 }
 
 /// Closes the open window: sweeps it in chunks, sends each owner its batch, sends timestamped
@@ -477,6 +320,7 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
         window,
         counters,
         live_contexts: closed.live_contexts,
+        open_connections: shard.open_connections.each_ref().map(Cell::get),
     };
     let mut out = shard.agg.borrow_mut().take_timestamped();
     if shard.cfg.self_metrics {

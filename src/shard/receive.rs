@@ -1,0 +1,552 @@
+//! The receive side of a shard: one task per datagram socket (UDP, unix datagram) draining it
+//! with `recvmmsg`, one accept task per stream listener (unix stream, TCP) and one task per
+//! connection, all on the shard's latency-sensitive queue and inside its receive gate, so a
+//! stop can wait for every one of them to drain. Every packet, whatever its transport, goes
+//! through `ingest`.
+
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncReadExt;
+use glommio::TaskQueueHandle;
+use glommio::net::{TcpListener, TcpStream};
+
+use super::{DRAIN_LIMIT, Shard};
+use crate::aggregate::{Aggregator, GROUP};
+use crate::listen::{
+    CloseReason, DatagramReceiver, Framer, Framing, Lookup, Readiness, Received, Transport,
+    peer_pid,
+};
+use crate::protocol::{
+    Lines, MessageKind, Metric, message_kind, parse_event, parse_metric_into, parse_service_check,
+};
+use crate::telemetry::{Counters, Unresolved, stream_index};
+
+/// How long a stopping connection waits for more bytes before it counts as drained.
+const STREAM_DRAIN_WAIT: Duration = Duration::from_millis(20);
+
+/// The sockets one shard serves.
+#[derive(Default)]
+pub struct Sockets {
+    pub udp: Option<OwnedFd>,
+    /// Unix datagram sockets (this shard's share of `--uds-path`).
+    pub uds: Vec<OwnedFd>,
+    /// A descriptor of the `--uds-stream-path` listener (every shard accepts on it).
+    pub uds_stream: Option<OwnedFd>,
+    /// This shard's own SO_REUSEPORT `--tcp-addr` listener.
+    pub tcp: Option<OwnedFd>,
+}
+
+/// One packet for `ingest`: its bytes and the container its sender runs in, if known.
+#[derive(Clone, Copy)]
+pub struct Packet<'a> {
+    pub bytes: &'a [u8],
+    pub container: Option<&'a [u8]>,
+}
+
+impl<'a> From<&'a [u8]> for Packet<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Packet {
+            bytes,
+            container: None,
+        }
+    }
+}
+
+/// Starts a task for every socket, inside the shard's receive gate.
+pub(super) fn start(shard: &Rc<Shard>, sockets: Sockets, queue: TaskQueueHandle) -> io::Result<()> {
+    let spawn_err = |e: glommio::GlommioError<()>| io::Error::other(e.to_string());
+    let datagram_sources = sockets
+        .udp
+        .map(|fd| (fd, Transport::Udp))
+        .into_iter()
+        .chain(sockets.uds.into_iter().map(|fd| (fd, Transport::Uds)));
+    for (fd, transport) in datagram_sources {
+        let rx = DatagramReceiver::new(
+            fd,
+            shard.cfg.recv_batch_datagrams,
+            shard.cfg.buffer_size_bytes,
+        );
+        let ready = Readiness::new(rx.readiness_fd()?, transport == Transport::Uds);
+        shard
+            .receivers
+            .spawn_into(datagram_loop(shard.clone(), rx, ready, transport), queue)
+            .map_err(spawn_err)?
+            .detach();
+    }
+    let listeners = [
+        (sockets.uds_stream, Transport::UdsStream, Framing::Length),
+        (sockets.tcp, Transport::Tcp, shard.cfg.tcp_framing),
+    ];
+    for (fd, transport, framing) in listeners {
+        let Some(fd) = fd else { continue };
+        // glommio's TcpListener is a thin wrapper over a listening descriptor (accept through
+        // io_uring) and serves a unix stream listener the same way; its address methods, which
+        // would not, are never called.
+        // SAFETY: `fd` is an open, listening stream socket we own; ownership passes on.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        shard
+            .receivers
+            .spawn_into(
+                accept_loop(shard.clone(), listener, transport, framing, queue),
+                queue,
+            )
+            .map_err(spawn_err)?
+            .detach();
+    }
+    Ok(())
+}
+
+/// Resolves when the shard is stopping.
+async fn stopped(shard: &Shard) {
+    // The semaphore is closed, never signalled: every waiter fails out at once.
+    let _ = shard.stop_signal.acquire(1).await;
+}
+
+async fn datagram_loop(
+    shard: Rc<Shard>,
+    mut rx: DatagramReceiver,
+    ready: Readiness,
+    transport: Transport,
+) {
+    let base = shard.clock_base;
+    let mut logged_errors = 0u64;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut containers: Vec<Option<Rc<[u8]>>> = Vec::with_capacity(rx.slots());
+    loop {
+        match rx.recv_batch() {
+            Ok(Received::Datagrams(n)) => {
+                let at = base.elapsed().as_nanos() as u64;
+                handle_batch(&shard, &mut rx, transport, n, at, &mut containers);
+                if shard.stop.get() {
+                    // Stopping: drain what the socket holds, but a client that keeps sending
+                    // must not hold the stop off forever.
+                    let deadline =
+                        *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                let yielded = Instant::now();
+                glommio::yield_if_needed().await;
+                let paused = yielded.elapsed().as_micros() as u64;
+                let mut c = shard.counters.borrow_mut();
+                c.recv_max_pause_us = c.recv_max_pause_us.max(paused);
+            }
+            Ok(Received::WouldBlock) => {
+                if shard.stop.get() {
+                    break;
+                }
+                futures_lite::future::or(ready.wait(), stopped(&shard)).await;
+            }
+            Err(e) => {
+                shard.counters.borrow_mut().transports[transport as usize].errors += 1;
+                logged_errors += 1;
+                if logged_errors.is_power_of_two() {
+                    eprintln!(
+                        "corestatsd: shard {}: {} receive error ({logged_errors} so far): {e}",
+                        shard.index,
+                        transport.name()
+                    );
+                }
+                if shard.stop.get() {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+/// Parses and aggregates datagrams `0..n` of the pool. No allocation in steady state.
+fn handle_batch(
+    shard: &Shard,
+    rx: &mut DatagramReceiver,
+    transport: Transport,
+    n: usize,
+    at: u64,
+    containers: &mut Vec<Option<Rc<[u8]>>>,
+) {
+    let mut c = shard.counters.borrow_mut();
+    if let Some(f) = shard.forwarder.borrow_mut().as_mut() {
+        let r = f.forward((0..n).map(|i| rx.datagram(i).0));
+        c.forwarded += r.sent;
+        c.forward_errors += r.failed;
+    }
+    if n == rx.slots() {
+        c.pool_full += 1;
+    }
+    if transport == Transport::Udp
+        && let Some(last) = n.checked_sub(1)
+    {
+        c.kernel_drops += rx.new_kernel_drops(last);
+    }
+    containers.clear();
+    if transport == Transport::Uds && shard.cfg.origin.is_some() {
+        let now = Instant::now();
+        for i in 0..n {
+            let container = resolve_origin(shard, &mut c, rx.sender_pid(i), now);
+            containers.push(container);
+        }
+    }
+    let eol_required = shard.cfg.eol_required.on(transport);
+    let mut bytes = 0;
+    let mut agg = shard.agg.borrow_mut();
+    let c = &mut *c;
+    let mut truncated = 0;
+    let mut unterminated = 0;
+    let packets = (0..n).map(|i| {
+        let (data, cut) = rx.datagram(i);
+        bytes += data.len() as u64;
+        let (data, lost) = complete_lines(data, cut, eol_required);
+        match lost {
+            Some(LostTail::Truncated) => truncated += 1,
+            Some(LostTail::Unterminated) => unterminated += 1,
+            None => {}
+        }
+        Packet {
+            bytes: data,
+            container: containers.get(i).and_then(|c| c.as_deref()),
+        }
+    });
+    ingest(&mut agg, c, packets, at);
+    let t = &mut c.transports[transport as usize];
+    t.packets += n as u64;
+    t.bytes += bytes;
+    c.truncated += truncated;
+    c.unterminated += unterminated;
+}
+
+/// Why the last line of a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LostTail {
+    /// The kernel cut the datagram to the buffer size.
+    Truncated,
+    /// `--eol-required` and no final `\n`.
+    Unterminated,
+}
+
+/// The complete lines of a packet: a cut, or (with `eol_required`) unterminated, last line is
+/// dropped and reported.
+fn complete_lines(data: &[u8], cut: bool, eol_required: bool) -> (&[u8], Option<LostTail>) {
+    let lost = if cut {
+        LostTail::Truncated
+    } else if eol_required && !data.is_empty() && !data.ends_with(b"\n") {
+        LostTail::Unterminated
+    } else {
+        return (data, None);
+    };
+    match memchr::memrchr(b'\n', data) {
+        Some(nl) => (&data[..nl], Some(lost)),
+        None => (&[], Some(lost)),
+    }
+}
+
+/// The container of a unix socket sender, counting what could not be resolved.
+fn resolve_origin(
+    shard: &Shard,
+    c: &mut Counters,
+    pid: Option<i32>,
+    now: Instant,
+) -> Option<Rc<[u8]>> {
+    let Some(pid) = pid else {
+        c.origin_unresolved[Unresolved::NoCredentials as usize] += 1;
+        return None;
+    };
+    let mut cache = shard.containers.borrow_mut();
+    let cache = cache.as_mut()?;
+    match cache.lookup(pid, now) {
+        Lookup::Container(id) => {
+            c.origin_resolved += 1;
+            Some(id.clone())
+        }
+        Lookup::NoContainer => {
+            c.origin_unresolved[Unresolved::NoContainer as usize] += 1;
+            None
+        }
+        Lookup::Unreadable => {
+            c.origin_unresolved[Unresolved::Unreadable as usize] += 1;
+            None
+        }
+    }
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    transport: Transport,
+    framing: Framing,
+    queue: TaskQueueHandle,
+) {
+    let si = stream_index(transport);
+    let mut logged_errors = 0u64;
+    loop {
+        let accepted =
+            futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
+                stopped(&shard).await;
+                None
+            })
+            .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(a)) => a.bind_to_executor(),
+            Some(Err(e)) => {
+                // Out of descriptors, or a connection reset before it was accepted.
+                shard.counters.borrow_mut().transports[transport as usize].errors += 1;
+                logged_errors += 1;
+                if logged_errors.is_power_of_two() {
+                    eprintln!(
+                        "corestatsd: shard {}: {} accept error ({logged_errors} so far): {e}",
+                        shard.index,
+                        transport.name()
+                    );
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let mut c = shard.counters.borrow_mut();
+        c.connections_opened[si] += 1;
+        let open = &shard.open_connections[si];
+        let total_open: u64 = shard.open_connections.iter().map(|o| o.get()).sum();
+        if total_open >= shard.cfg.max_connections_per_shard as u64 {
+            c.connections_closed[si][CloseReason::Refused as usize] += 1;
+            continue;
+        }
+        let container = if transport == Transport::UdsStream && shard.cfg.origin.is_some() {
+            // SAFETY: the descriptor belongs to `stream`, alive for this borrow.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            resolve_origin(&shard, &mut c, peer_pid(&fd), Instant::now())
+        } else {
+            None
+        };
+        drop(c);
+        open.set(open.get() + 1);
+        let served = shard.receivers.spawn_into(
+            serve_connection(shard.clone(), stream, transport, framing, container),
+            queue,
+        );
+        match served {
+            Ok(task) => {
+                task.detach();
+            }
+            // The gate closed: the shard is stopping; the stream was dropped with the future.
+            Err(_) => {
+                open.set(open.get() - 1);
+                shard.counters.borrow_mut().connections_closed[si]
+                    [CloseReason::Stopped as usize] += 1;
+            }
+        }
+    }
+}
+
+/// Reads one connection until its client closes, it breaks a limit, idles out, or the shard
+/// stops (then what the client already sent is read first).
+async fn serve_connection(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    transport: Transport,
+    framing: Framing,
+    container: Option<Rc<[u8]>>,
+) {
+    let si = stream_index(transport);
+    let mut framer = Framer::new(framing, shard.cfg.buffer_size_bytes);
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let idle = match transport {
+        Transport::Tcp => shard.cfg.tcp_idle_timeout,
+        _ => None,
+    };
+    let _ = stream.set_read_timeout(idle);
+    let mut draining: Option<Instant> = None;
+    let reason = loop {
+        if draining.is_none() && shard.stop.get() {
+            draining = Some(Instant::now() + DRAIN_LIMIT);
+            let _ = stream.set_read_timeout(Some(STREAM_DRAIN_WAIT));
+        }
+        let spare = framer.spare();
+        let read = if draining.is_some() {
+            Some(stream.read(spare).await)
+        } else {
+            futures_lite::future::or(async { Some(stream.read(spare).await) }, async {
+                stopped(&shard).await;
+                None
+            })
+            .await
+        };
+        let n = match read {
+            // The stop arrived while waiting: drain with short reads from here.
+            None => continue,
+            Some(Ok(0)) => {
+                let end = framer.finish();
+                if let Ok(Some(rest)) = &end {
+                    ingest_stream(
+                        &shard,
+                        &framer,
+                        std::slice::from_ref(rest),
+                        transport,
+                        container.as_deref(),
+                    );
+                }
+                break match end {
+                    Ok(_) => CloseReason::Eof,
+                    Err(e) => e.into(),
+                };
+            }
+            Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                break if draining.is_some() {
+                    CloseReason::Stopped
+                } else {
+                    CloseReason::IdleTimeout
+                };
+            }
+            Some(Err(_)) => {
+                shard.counters.borrow_mut().transports[transport as usize].errors += 1;
+                break CloseReason::ReadError;
+            }
+        };
+        framer.filled(n);
+        shard.counters.borrow_mut().transports[transport as usize].bytes += n as u64;
+        ranges.clear();
+        let cut = framer.packets(&mut ranges);
+        ingest_stream(&shard, &framer, &ranges, transport, container.as_deref());
+        if let Err(e) = cut {
+            break e.into();
+        }
+        if draining.is_some_and(|d| Instant::now() >= d) {
+            break CloseReason::Stopped;
+        }
+        glommio::yield_if_needed().await;
+    };
+    let open = &shard.open_connections[si];
+    open.set(open.get() - 1);
+    shard.counters.borrow_mut().connections_closed[si][reason as usize] += 1;
+}
+
+/// Ingests complete packets cut from a connection's buffer.
+fn ingest_stream(
+    shard: &Shard,
+    framer: &Framer,
+    ranges: &[Range<usize>],
+    transport: Transport,
+    container: Option<&[u8]>,
+) {
+    if ranges.is_empty() {
+        return;
+    }
+    let at = shard.clock_base.elapsed().as_nanos() as u64;
+    let mut c = shard.counters.borrow_mut();
+    if let Some(f) = shard.forwarder.borrow_mut().as_mut() {
+        let r = f.forward(ranges.iter().map(|r| framer.get(r.clone())));
+        c.forwarded += r.sent;
+        c.forward_errors += r.failed;
+    }
+    let eol_required = shard.cfg.eol_required.on(transport);
+    let mut unterminated = 0;
+    let packets = ranges.iter().map(|r| {
+        let (bytes, lost) = complete_lines(framer.get(r.clone()), false, eol_required);
+        unterminated += u64::from(lost.is_some());
+        Packet { bytes, container }
+    });
+    let c = &mut *c;
+    ingest(&mut shard.agg.borrow_mut(), c, packets, at);
+    c.unterminated += unterminated;
+    c.transports[transport as usize].packets += ranges.len() as u64;
+}
+
+/// Parses every line of a batch of packets into the aggregator, counting what was accepted,
+/// rejected or unsupported: the whole receive hot path (benchmarks call it directly). Metrics go
+/// to the aggregator `GROUP` at a time, across packet boundaries, so their misses overlap.
+pub fn ingest<'a, P: Into<Packet<'a>>>(
+    agg: &mut Aggregator,
+    c: &mut Counters,
+    packets: impl IntoIterator<Item = P>,
+    at: u64,
+) {
+    let mut group = [Metric::default(); GROUP];
+    let mut n = 0;
+    let lines = packets.into_iter().flat_map(|p| {
+        let p = p.into();
+        Lines::new(p.bytes).map(move |line| (line, p.container))
+    });
+    for (line, container) in lines {
+        match message_kind(line) {
+            MessageKind::Metric => {
+                let m = &mut group[n];
+                match parse_metric_into(line, m) {
+                    Ok(()) => {
+                        c.metrics += 1;
+                        m.origin.socket_container = container;
+                        if m.origin.local.is_some()
+                            || m.origin.external.is_some()
+                            || m.origin.cardinality.is_some()
+                        {
+                            c.origin_fields(m.origin.check());
+                        }
+                        n += 1;
+                        if n == GROUP {
+                            agg.insert_group(&group, at, |u| c.unsupported(u));
+                            n = 0;
+                        }
+                    }
+                    Err(e) => c.parse_error(e, line),
+                }
+            }
+            MessageKind::Event => match parse_event(line) {
+                Ok(mut e) => {
+                    c.events += 1;
+                    c.field_warnings += u64::from(e.warning.is_some());
+                    e.origin.socket_container = container;
+                    c.origin_fields(e.origin.check());
+                    if let Err(u) = agg.insert_event(&e) {
+                        c.unsupported(u);
+                    }
+                }
+                Err(e) => c.event_error(e, line),
+            },
+            MessageKind::ServiceCheck => match parse_service_check(line) {
+                Ok(mut sc) => {
+                    c.service_checks += 1;
+                    c.field_warnings += u64::from(sc.bad_timestamp);
+                    sc.origin.socket_container = container;
+                    c.origin_fields(sc.origin.check());
+                    if let Err(u) = agg.insert_service_check(&sc) {
+                        c.unsupported(u);
+                    }
+                }
+                Err(e) => c.service_check_error(e, line),
+            },
+        }
+    }
+    agg.insert_group(&group[..n], at, |u| c.unsupported(u));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_lines_drops_only_a_cut_or_unterminated_tail() {
+        assert_eq!(complete_lines(b"a\nb", false, false), (&b"a\nb"[..], None));
+        assert_eq!(
+            complete_lines(b"a\nb", true, false),
+            (&b"a"[..], Some(LostTail::Truncated))
+        );
+        assert_eq!(
+            complete_lines(b"a\nb", false, true),
+            (&b"a"[..], Some(LostTail::Unterminated))
+        );
+        assert_eq!(
+            complete_lines(b"a\nb\n", false, true),
+            (&b"a\nb\n"[..], None)
+        );
+        assert_eq!(
+            complete_lines(b"ab", false, true),
+            (&b""[..], Some(LostTail::Unterminated))
+        );
+        assert_eq!(complete_lines(b"", false, true), (&b""[..], None));
+    }
+}
