@@ -1,37 +1,85 @@
-//! The real `datadog` Python client (installed by `.ci/run`) against the real binary.
+//! The real `datadog` Python client (installed by `.ci/run`) against the real binary, over UDP,
+//! a unix datagram socket (`socket_path=`) and a unix stream socket (`unixstream://`).
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{Server, metric_lines, one};
 use serde_json::json;
 
-#[test]
-fn datadog_python_client_metrics_arrive_exactly() {
-    let server = Server::start(&[
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Udp,
+    Uds,
+    UdsStream,
+}
+
+/// A server on `cores` listening the way `via` says, and the client's target argument.
+fn start(via: Via, test: &str, cores: &str) -> (Server, String, PathBuf) {
+    let socket = common::temp_dir(test).join("dsd.socket");
+    let path = socket.to_str().unwrap().to_owned();
+    let mut args = vec![
         "--cores",
-        "0,1",
+        cores,
         "--bucket-secs",
         "3600",
         "--hostname",
         "box",
-    ]);
+    ];
+    match via {
+        Via::Udp => {}
+        Via::Uds => args.extend(["--uds-path", &path]),
+        Via::UdsStream => args.extend(["--uds-stream-path", &path]),
+    }
+    let server = Server::start(&args);
+    let target = match via {
+        Via::Udp => server.addr.port().to_string(),
+        Via::Uds => format!("unix://{path}"),
+        Via::UdsStream => format!("unixstream://{path}"),
+    };
+    (server, target, socket)
+}
+
+/// Runs one of the client scripts against `target`.
+fn run_client(script: &str, target: &str) {
     let status = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/datadog_client.py"
+        .arg(format!(
+            "{}/tests/clients/{script}",
+            env!("CARGO_MANIFEST_DIR")
         ))
-        .arg(server.addr.port().to_string())
+        .arg(target)
         .status()
         .expect("python3 runs (install the client with `pip install datadog`)");
     assert!(
         status.success(),
         "the client script failed: is the `datadog` package installed?"
     );
+}
+
+#[test]
+fn datadog_python_client_metrics_arrive_exactly() {
+    metrics_arrive_exactly(Via::Udp);
+}
+
+#[test]
+fn datadog_python_client_metrics_arrive_exactly_over_a_unix_datagram_socket() {
+    metrics_arrive_exactly(Via::Uds);
+}
+
+#[test]
+fn datadog_python_client_metrics_arrive_exactly_over_a_unix_stream_socket() {
+    metrics_arrive_exactly(Via::UdsStream);
+}
+
+fn metrics_arrive_exactly(via: Via) {
+    let (server, target, socket) = start(via, &format!("metrics-{via:?}"), "0,1");
+    run_client("datadog_client.py", &target);
     // The server is idle once the script exits; a short pause lets the kernel hand it all over.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let done = server.stop();
+    assert!(!socket.exists(), "a clean stop removes the socket file");
     assert_eq!(done.status, 0, "{:?}", done.stderr);
     let metrics = metric_lines(&done.lines);
     let field = |name: &str, key: &str| one(&metrics, name)[key].clone();
@@ -75,24 +123,28 @@ fn datadog_python_client_metrics_arrive_exactly() {
 
 #[test]
 fn datadog_python_client_events_and_service_checks_arrive_field_by_field() {
-    let server = Server::start(&["--cores", "0", "--bucket-secs", "3600", "--hostname", "box"]);
-    let status = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/datadog_events.py"
-        ))
-        .arg(server.addr.port().to_string())
-        .status()
-        .expect("python3 runs");
-    assert!(
-        status.success(),
-        "the client script failed: is the `datadog` package installed?"
-    );
+    events_and_checks_arrive(Via::Udp);
+}
+
+#[test]
+fn datadog_python_client_events_and_service_checks_over_a_unix_datagram_socket() {
+    events_and_checks_arrive(Via::Uds);
+}
+
+fn events_and_checks_arrive(via: Via) {
+    // One shard: events keep their arrival order per shard, and the checks below rely on it.
+    let (server, target, socket) = start(via, &format!("events-{via:?}"), "0");
+    run_client("datadog_events.py", &target);
     // A mixed datagram: a metric, an event and a service check, plus a bad event and check.
-    common::send_spread(
-        server.addr,
-        &[b"mixed:1|c\n_e{5,4}:title|text|#b,a\n_sc|mixed.check|0\n_e{9,1}:short|x\n_sc|x|OK\n"],
-    );
+    let mixed: &[u8] =
+        b"mixed:1|c\n_e{5,4}:title|text|#b,a\n_sc|mixed.check|0\n_e{9,1}:short|x\n_sc|x|OK\n";
+    match via {
+        Via::Uds => {
+            let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
+            tx.send_to(mixed, &socket).unwrap();
+        }
+        _ => common::send_spread(server.addr, &[mixed]),
+    }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let done = server.stop();
     assert_eq!(done.status, 0, "{:?}", done.stderr);

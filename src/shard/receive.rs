@@ -343,6 +343,14 @@ async fn accept_loop(
     }
 }
 
+/// What ended one wait of a connection.
+enum Wake {
+    Read(io::Result<usize>),
+    /// Nothing arrived for the idle timeout (or, when stopping, the drain wait).
+    Quiet,
+    Stop,
+}
+
 /// Reads one connection until its client closes, it breaks a limit, idles out, or the shard
 /// stops (then what the client already sent is read first).
 async fn serve_connection(
@@ -359,22 +367,43 @@ async fn serve_connection(
         Transport::Tcp => shard.cfg.tcp_idle_timeout,
         _ => None,
     };
-    let _ = stream.set_read_timeout(idle);
     let mut draining: Option<Instant> = None;
     let reason = loop {
         if draining.is_none() && shard.stop.get() {
             draining = Some(Instant::now() + DRAIN_LIMIT);
-            let _ = stream.set_read_timeout(Some(STREAM_DRAIN_WAIT));
         }
-        let spare = framer.spare();
-        let read = if draining.is_some() {
-            Some(stream.read(spare).await)
+        let wait = if draining.is_some() {
+            Some(STREAM_DRAIN_WAIT)
         } else {
-            futures_lite::future::or(async { Some(stream.read(spare).await) }, async {
+            idle
+        };
+        let spare = framer.spare();
+        // glommio reads wait on readiness, so dropping a read that lost the race loses no
+        // bytes. (Its own read timeout cannot be shortened once armed, hence the timer here.)
+        let read = async { Wake::Read(stream.read(spare).await) };
+        let timer = async {
+            match wait {
+                Some(d) => {
+                    glommio::timer::sleep(d).await;
+                    Wake::Quiet
+                }
+                None => futures_lite::future::pending().await,
+            }
+        };
+        let stop = async {
+            if draining.is_some() {
+                futures_lite::future::pending().await
+            } else {
                 stopped(&shard).await;
-                None
-            })
-            .await
+                Wake::Stop
+            }
+        };
+        let read = match futures_lite::future::or(read, futures_lite::future::or(timer, stop)).await
+        {
+            Wake::Read(r) => Some(r),
+            Wake::Quiet if draining.is_some() => break CloseReason::Stopped,
+            Wake::Quiet => break CloseReason::IdleTimeout,
+            Wake::Stop => None,
         };
         let n = match read {
             // The stop arrived while waiting: drain with short reads from here.
@@ -396,13 +425,6 @@ async fn serve_connection(
                 };
             }
             Some(Ok(n)) => n,
-            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                break if draining.is_some() {
-                    CloseReason::Stopped
-                } else {
-                    CloseReason::IdleTimeout
-                };
-            }
             Some(Err(_)) => {
                 shard.counters.borrow_mut().transports[transport as usize].errors += 1;
                 break CloseReason::ReadError;

@@ -1,6 +1,6 @@
 """Sends one known set of metrics through the real `datadog` package's DogStatsd client.
 
-Usage: datadog_client.py PORT
+Usage: datadog_client.py PORT | unix:///PATH | unixstream:///PATH
 Half of the calls go through an unbuffered client (one datagram each), half through a buffered
 one (several lines per datagram, trailing newline), as real applications use both.
 """
@@ -8,8 +8,14 @@ import sys
 
 from datadog import DogStatsd
 
-port = int(sys.argv[1])
-common = dict(host="127.0.0.1", port=port, disable_telemetry=True, origin_detection_enabled=False)
+target = sys.argv[1]
+common = dict(disable_telemetry=True, origin_detection_enabled=False)
+if target.isdigit():
+    common.update(host="127.0.0.1", port=int(target))
+else:
+    # Blocking sends: the client's default (non-blocking) drops a datagram whenever the
+    # socket's queue is full, and net.unix.max_dgram_qlen is small on many hosts.
+    common.update(socket_path=target, socket_timeout=None)
 unbuffered = DogStatsd(**common)
 buffered = DogStatsd(disable_buffering=False, **common)
 

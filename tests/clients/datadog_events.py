@@ -1,14 +1,19 @@
 """Sends one event and one service check with every optional field, and a mixed datagram, through
 the real `datadog` package's DogStatsd client.
 
-Usage: datadog_events.py PORT
+Usage: datadog_events.py PORT | unix:///PATH | unixstream:///PATH
 """
 import sys
 
 from datadog import DogStatsd
 
-port = int(sys.argv[1])
-client = DogStatsd(host="127.0.0.1", port=port, disable_telemetry=True, origin_detection_enabled=False)
+target = sys.argv[1]
+common = dict(disable_telemetry=True, origin_detection_enabled=False)
+if target.isdigit():
+    common.update(host="127.0.0.1", port=int(target))
+else:
+    common.update(socket_path=target, socket_timeout=None)
+client = DogStatsd(**common)
 client.event(
     "Deploy finished",
     "Build #42 went out\nsecond line",

@@ -17,6 +17,8 @@ pub struct Server {
     pub tcp: Option<SocketAddr>,
     stderr_lines: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// Reads stdout while the server runs: a full pipe would block its sink.
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 /// A test that panics before `stop` must not leave its server running.
@@ -47,6 +49,12 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary starts");
+        let mut stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -77,6 +85,7 @@ impl Server {
             tcp: after("tcp "),
             stderr_lines: rx,
             stderr_seen: seen,
+            stdout: Some(stdout),
         }
     }
 
@@ -102,13 +111,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut out = String::new();
-        self.child
+        let out = self
             .stdout
             .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
         let lines = out
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))

@@ -1,0 +1,563 @@
+//! Unix datagram, unix stream and TCP listeners, and origin detection, against the real binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Finished, Server, frame, metric_lines, one, self_metric, temp_dir};
+use serde_json::Value;
+
+fn value(done: &Finished, name: &str) -> f64 {
+    one(&metric_lines(&done.lines), name)["value"]
+        .as_f64()
+        .unwrap()
+}
+
+fn stopped_ok(server: Server) -> Finished {
+    // Let the kernel hand over what was sent before the stop.
+    std::thread::sleep(Duration::from_millis(200));
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    done
+}
+
+fn closed(done: &Finished, transport: &str, reason: &str) -> f64 {
+    self_metric(
+        &done.lines,
+        "corestatsd.connections_closed",
+        &[
+            &format!("transport:{transport}"),
+            &format!("reason:{reason}"),
+        ],
+    )
+}
+
+/// Reads until the server closes the connection (EOF or reset); panics after 10 s.
+fn wait_closed(s: &mut impl Read) {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn unix_stream_frames_split_anywhere_and_a_bad_frame_closes_only_its_connection() {
+    let path = temp_dir("stream-frames").join("s.sock");
+    let server = Server::start(&[
+        "--cores",
+        "0,1",
+        "--uds-stream-path",
+        path.to_str().unwrap(),
+        "--buffer-size-bytes",
+        "64",
+        "--bucket-secs",
+        "3600",
+    ]);
+    let mut good = UnixStream::connect(&path).unwrap();
+    let mut bytes = Vec::new();
+    for i in 0..20 {
+        bytes.extend(frame(
+            format!("s.count:{i}|c\ns.set:m{}|s", i % 3).as_bytes(),
+        ));
+    }
+    bytes.extend(frame(b"")); // an empty frame is a valid, empty packet
+    // Byte-sized and odd-sized writes: frames and headers cut at every position.
+    for piece in bytes.chunks(7) {
+        good.write_all(piece).unwrap();
+    }
+
+    let mut too_long = UnixStream::connect(&path).unwrap();
+    too_long.write_all(&frame(b"before:1|c")).unwrap();
+    too_long.write_all(&frame(&[b'x'; 65])).unwrap();
+    wait_closed(&mut too_long);
+
+    let mut partial = UnixStream::connect(&path).unwrap();
+    partial.write_all(&frame(b"whole:1|c")).unwrap();
+    partial.write_all(&frame(b"lost:1|c")[..7]).unwrap();
+    drop(partial);
+
+    good.write_all(&frame(b"after:1|c")).unwrap();
+    drop(good);
+    let done = stopped_ok(server);
+    assert_eq!(value(&done, "s.count"), (0..20).sum::<i32>() as f64);
+    assert_eq!(value(&done, "s.set"), 3.0);
+    assert_eq!(value(&done, "before"), 1.0);
+    assert_eq!(value(&done, "whole"), 1.0);
+    assert_eq!(value(&done, "after"), 1.0, "other connections go on");
+    assert!(
+        metric_lines(&done.lines)
+            .iter()
+            .all(|m| m["name"] != "lost")
+    );
+    assert_eq!(closed(&done, "uds_stream", "too_long"), 1.0);
+    assert_eq!(closed(&done, "uds_stream", "partial_frame"), 1.0);
+    assert_eq!(closed(&done, "uds_stream", "eof"), 1.0);
+    assert_eq!(
+        self_metric(
+            &done.lines,
+            "corestatsd.connections_opened",
+            &["transport:uds_stream"]
+        ),
+        3.0
+    );
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.packets", &["transport:uds_stream"]),
+        21.0 + 1.0 + 1.0 + 1.0
+    );
+    assert!(!path.exists(), "a clean stop removes the socket file");
+}
+
+#[test]
+fn tcp_length_framing_and_newline_framing_with_eol_required() {
+    let server = Server::start(&[
+        "--cores",
+        "0,1",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--bucket-secs",
+        "3600",
+    ]);
+    let addr = server.tcp.expect("the start-up line names the TCP address");
+    let mut conns: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let payload = format!("t.count:{}|c|#conn:x\nt.gauge:{i}|g\n", i + 1);
+        for piece in frame(payload.as_bytes()).chunks(5) {
+            c.write_all(piece).unwrap();
+            c.flush().unwrap();
+        }
+    }
+    drop(conns);
+    let done = stopped_ok(server);
+    assert_eq!(value(&done, "t.count"), 10.0);
+    assert_eq!(closed(&done, "tcp", "eof"), 4.0);
+    assert_eq!(
+        self_metric(
+            &done.lines,
+            "corestatsd.connections_opened",
+            &["transport:tcp"]
+        ),
+        4.0
+    );
+
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--tcp-framing",
+        "newline",
+        "--eol-required",
+        "tcp",
+        "--bucket-secs",
+        "3600",
+    ]);
+    let mut c = TcpStream::connect(server.tcp.unwrap()).unwrap();
+    for piece in b"n.a:1|c\nn.a:2|c\r\nn.b:5|g\nn.tail:1|c".chunks(3) {
+        c.write_all(piece).unwrap();
+        c.flush().unwrap();
+    }
+    drop(c);
+    // Without --eol-required the tail counts.
+    let lenient = Server::start(&[
+        "--cores",
+        "0",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--tcp-framing",
+        "newline",
+        "--bucket-secs",
+        "3600",
+    ]);
+    let mut c = TcpStream::connect(lenient.tcp.unwrap()).unwrap();
+    c.write_all(b"n.tail:1|c").unwrap();
+    drop(c);
+    let done = stopped_ok(server);
+    assert_eq!(value(&done, "n.a"), 3.0);
+    assert_eq!(value(&done, "n.b"), 5.0);
+    assert!(
+        metric_lines(&done.lines)
+            .iter()
+            .all(|m| m["name"] != "n.tail")
+    );
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.unterminated_lines", &[]),
+        1.0
+    );
+    let done = stopped_ok(lenient);
+    assert_eq!(value(&done, "n.tail"), 1.0);
+}
+
+#[test]
+fn idle_tcp_clients_are_closed_and_connections_beyond_the_limit_refused() {
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--tcp-framing",
+        "newline",
+        "--tcp-idle-timeout-secs",
+        "1",
+        "--max-connections-per-shard",
+        "1",
+        "--bucket-secs",
+        "3600",
+    ]);
+    let addr = server.tcp.unwrap();
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.write_all(b"idle.sent:1|c\n").unwrap();
+    // The first connection is registered before the second is accepted.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = TcpStream::connect(addr).unwrap();
+    let _ = second.write_all(b"refused:1|c\n");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    wait_closed(&mut second);
+    // The idle one is closed by the server after about a second.
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    wait_closed(&mut first);
+    assert!(started.elapsed() < Duration::from_secs(9));
+    let done = stopped_ok(server);
+    assert_eq!(value(&done, "idle.sent"), 1.0, "what it sent was kept");
+    assert!(
+        metric_lines(&done.lines)
+            .iter()
+            .all(|m| m["name"] != "refused")
+    );
+    assert_eq!(closed(&done, "tcp", "idle_timeout"), 1.0);
+    assert_eq!(closed(&done, "tcp", "refused"), 1.0);
+}
+
+#[test]
+fn a_stop_reads_what_open_connections_sent_and_the_gauge_counts_them() {
+    let path = temp_dir("stream-stop").join("s.sock");
+    let server = Server::start(&[
+        "--cores",
+        "0,1",
+        "--uds-stream-path",
+        path.to_str().unwrap(),
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--bucket-secs",
+        "1",
+    ]);
+    let mut unix = UnixStream::connect(&path).unwrap();
+    let mut tcp = TcpStream::connect(server.tcp.unwrap()).unwrap();
+    unix.write_all(&frame(b"open.unix:1|c")).unwrap();
+    tcp.write_all(&frame(b"open.tcp:1|c")).unwrap();
+    // At least one window closes while both are open.
+    std::thread::sleep(Duration::from_millis(2200));
+    unix.write_all(&frame(b"open.unix:2|c")).unwrap();
+    tcp.write_all(&frame(b"open.tcp:2|c")).unwrap();
+    let done = stopped_ok(server);
+    let sum = |name: &str| -> f64 {
+        metric_lines(&done.lines)
+            .iter()
+            .filter(|m| m["name"] == name)
+            .map(|m| m["value"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!((sum("open.unix"), sum("open.tcp")), (3.0, 3.0));
+    let gauge_max = |transport: &str| {
+        done.lines
+            .iter()
+            .filter(|l| l["name"] == "corestatsd.connections")
+            .filter(|l| {
+                l["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(transport))
+            })
+            .map(|l| l["value"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    assert_eq!(gauge_max("transport:uds_stream"), 1.0);
+    assert_eq!(gauge_max("transport:tcp"), 1.0);
+    assert_eq!(closed(&done, "uds_stream", "stopped"), 1.0);
+    assert_eq!(closed(&done, "tcp", "stopped"), 1.0);
+}
+
+#[test]
+fn unix_datagram_paths_are_shared_or_dealt_and_eol_is_checked_per_transport() {
+    let dir = temp_dir("uds-paths");
+    let paths: Vec<String> = (0..3)
+        .map(|i| dir.join(format!("d{i}.sock")).to_str().unwrap().to_owned())
+        .collect();
+    // A stale socket file from an earlier run is replaced.
+    drop(UnixDatagram::bind(&paths[0]).unwrap());
+    let mut args = vec![
+        "--cores",
+        "0,1",
+        "--bucket-secs",
+        "3600",
+        "--eol-required",
+        "uds",
+    ];
+    for p in &paths {
+        args.extend(["--uds-path", p.as_str()]);
+    }
+    let server = Server::start(&args);
+    let tx = UnixDatagram::unbound().unwrap();
+    for p in &paths {
+        for _ in 0..5 {
+            tx.send_to(b"u.count:1|c\nu.cut:1|c", p).unwrap();
+        }
+    }
+    // UDP is not under --eol-required here.
+    common::send_spread(server.addr, &[b"u.count:1|c"]);
+    let done = stopped_ok(server);
+    assert_eq!(value(&done, "u.count"), 16.0);
+    assert!(
+        metric_lines(&done.lines)
+            .iter()
+            .all(|m| m["name"] != "u.cut")
+    );
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.unterminated_lines", &[]),
+        15.0
+    );
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.packets", &["transport:uds"]),
+        15.0
+    );
+
+    // One path, two shards: both read it.
+    let one_path = &paths[..1];
+    let server = Server::start(&[
+        "--cores",
+        "0,1",
+        "--uds-path",
+        &one_path[0],
+        "--bucket-secs",
+        "3600",
+    ]);
+    for _ in 0..200 {
+        tx.send_to(b"shared:1|c", &one_path[0]).unwrap();
+    }
+    let done = stopped_ok(server);
+    assert_eq!(value(&done, "shared"), 200.0);
+}
+
+#[test]
+fn a_uds_path_that_is_not_a_socket_is_refused_by_name() {
+    let path = temp_dir("not-socket").join("file");
+    std::fs::write(&path, b"keep me").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        .args([
+            "--uds-path",
+            path.to_str().unwrap(),
+            "--udp-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--uds-path") && err.contains("not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}
+
+/// What this process' cgroup file names as its container, by the rule the server documents:
+/// a 64-hex-digit path component (after a runtime prefix and `.scope`).
+fn own_container_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .flat_map(|path| path.rsplit('/'))
+        .map(|c| c.trim_end_matches(".scope"))
+        .map(|c| c.rsplit('-').next().unwrap_or(c))
+        .find(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
+const FAKE_ID: &str = "d8e7f1c2b3a4958677685a4b3c2d1e0f0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+/// A proc root where this process' cgroup file names `FAKE_ID` (docker, cgroup v2 layout).
+fn fake_proc(dir: &Path) -> String {
+    let pid_dir = dir.join("proc").join(std::process::id().to_string());
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    std::fs::write(
+        pid_dir.join("cgroup"),
+        format!("0::/system.slice/docker-{FAKE_ID}.scope\n"),
+    )
+    .unwrap();
+    dir.join("proc").to_str().unwrap().to_owned()
+}
+
+fn container_of(done: &Finished, name: &str) -> Option<String> {
+    one(&metric_lines(&done.lines), name)["container_id"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn origin_detection_names_the_senders_container_on_both_unix_sockets() {
+    let dir = temp_dir("origin");
+    let proc_root = fake_proc(&dir);
+    let dgram = dir.join("d.sock");
+    let stream = dir.join("s.sock");
+    let server = Server::start(&[
+        "--cores",
+        "0,1",
+        "--origin-detection",
+        "--proc-root",
+        &proc_root,
+        "--uds-path",
+        dgram.to_str().unwrap(),
+        "--uds-stream-path",
+        stream.to_str().unwrap(),
+        "--bucket-secs",
+        "3600",
+    ]);
+    let tx = UnixDatagram::unbound().unwrap();
+    tx.send_to(
+        b"o.dgram:1|c\no.client:1|c|c:ci-fromclient\n_sc|o.check|0",
+        &dgram,
+    )
+    .unwrap();
+    let mut s = UnixStream::connect(&stream).unwrap();
+    s.write_all(&frame(b"o.stream:1|c|#a")).unwrap();
+    drop(s);
+    // UDP has no credentials: no container.
+    common::send_spread(server.addr, &[b"o.udp:1|c"]);
+    let done = stopped_ok(server);
+    assert_eq!(container_of(&done, "o.dgram").as_deref(), Some(FAKE_ID));
+    assert_eq!(container_of(&done, "o.stream").as_deref(), Some(FAKE_ID));
+    assert_eq!(
+        container_of(&done, "o.client").as_deref(),
+        Some("fromclient"),
+        "|c: wins by default"
+    );
+    assert_eq!(container_of(&done, "o.udp"), None);
+    let check = done
+        .lines
+        .iter()
+        .find(|l| l["kind"] == "service_check")
+        .unwrap();
+    assert_eq!(check["container_id"], FAKE_ID);
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.origin_resolved", &[]),
+        2.0
+    );
+
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--origin-detection",
+        "--origin-precedence",
+        "socket",
+        "--proc-root",
+        &proc_root,
+        "--uds-path",
+        dgram.to_str().unwrap(),
+        "--bucket-secs",
+        "3600",
+    ]);
+    tx.send_to(b"o.client:1|c|c:ci-fromclient", &dgram).unwrap();
+    let done = stopped_ok(server);
+    assert_eq!(container_of(&done, "o.client").as_deref(), Some(FAKE_ID));
+}
+
+#[test]
+fn origin_detection_on_the_real_proc_resolves_or_counts_this_process() {
+    let dir = temp_dir("origin-real");
+    let dgram = dir.join("d.sock");
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--origin-detection",
+        "--uds-path",
+        dgram.to_str().unwrap(),
+        "--bucket-secs",
+        "3600",
+    ]);
+    let tx = UnixDatagram::unbound().unwrap();
+    tx.send_to(b"real:1|c", &dgram).unwrap();
+    let done = stopped_ok(server);
+    match own_container_id() {
+        Some(id) => {
+            assert_eq!(container_of(&done, "real"), Some(id));
+            assert_eq!(
+                self_metric(&done.lines, "corestatsd.origin_resolved", &[]),
+                1.0
+            );
+        }
+        None => {
+            assert_eq!(container_of(&done, "real"), None);
+            assert_eq!(
+                self_metric(
+                    &done.lines,
+                    "corestatsd.origin_unresolved",
+                    &["reason:no_container"]
+                ),
+                1.0
+            );
+        }
+    }
+    assert_eq!(
+        value(&done, "real"),
+        1.0,
+        "an unresolved sender's metrics are kept"
+    );
+}
+
+#[test]
+fn origin_fields_and_internal_tags_reach_the_jsonl() {
+    let server = Server::start(&["--cores", "0", "--bucket-secs", "3600"]);
+    common::send_spread(
+        server.addr,
+        &[
+            b"f.all:1|c|#env:a,dd.internal.entity_id:pod-7|c:ci-abc,in-42|e:it-true,cn-web,pu-p1|card:orchestrator\n\
+              f.bad:1|c|c:in-x|e:it-maybe|card:extreme|#dd.internal.card:high\n\
+              _e{1,1}:t|x|#dd.internal.entity_id:pod-8|card:low",
+        ],
+    );
+    let done = stopped_ok(server);
+    let metrics = metric_lines(&done.lines);
+    let all = one(&metrics, "f.all");
+    assert_eq!(all["tags"], serde_json::json!(["env:a"]));
+    assert_eq!(all["container_id"], "abc");
+    assert_eq!(all["cgroup_inode"], 42);
+    assert_eq!(
+        all["external_data"],
+        serde_json::json!({"init": true, "container_name": "web", "pod_uid": "p1"})
+    );
+    assert_eq!(all["cardinality"], "orchestrator");
+    assert_eq!(all["pod_uid"], "pod-7");
+    let bad = one(&metrics, "f.bad");
+    assert_eq!(
+        bad["cardinality"], "high",
+        "a malformed |card: leaves the tag's"
+    );
+    assert!(bad.get("container_id").is_none() && bad.get("external_data").is_none());
+    let event = done.lines.iter().find(|l| l["kind"] == "event").unwrap();
+    assert_eq!(
+        (&event["pod_uid"], &event["cardinality"]),
+        (&"pod-8".into(), &"low".into())
+    );
+    for field in ["c", "e", "card"] {
+        assert_eq!(
+            self_metric(
+                &done.lines,
+                "corestatsd.origin_field_errors",
+                &[&format!("field:{field}")]
+            ),
+            1.0,
+            "{field}"
+        );
+    }
+}
