@@ -4,6 +4,8 @@
 //!
 //! `udp_blast ADDR CORES SECONDS CONTEXTS LINES_PER_DATAGRAM` prints one line:
 //! `sent_datagrams=N sent_metrics=N seconds=S`. Loopback only; it stops by itself.
+//! ADDR may also be `unix:PATH` (unix datagram), `unixstream:PATH` or `tcp:HOST:PORT` (4-byte
+//! length frames): those block when the server falls behind, so they measure what it takes.
 //!
 //! # Missing
 //! Rate control, mixed workloads and latency: the benchmark harness issue brings a full one.
@@ -21,8 +23,7 @@ fn main() {
         eprintln!("usage: udp_blast ADDR CORES(0,1|2-5) SECONDS CONTEXTS LINES_PER_DATAGRAM");
         std::process::exit(2);
     }
-    let addr: SocketAddr = args[1].parse().expect("ADDR");
-    assert!(addr.ip().is_loopback(), "udp_blast only sends to loopback");
+    let target = Target::parse(&args[1]);
     let cores = parse_cores(&args[2]);
     let seconds: f64 = args[3].parse().expect("SECONDS");
     let contexts: usize = args[4].parse().expect("CONTEXTS");
@@ -32,9 +33,15 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(t, &core)| {
+            let target = target.clone();
             std::thread::spawn(move || {
                 core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                send(t, addr, Duration::from_secs_f64(seconds), contexts, lines)
+                let run = Duration::from_secs_f64(seconds);
+                let payloads = payloads(t, contexts, lines);
+                match target {
+                    Target::Udp(addr) => send(addr, run, &payloads),
+                    other => send_blocking(&other, run, &payloads),
+                }
             })
         })
         .collect();
@@ -57,19 +64,90 @@ fn parse_cores(s: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Returns datagrams sent.
-fn send(thread: usize, to: SocketAddr, run: Duration, contexts: usize, lines: usize) -> u64 {
-    let sockets: Vec<UdpSocket> = (0..SOCKETS_PER_THREAD)
-        .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            s.connect(to).expect("connect");
-            s
-        })
-        .collect();
-    // A ring of distinct datagrams, each `lines` metric lines over `contexts` contexts.
-    // Enough distinct datagrams that every context recurs.
+#[derive(Clone)]
+enum Target {
+    Udp(SocketAddr),
+    Unix(String),
+    UnixStream(String),
+    Tcp(SocketAddr),
+}
+
+impl Target {
+    fn parse(s: &str) -> Target {
+        let loopback = |a: &str| {
+            let addr: SocketAddr = a.parse().expect("ADDR");
+            assert!(addr.ip().is_loopback(), "udp_blast only sends to loopback");
+            addr
+        };
+        if let Some(p) = s.strip_prefix("unix:") {
+            Target::Unix(p.into())
+        } else if let Some(p) = s.strip_prefix("unixstream:") {
+            Target::UnixStream(p.into())
+        } else if let Some(a) = s.strip_prefix("tcp:") {
+            Target::Tcp(loopback(a))
+        } else {
+            Target::Udp(loopback(s))
+        }
+    }
+}
+
+/// Sends whole packets with blocking writes until `run` is over; returns packets sent.
+fn send_blocking(target: &Target, run: Duration, payloads: &[Vec<u8>]) -> u64 {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    match target {
+        Target::Unix(path) => {
+            let s = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+            s.connect(path).expect("connect");
+            while start.elapsed() < run {
+                for p in payloads.iter().take(256) {
+                    if s.send(p).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        Target::UnixStream(_) | Target::Tcp(_) => {
+            let mut w: Box<dyn Write> = match target {
+                Target::Tcp(a) => Box::new(std::net::TcpStream::connect(a).expect("connect")),
+                Target::UnixStream(p) => {
+                    Box::new(std::os::unix::net::UnixStream::connect(p).expect("connect"))
+                }
+                _ => unreachable!(),
+            };
+            // Frames written 64 at a time, as a client with a send buffer would.
+            let framed: Vec<(Vec<u8>, u64)> = payloads
+                .chunks(64)
+                .map(|c| {
+                    let bytes = c
+                        .iter()
+                        .flat_map(|p| {
+                            let mut f = (p.len() as u32).to_le_bytes().to_vec();
+                            f.extend_from_slice(p);
+                            f
+                        })
+                        .collect();
+                    (bytes, c.len() as u64)
+                })
+                .collect();
+            while start.elapsed() < run {
+                for (bytes, n) in &framed {
+                    w.write_all(bytes).expect("write");
+                    sent += n;
+                }
+            }
+        }
+        Target::Udp(_) => unreachable!(),
+    }
+    sent
+}
+
+/// A ring of distinct datagrams, each `lines` metric lines over `contexts` contexts: enough
+/// distinct datagrams that every context recurs.
+fn payloads(thread: usize, contexts: usize, lines: usize) -> Vec<Vec<u8>> {
     let ring = contexts.div_ceil(lines).max(1024);
-    let payloads: Vec<Vec<u8>> = (0..ring)
+    (0..ring)
         .map(|d| {
             let mut p = String::new();
             for l in 0..lines {
@@ -82,6 +160,17 @@ fn send(thread: usize, to: SocketAddr, run: Duration, contexts: usize, lines: us
                 ));
             }
             p.into_bytes()
+        })
+        .collect()
+}
+
+/// Returns datagrams sent.
+fn send(to: SocketAddr, run: Duration, payloads: &[Vec<u8>]) -> u64 {
+    let sockets: Vec<UdpSocket> = (0..SOCKETS_PER_THREAD)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.connect(to).expect("connect");
+            s
         })
         .collect();
     let start = Instant::now();
