@@ -44,6 +44,7 @@ pub fn aggregator() -> Aggregator {
             owners: 1,
             max_pending_events: 10_000,
             origin_precedence: Default::default(),
+            names: Default::default(),
         },
         1_000_000,
     )

@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod listen;
+pub mod map;
 pub mod merge;
 pub mod protocol;
 pub mod run;

@@ -57,6 +57,21 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             ))
             .unwrap_or_default(),
     );
+    if !cfg.ignored_config_keys.is_empty() {
+        eprintln!(
+            "corestatsd: --config: ignoring keys corestatsd does not use: {}",
+            cfg.ignored_config_keys.join(", ")
+        );
+    }
+    let names = &cfg.aggregate.names;
+    if let Some(m) = &names.mapper {
+        eprintln!(
+            "corestatsd: mapper: {} rules in one DFA of {} KiB, cache {} names per shard",
+            m.rule_count(),
+            m.dfa_bytes() >> 10,
+            names.cache_size
+        );
+    }
     install_signal_handlers().map_err(|e| RunError {
         message: format!("cannot install signal handlers: {e}"),
         status: 1,

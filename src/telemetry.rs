@@ -22,6 +22,8 @@ pub enum Unsupported {
     EventOverflow,
     /// A service check beyond `--max-pending-events` in one window.
     ServiceCheckOverflow,
+    /// A metric whose final name is on the block list.
+    Blocked,
 }
 
 /// The first line rejected in a window, kept to name it in the window's log line: the log
@@ -131,6 +133,8 @@ pub struct Counters {
     /// reported with the next datagram that arrives).
     pub kernel_drops: u64,
     pub unsupported_timestamped: u64,
+    /// Metrics dropped by the block list (`--block-metric`, `--block-metric-prefix`).
+    pub blocked: u64,
     pub events: u64,
     pub service_checks: u64,
     pub event_errors: [u64; 3],
@@ -185,6 +189,7 @@ impl Counters {
             Unsupported::TimestampedType => self.unsupported_timestamped += 1,
             Unsupported::EventOverflow => self.events_dropped += 1,
             Unsupported::ServiceCheckOverflow => self.service_checks_dropped += 1,
+            Unsupported::Blocked => self.blocked += 1,
         }
     }
 
@@ -233,6 +238,7 @@ impl Counters {
         self.pool_full += o.pool_full;
         self.kernel_drops += o.kernel_drops;
         self.unsupported_timestamped += o.unsupported_timestamped;
+        self.blocked += o.blocked;
         self.events += o.events;
         self.service_checks += o.service_checks;
         for (a, b) in self.event_errors.iter_mut().zip(o.event_errors) {
@@ -372,6 +378,7 @@ impl TelemetrySnapshot {
             ("corestatsd.pool_full", c.pool_full),
             ("corestatsd.kernel_drops", c.kernel_drops),
             ("corestatsd.unterminated_lines", c.unterminated),
+            ("corestatsd.blocked_metrics", c.blocked),
             ("corestatsd.forwarded", c.forwarded),
             ("corestatsd.forward_errors", c.forward_errors),
         ] {
@@ -503,7 +510,7 @@ fn log_summary(window: u64, c: &Counters, live: u64, connections: u64) {
     let unresolved: u64 = c.origin_unresolved.iter().sum();
     eprintln!(
         "corestatsd: window {window}: packets={} bytes={} metrics={} events={} \
-         service_checks={} parse_errors={errors} truncated={} unsupported={} \
+         service_checks={} parse_errors={errors} truncated={} unsupported={} blocked={} \
          pending_full_drops={dropped} kernel_drops={} receive_errors={} forward_errors={} \
          connections={connections} connections_closed_on_error={closed_on_error} \
          origin_unresolved={unresolved} live_contexts={live} receive_max_pause_us={}{}",
@@ -514,6 +521,7 @@ fn log_summary(window: u64, c: &Counters, live: u64, connections: u64) {
         c.service_checks,
         c.truncated,
         c.unsupported_timestamped,
+        c.blocked,
         c.kernel_drops,
         total.errors,
         c.forward_errors,

@@ -20,6 +20,7 @@ use std::hash::{BuildHasher, Hasher};
 use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
+use crate::map::{NameConfig, NameOut, Stage};
 use crate::merge::{self, ContextBatch, Partial, desc};
 use crate::protocol::origin::{self, InternalTags, MagicTag, Precedence, magic_tag};
 use crate::protocol::{Metric, MetricType, TagIter};
@@ -33,6 +34,9 @@ use sketch::Sketch;
 pub const GROUP: usize = 16;
 
 const NO_CONTEXT: u32 = u32::MAX;
+
+/// Blocked raw keys remembered per shard before the set starts over.
+const MAX_BLOCKED_KEYS: usize = 1 << 16;
 
 /// The raw-key table's per-entry check: the high half (the table's bucket comes from the low bits).
 fn fingerprint(raw: u64) -> u32 {
@@ -60,13 +64,20 @@ struct SplitTags<'a> {
     tags: Vec<&'a [u8]>,
 }
 
-fn split_tags(raw: &[u8]) -> SplitTags<'_> {
+/// Splits the client's tags and the mapper's (both may hold magic tags), plus extra tags, which
+/// are always plain.
+fn split_tags_with<'a>(
+    raw: &'a [u8],
+    mapped: &'a [Vec<u8>],
+    extra: &'a [Box<[u8]>],
+) -> SplitTags<'a> {
     let mut out = SplitTags {
         host: None,
         internal: InternalTags::default(),
         tags: Vec::new(),
     };
-    for tag in TagIter::new(raw) {
+    let all = TagIter::new(raw).chain(mapped.iter().map(Vec::as_slice));
+    for tag in all {
         match magic_tag(tag) {
             Some(MagicTag::Host(h)) => out.host = Some(h),
             Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
@@ -74,6 +85,7 @@ fn split_tags(raw: &[u8]) -> SplitTags<'_> {
             None => out.tags.push(tag),
         }
     }
+    out.tags.extend(extra.iter().map(|t| &t[..]));
     out.tags.sort_unstable();
     out.tags.dedup();
     out
@@ -203,6 +215,8 @@ pub struct AggregateConfig {
     pub max_pending_events: usize,
     /// Whose container id wins when a message has both `|c:` and socket credentials.
     pub origin_precedence: Precedence,
+    /// Mapper, namespace, block list and extra tags, applied when a context is created.
+    pub names: NameConfig,
 }
 
 /// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
@@ -265,9 +279,14 @@ pub struct Aggregator {
     /// Index of the open window (`start / bucket_secs`).
     window: u32,
     closing: Option<Closing>,
-    tag_hashes: Vec<u64>,
     /// Scratch for the canonical origin of the context being resolved.
     origin_buf: Vec<u8>,
+    /// Names and tags before aggregation (`map`), run when a context is created.
+    stage: Stage,
+    name_out: NameOut,
+    /// Raw keys of blocked metrics: a blocked metric costs two probes, not a trip through the
+    /// stage. Cleared when it reaches `MAX_BLOCKED_KEYS`.
+    blocked_raw: HashSet<u64>,
     /// Sizes of the last closed window's batches per owner (descs bytes, partials), so the next
     /// close allocates once instead of growing (and copying) mid-sweep.
     last_batch_sizes: Vec<(usize, usize)>,
@@ -279,6 +298,7 @@ pub struct Aggregator {
 impl Aggregator {
     /// `now_secs` (unix) picks the first open window.
     pub fn new(cfg: AggregateConfig, now_secs: u64) -> Self {
+        let stage = Stage::new(&cfg.names);
         let window = (now_secs / u64::from(cfg.bucket_secs)) as u32;
         Aggregator {
             cfg,
@@ -293,8 +313,10 @@ impl Aggregator {
             live: 0,
             window,
             closing: None,
-            tag_hashes: Vec::new(),
             origin_buf: Vec::new(),
+            stage,
+            name_out: NameOut::default(),
+            blocked_raw: HashSet::new(),
             last_batch_sizes: Vec::new(),
             timestamped: FlushBatch {
                 arenas: vec![Vec::new()],
@@ -370,11 +392,15 @@ impl Aggregator {
                 Some(c) if c.alias_lo == raw as u32 => id,
                 _ => self.resolve_slow(m, raw),
             };
+            if id == NO_CONTEXT {
+                unsupported(Unsupported::Blocked);
+                continue;
+            }
             self.aggregate(id, m, at);
         }
     }
 
-    /// Finds or creates the context of `m` the thorough way.
+    /// Finds or creates the context of `m` the thorough way; `NO_CONTEXT` if it is blocked.
     fn resolve_slow(&mut self, m: &Metric<'_>, raw: u64) -> u32 {
         let metas = &self.metas;
         // Exact raw match: a fingerprint collision, or a context created earlier in this group.
@@ -384,14 +410,32 @@ impl Aggregator {
         {
             return id;
         }
-        let (key, host) = self.context_key(m);
-        let metas = &self.metas;
-        match self.by_key.find(key, |&id| metas[id as usize].key == key) {
-            // Same context, tags in another order: served by this path each time rather than
-            // adding aliases that would have to be tracked and freed.
-            Some(&id) => id,
-            None => self.create_context(key, raw, m, host),
+        if self.blocked_raw.contains(&raw) {
+            return NO_CONTEXT;
         }
+        let mut out = std::mem::take(&mut self.name_out);
+        let id = if self.stage.metric_name(m.name, &mut out) {
+            let extra = self.stage.extra_tags();
+            let name = out.renamed.as_deref().unwrap_or(m.name);
+            let split = split_tags_with(m.tags, &out.mapped_tags, &extra);
+            let key = self.context_key(name, m, &split);
+            let metas = &self.metas;
+            match self.by_key.find(key, |&id| metas[id as usize].key == key) {
+                // Same context, tags in another order (or another raw name mapped to it):
+                // served by this path each time rather than adding aliases that would have to
+                // be tracked and freed.
+                Some(&id) => id,
+                None => self.create_context(key, raw, name, m.metric_type, &split),
+            }
+        } else {
+            if self.blocked_raw.len() >= MAX_BLOCKED_KEYS {
+                self.blocked_raw.clear();
+            }
+            self.blocked_raw.insert(raw);
+            NO_CONTEXT
+        };
+        self.name_out = out;
+        id
     }
 
     fn raw_key(&self, m: &Metric<'_>) -> u64 {
@@ -432,32 +476,19 @@ impl Aggregator {
             .insert(m, at, self.cfg.exact_samples);
     }
 
-    /// The context key and the host the metric resolves to (`host:` tag, else the default).
-    /// Leaves the metric's canonical origin in `origin_buf` (empty for none).
-    fn context_key<'a>(&mut self, m: &Metric<'a>) -> (u64, Option<&'a [u8]>) {
-        let mut host_tag: Option<&'a [u8]> = None;
-        let mut internal = InternalTags::default();
-        self.tag_hashes.clear();
-        for tag in m.tag_iter() {
-            match magic_tag(tag) {
-                Some(MagicTag::Host(h)) => host_tag = Some(h),
-                Some(MagicTag::EntityId(id)) => internal.entity_id = Some(id),
-                Some(MagicTag::Card(c)) => internal.card = Some(c),
-                None => self.tag_hashes.push(self.state.hash_one(tag)),
-            }
-        }
-        self.tag_hashes.sort_unstable();
-        self.tag_hashes.dedup();
+    /// The canonical key of a context: final name, type, host, origin and tags, with a seed
+    /// every shard shares. Leaves the canonical origin in `origin_buf` (empty for none).
+    fn context_key(&mut self, name: &[u8], m: &Metric<'_>, split: &SplitTags<'_>) -> u64 {
         origin::encode(
             &mut self.origin_buf,
             &m.origin,
-            internal,
+            split.internal,
             self.cfg.origin_precedence,
         );
         let mut h = self.state.build_hasher();
-        h.write(m.name);
+        h.write(name);
         h.write_u8(m.metric_type.index());
-        match host_tag {
+        match split.host {
             Some(b"") => h.write_u8(0),
             Some(host) => {
                 h.write_u8(1);
@@ -466,33 +497,35 @@ impl Aggregator {
             None => h.write_u8(2),
         }
         h.write(&self.origin_buf);
-        for &t in &self.tag_hashes {
-            h.write_u64(t);
+        // The tags are sorted and deduplicated, so this order is the same for every sender.
+        h.write_usize(split.tags.len());
+        for t in &split.tags {
+            h.write_u64(self.state.hash_one(t));
         }
-        (h.finish(), host_tag)
+        h.finish()
     }
 
     fn create_context(
         &mut self,
         key: u64,
         alias: u64,
-        m: &Metric<'_>,
-        host_tag: Option<&[u8]>,
+        name: &[u8],
+        metric_type: MetricType,
+        split: &SplitTags<'_>,
     ) -> u32 {
-        let tags = split_tags(m.tags).tags;
         let host = self
             .interner
-            .intern_optional(resolve_host(host_tag, self.cfg.default_host.as_deref()));
+            .intern_optional(resolve_host(split.host, self.cfg.default_host.as_deref()));
         let meta = Meta {
             key,
             alias,
-            name: self.interner.intern(m.name),
+            name: self.interner.intern(name),
             host,
             origin: self
                 .interner
                 .intern_optional((!self.origin_buf.is_empty()).then_some(&self.origin_buf[..])),
-            tags: tags.iter().map(|t| self.interner.intern(t)).collect(),
-            metric_type: m.metric_type,
+            tags: split.tags.iter().map(|t| self.interner.intern(t)).collect(),
+            metric_type,
         };
         let slot = Slot {
             alias_lo: alias as u32,

@@ -3,7 +3,7 @@
 //! in the shard's pending `FlushBatch` until the next flush. Owns no state of its own: these are
 //! `Aggregator` methods, kept apart from the windowed path.
 
-use super::{Aggregator, resolve_host, split_tags};
+use super::{Aggregator, resolve_host, split_tags_with};
 use crate::merge::desc;
 use crate::protocol::event::unescape;
 use crate::protocol::origin::{self, InternalTags, OriginFields};
@@ -22,18 +22,26 @@ impl Aggregator {
             MetricType::Counter => OutKind::Count,
             _ => return Err(Unsupported::TimestampedType),
         };
-        let split = split_tags(m.tags);
+        let mut out = std::mem::take(&mut self.name_out);
+        if !self.stage.metric_name(m.name, &mut out) {
+            self.name_out = out;
+            return Err(Unsupported::Blocked);
+        }
+        let extra = self.stage.extra_tags();
+        let split = split_tags_with(m.tags, &out.mapped_tags, &extra);
         let host = resolve_host(split.host, self.cfg.default_host.as_deref());
         let origin = self.origin_of(&m.origin, split.internal);
         let arena = &mut self.timestamped.arenas[0];
         let off = desc::encode(
             arena,
             m.metric_type,
-            m.name,
+            out.renamed.as_deref().unwrap_or(m.name),
             host,
             origin.as_deref(),
             split.tags.into_iter(),
         );
+        drop(extra);
+        self.name_out = out;
         for value in m.values() {
             self.timestamped.metrics.push(FlushedMetric {
                 arena: 0,
@@ -55,7 +63,8 @@ impl Aggregator {
         if self.timestamped.events.len() >= self.cfg.max_pending_events {
             return Err(Unsupported::EventOverflow);
         }
-        let split = split_tags(e.tags);
+        let extra = self.stage.extra_tags();
+        let split = split_tags_with(e.tags, &[], &extra);
         let host = resolve_host(e.host.or(split.host), self.cfg.default_host.as_deref());
         let origin = self.origin_of(&e.origin, split.internal);
         self.timestamped.events.push(FlushedEvent {
@@ -78,7 +87,8 @@ impl Aggregator {
         if self.timestamped.service_checks.len() >= self.cfg.max_pending_events {
             return Err(Unsupported::ServiceCheckOverflow);
         }
-        let split = split_tags(sc.tags);
+        let extra = self.stage.extra_tags();
+        let split = split_tags_with(sc.tags, &[], &extra);
         let host = resolve_host(sc.host.or(split.host), self.cfg.default_host.as_deref());
         let origin = self.origin_of(&sc.origin, split.internal);
         self.timestamped.service_checks.push(FlushedServiceCheck {

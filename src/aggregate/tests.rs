@@ -16,6 +16,7 @@ fn cfg(owners: usize) -> AggregateConfig {
         owners,
         max_pending_events: 2,
         origin_precedence: Precedence::Client,
+        names: Default::default(),
     }
 }
 
@@ -533,5 +534,91 @@ fn events_and_checks_resolve_host_sort_tags_and_are_bounded_per_flush() {
     assert!(
         agg.take_timestamped().events.is_empty(),
         "the bound is per flush"
+    );
+}
+
+fn mapped_cfg(owners: usize) -> AggregateConfig {
+    use crate::map::{Mapper, ProfileSpec, check};
+    let specs: Vec<ProfileSpec> = serde_norway::from_str(
+        "- name: p\n  prefix: app.\n  mappings:\n    - {match: 'app.*.hits', name: 'hits', tags: {page: '$1', host: 'mapped-host'}}\n",
+    )
+    .unwrap();
+    let mut c = cfg(owners);
+    c.names = crate::map::NameConfig {
+        mapper: Some(std::sync::Arc::new(
+            Mapper::new(&check(&specs).unwrap()).unwrap(),
+        )),
+        cache_size: 100,
+        namespace: Some("ns.".into()),
+        namespace_exempt: vec!["jvm".into()],
+        block_exact: vec!["ns.noisy".into()],
+        block_prefix: vec![],
+        extra_tags: vec!["dc:eu".into()],
+    };
+    c
+}
+
+#[test]
+fn mapped_names_and_tags_form_one_context_across_shards_and_raw_names() {
+    let mut a = [
+        Aggregator::new(mapped_cfg(2), T0),
+        Aggregator::new(mapped_cfg(2), T0),
+    ];
+    // Two raw spellings of one mapped context, on two shards; the mapped `host` tag sets the host.
+    feed(&mut a[0], &["app.home.hits:1|c|#x:1"], 0);
+    feed(&mut a[1], &["app.home.hits:2|c|#x:1,page:home"], 0);
+    feed(&mut a[1], &["hits:4|c|#page:home,x:1,host:mapped-host"], 0);
+    feed(&mut a[0], &["jvm.heap:5|g", "other:1|c|#dc:eu"], 0);
+    let mut c = crate::telemetry::Counters::default();
+    crate::shard::ingest(
+        &mut a[0],
+        &mut c,
+        [&b"noisy:1|c\nnoisy:1|c\nnoisy:2|c|#b"[..]],
+        0,
+    );
+    assert_eq!(c.blocked, 3);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("jvm.heap", "gauge", 5.0, "box", &["dc:eu"]),
+            point(
+                "ns.hits",
+                "count",
+                7.0,
+                "mapped-host",
+                &["dc:eu", "page:home", "x:1"]
+            ),
+            point("ns.other", "count", 1.0, "box", &["dc:eu"]),
+        ]
+    );
+}
+
+#[test]
+fn extra_tags_reach_events_checks_and_timestamped_points() {
+    use crate::protocol::{parse_event, parse_service_check};
+    let mut agg = Aggregator::new(mapped_cfg(1), T0);
+    agg.insert_event(&parse_event(b"_e{1,1}:a|b|#z").unwrap())
+        .unwrap();
+    agg.insert_service_check(&parse_service_check(b"_sc|up|0").unwrap())
+        .unwrap();
+    agg.insert(&parse_metric(b"app.x.hits:3|g|T100").unwrap(), 0)
+        .unwrap();
+    assert_eq!(
+        agg.insert(&parse_metric(b"noisy:3|g|T100").unwrap(), 0),
+        Err(Unsupported::Blocked)
+    );
+    let out = agg.take_timestamped();
+    assert_eq!(out.events[0].tags, vec![b"dc:eu".to_vec(), b"z".to_vec()]);
+    assert_eq!(out.service_checks[0].tags, vec![b"dc:eu".to_vec()]);
+    let p = points(&out);
+    assert_eq!(
+        p,
+        vec![point(
+            "ns.hits",
+            "gauge",
+            3.0,
+            "mapped-host",
+            &["dc:eu", "page:x"]
+        )]
     );
 }

@@ -42,9 +42,15 @@ impl Server {
     /// Starts the binary with `--udp-addr 127.0.0.1:0` plus `args`, and waits for its start-up
     /// line to learn the port.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables for the server process.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
             .args(["--udp-addr", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

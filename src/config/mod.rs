@@ -1,14 +1,18 @@
 //! Command-line flags → a validated `Config`. Every flag documents its default; every error names
 //! the flag and the bad value.
 
+mod file;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::aggregate::AggregateConfig;
 use crate::listen::{Framing, Transport};
+use crate::map::{DEFAULT_NAMESPACE_EXEMPT, Mapper, NameConfig, ProfileSpec};
 use crate::merge::HistogramOutput;
 use crate::protocol::origin::Precedence;
 use crate::sink::Suffix;
@@ -166,6 +170,44 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value_t = 10_000)]
     pub max_pending_events: usize,
 
+    /// A YAML file for settings too structured for flags, with the Datadog Agent's key names so a
+    /// `datadog.yaml` section can be pasted in: `dogstatsd_mapper_profiles`,
+    /// `dogstatsd_mapper_cache_size`, `statsd_metric_namespace`,
+    /// `statsd_metric_namespace_blacklist`, `metric_filterlist` (+ `metric_filterlist_match_prefix`),
+    /// `dogstatsd_tags`. A flag given on the command line replaces the file's value. Keys
+    /// corestatsd does not use are listed at start-up and ignored. Defaults to none.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Names the mapper remembers per shard (hits and misses). Defaults to 1000 (as the Agent's
+    /// `dogstatsd_mapper_cache_size`); 0 disables the cache.
+    #[arg(long)]
+    pub mapper_cache_size: Option<usize>,
+
+    /// Prefix for every metric name, after mapping (a `.` is added if missing), except names
+    /// starting with an exempt prefix. Defaults to none.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// A prefix exempt from --namespace; repeatable; replaces the default list (the Agent's
+    /// standard prefixes: datadog.agent, datadog.dogstatsd, ..., jvm, kafka, runtime).
+    #[arg(long = "namespace-exempt", value_name = "PREFIX")]
+    pub namespace_exempt: Vec<String>,
+
+    /// Drop metrics with exactly this final name (after mapping and namespace); repeatable.
+    /// Counted as corestatsd.blocked_metrics. Defaults to none.
+    #[arg(long = "block-metric", value_name = "NAME")]
+    pub block_metric: Vec<String>,
+
+    /// Drop metrics whose final name starts with this; repeatable. Defaults to none.
+    #[arg(long = "block-metric-prefix", value_name = "PREFIX")]
+    pub block_metric_prefix: Vec<String>,
+
+    /// A `key:value` tag added to every metric, event and service check; repeatable.
+    /// Defaults to none.
+    #[arg(long = "tag", value_name = "KEY:VALUE")]
+    pub tags: Vec<String>,
+
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
     #[arg(long)]
     pub no_self_metrics: bool,
@@ -313,6 +355,87 @@ fn parse_downstream(s: &str) -> Result<Downstream, String> {
     }
 }
 
+/// The name stage's settings: flags over the file, the environment's mapper profiles over the
+/// file's.
+fn names_config(
+    f: &Flags,
+    file: &file::FileConfig,
+    env_profiles: Option<&str>,
+) -> Result<NameConfig, String> {
+    let profiles = match env_profiles.filter(|p| !p.trim().is_empty()) {
+        Some(json) => serde_json::from_str::<Vec<ProfileSpec>>(json).map_err(|e| {
+            format!("DD_DOGSTATSD_MAPPER_PROFILES is not a JSON list of mapper profiles: {e}")
+        })?,
+        None => file.mapper_profiles.clone(),
+    };
+    let source = if env_profiles.is_some_and(|p| !p.trim().is_empty()) {
+        "DD_DOGSTATSD_MAPPER_PROFILES".to_owned()
+    } else {
+        format!(
+            "--config {}",
+            f.config.as_deref().unwrap_or(Path::new("")).display()
+        )
+    };
+    let mapper = if profiles.is_empty() {
+        None
+    } else {
+        let checked = crate::map::check(&profiles).map_err(|e| format!("{source}: {e}"))?;
+        let mapper = Mapper::new(&checked).map_err(|mut e| {
+            e.profile_name = profiles.get(e.profile).and_then(|p| p.name.clone());
+            format!("{source}: {e}")
+        })?;
+        Some(Arc::new(mapper))
+    };
+    let namespace = f
+        .namespace
+        .clone()
+        .or_else(|| file.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .map(|n| if n.ends_with('.') { n } else { format!("{n}.") });
+    let namespace_exempt = if !f.namespace_exempt.is_empty() {
+        f.namespace_exempt.clone()
+    } else if let Some(list) = &file.namespace_exempt {
+        list.clone()
+    } else {
+        DEFAULT_NAMESPACE_EXEMPT.map(String::from).to_vec()
+    };
+    let (block_exact, block_prefix) =
+        if !f.block_metric.is_empty() || !f.block_metric_prefix.is_empty() {
+            (f.block_metric.clone(), f.block_metric_prefix.clone())
+        } else if file.block_match_prefix {
+            (Vec::new(), file.block_list.clone())
+        } else {
+            (file.block_list.clone(), Vec::new())
+        };
+    let mut extra_tags = if f.tags.is_empty() {
+        file.tags.clone()
+    } else {
+        f.tags.clone()
+    };
+    if let Some(bad) = extra_tags
+        .iter()
+        .find(|t| t.is_empty() || t.contains([',', '|']))
+    {
+        return Err(format!(
+            "--tag {bad:?}: a tag must be non-empty and hold no ',' or '|'"
+        ));
+    }
+    extra_tags.sort();
+    extra_tags.dedup();
+    Ok(NameConfig {
+        mapper,
+        cache_size: f
+            .mapper_cache_size
+            .or(file.mapper_cache_size)
+            .unwrap_or(1000),
+        namespace,
+        namespace_exempt,
+        block_exact,
+        block_prefix,
+        extra_tags,
+    })
+}
+
 /// `--origin-detection` settings.
 #[derive(Debug, Clone)]
 pub struct OriginDetection {
@@ -345,11 +468,19 @@ pub struct Config {
     pub eol_required: EolRequired,
     pub self_metrics: bool,
     pub spin_before_park: Duration,
+    /// Keys of `--config` that corestatsd does not use (logged at start-up).
+    pub ignored_config_keys: Vec<String>,
 }
 
 impl Config {
     /// Resolves defaults that need the machine (CPUs, hostname).
     pub fn from_flags(f: Flags) -> Result<Config, String> {
+        let file = match &f.config {
+            Some(path) => file::load(path)?,
+            None => file::FileConfig::default(),
+        };
+        let env_profiles = std::env::var("DD_DOGSTATSD_MAPPER_PROFILES").ok();
+        let names = names_config(&f, &file, env_profiles.as_deref())?;
         let available: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()
@@ -394,6 +525,7 @@ impl Config {
             }
         }
         Ok(Config {
+            ignored_config_keys: file.ignored,
             udp_addr: (!f.no_udp).then_some(f.udp_addr),
             uds_paths: f.uds_paths,
             uds_mode: f.uds_mode,
@@ -419,6 +551,7 @@ impl Config {
                 owners: cores.len(),
                 max_pending_events: f.max_pending_events,
                 origin_precedence: f.origin_precedence,
+                names,
             },
             cores,
             histogram: HistogramOutput {

@@ -1,0 +1,135 @@
+//! `--config FILE`: the YAML keys corestatsd reads, under the Datadog Agent's names so a
+//! `datadog.yaml` can be pointed at (or a section of it pasted in) unchanged. Each key is read
+//! on its own, so an error names the key; keys corestatsd has no use for are listed, not fatal.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_norway::{Mapping, Value};
+
+use crate::map::ProfileSpec;
+
+/// What the file says; `None`/empty for keys it does not set.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    pub mapper_profiles: Vec<ProfileSpec>,
+    pub mapper_cache_size: Option<usize>,
+    pub namespace: Option<String>,
+    pub namespace_exempt: Option<Vec<String>>,
+    pub block_list: Vec<String>,
+    /// Entries of `block_list` are prefixes (`metric_filterlist_match_prefix: true`).
+    pub block_match_prefix: bool,
+    pub tags: Vec<String>,
+    /// Top-level keys present but not used.
+    pub ignored: Vec<String>,
+}
+
+pub fn load(path: &Path) -> Result<FileConfig, String> {
+    let at = |what: String| format!("--config {}: {what}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read it: {e}")))?;
+    parse(&text).map_err(at)
+}
+
+fn parse(text: &str) -> Result<FileConfig, String> {
+    let doc: Value = serde_norway::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let mut map = match doc {
+        Value::Mapping(m) => m,
+        Value::Null => Mapping::new(),
+        _ => return Err("the top level must be a mapping of keys".into()),
+    };
+    let mut out = FileConfig {
+        mapper_profiles: take(&mut map, "dogstatsd_mapper_profiles")?.unwrap_or_default(),
+        mapper_cache_size: take(&mut map, "dogstatsd_mapper_cache_size")?,
+        namespace: take(&mut map, "statsd_metric_namespace")?,
+        namespace_exempt: take(&mut map, "statsd_metric_namespace_blacklist")?,
+        tags: take(&mut map, "dogstatsd_tags")?.unwrap_or_default(),
+        ..FileConfig::default()
+    };
+    if out.namespace_exempt.is_none() {
+        out.namespace_exempt = take(&mut map, "statsd_metric_namespace_blocklist")?;
+    }
+    // The current keys, then the legacy ones the Agent still reads.
+    for (list, prefix) in [
+        ("metric_filterlist", "metric_filterlist_match_prefix"),
+        (
+            "statsd_metric_blocklist",
+            "statsd_metric_blocklist_match_prefix",
+        ),
+    ] {
+        let names: Option<Vec<String>> = take(&mut map, list)?;
+        let is_prefix: Option<bool> = take(&mut map, prefix)?;
+        if out.block_list.is_empty()
+            && let Some(names) = names
+        {
+            out.block_list = names;
+            out.block_match_prefix = is_prefix.unwrap_or(false);
+        }
+    }
+    out.ignored = map
+        .keys()
+        .map(|k| match k {
+            Value::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    Ok(out)
+}
+
+/// Removes `key` and reads it as `T`; a null value counts as absent.
+fn take<T: DeserializeOwned>(map: &mut Mapping, key: &str) -> Result<Option<T>, String> {
+    match map.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_norway::from_value(v)
+            .map(Some)
+            .map_err(|e| format!("{key}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_keys_are_read_and_others_listed() {
+        let c = parse(
+            r#"
+api_key: xxx
+dogstatsd_mapper_cache_size: 50
+statsd_metric_namespace: app
+metric_filterlist: [a.b, c.]
+metric_filterlist_match_prefix: true
+dogstatsd_tags: ["env:prod"]
+dogstatsd_mapper_profiles:
+  - name: p
+    prefix: "x."
+    mappings:
+      - match: "x.*"
+        name: "y"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.mapper_cache_size, Some(50));
+        assert_eq!(c.namespace.as_deref(), Some("app"));
+        assert_eq!(c.block_list, vec!["a.b", "c."]);
+        assert!(c.block_match_prefix);
+        assert_eq!(c.tags, vec!["env:prod"]);
+        assert_eq!(c.mapper_profiles.len(), 1);
+        assert_eq!(c.ignored, vec!["api_key"]);
+        assert_eq!(c.namespace_exempt, None);
+    }
+
+    #[test]
+    fn legacy_block_list_and_errors_name_the_key() {
+        let c = parse("statsd_metric_blocklist: [z]\n").unwrap();
+        assert_eq!(
+            (c.block_list, c.block_match_prefix),
+            (vec!["z".into()], false)
+        );
+        let err = parse("dogstatsd_mapper_cache_size: lots\n").unwrap_err();
+        assert!(err.starts_with("dogstatsd_mapper_cache_size:"), "{err}");
+        let err = parse("dogstatsd_mapper_profiles: {name: x}\n").unwrap_err();
+        assert!(err.starts_with("dogstatsd_mapper_profiles:"), "{err}");
+        assert!(parse("- a\n").is_err());
+        assert!(parse("").unwrap().ignored.is_empty());
+    }
+}
