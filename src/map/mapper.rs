@@ -307,9 +307,9 @@ impl Reference {
         };
         for r in profile.rules.clone() {
             let rule = &self.mapper.rules[r];
-            let mut caps = rule.re.create_captures();
-            rule.re.captures(Input::new(name), &mut caps);
-            if caps.is_match() {
+            if rule.re.is_match(name) {
+                let mut caps = rule.re.create_captures();
+                rule.re.captures(Input::new(name), &mut caps);
                 return Outcome::Mapped(expand(rule, name, &caps));
             }
         }
