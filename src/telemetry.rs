@@ -144,6 +144,9 @@ pub struct Counters {
     /// Events and service checks beyond `--max-pending-events`.
     pub events_dropped: u64,
     pub service_checks_dropped: u64,
+    /// Longest window close (sweep, with receive running between chunks, and handing the
+    /// batches to their owners), in µs: the time from a window's end to its partials leaving.
+    pub flush_max_us: u64,
     /// Longest time the receive loop yielded to other work while data could be waiting, in µs.
     pub recv_max_pause_us: u64,
     /// Last lines dropped for lacking `\n` on an `--eol-required` transport.
@@ -255,6 +258,7 @@ impl Counters {
         self.events_dropped += o.events_dropped;
         self.service_checks_dropped += o.service_checks_dropped;
         self.recv_max_pause_us = self.recv_max_pause_us.max(o.recv_max_pause_us);
+        self.flush_max_us = self.flush_max_us.max(o.flush_max_us);
         self.unterminated += o.unterminated;
         self.forwarded += o.forwarded;
         self.forward_errors += o.forward_errors;
@@ -451,6 +455,12 @@ impl TelemetrySnapshot {
             OutKind::Gauge,
             c.recv_max_pause_us as f64,
         );
+        point(
+            "corestatsd.flush_duration_us",
+            None,
+            OutKind::Gauge,
+            c.flush_max_us as f64,
+        );
         out.arenas.push(arena);
         out.metrics.extend(points);
     }
@@ -513,7 +523,8 @@ fn log_summary(window: u64, c: &Counters, live: u64, connections: u64) {
          service_checks={} parse_errors={errors} truncated={} unsupported={} blocked={} \
          pending_full_drops={dropped} kernel_drops={} receive_errors={} forward_errors={} \
          connections={connections} connections_closed_on_error={closed_on_error} \
-         origin_unresolved={unresolved} live_contexts={live} receive_max_pause_us={}{}",
+         origin_unresolved={unresolved} live_contexts={live} receive_max_pause_us={} \
+         flush_us={}{}",
         total.packets,
         total.bytes,
         c.metrics,
@@ -526,6 +537,7 @@ fn log_summary(window: u64, c: &Counters, live: u64, connections: u64) {
         total.errors,
         c.forward_errors,
         c.recv_max_pause_us,
+        c.flush_max_us,
         c.first_reject
             .map(|r| format!("; first rejected line: {r}"))
             .unwrap_or_default()

@@ -296,6 +296,7 @@ async fn window_loop(shard: Rc<Shard>, outboxes: Vec<mpsc::Sender<ShardMsg>>) {
 /// Closes the open window: sweeps it in chunks, sends each owner its batch, sends timestamped
 /// points and telemetry to the sink.
 async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
+    let started = Instant::now();
     shard.agg.borrow_mut().begin_close();
     let closed = loop {
         if let Some(c) = shard.agg.borrow_mut().close_step(CHUNK) {
@@ -313,6 +314,10 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
                 shard.index
             );
         }
+    }
+    {
+        let mut c = shard.counters.borrow_mut();
+        c.flush_max_us = c.flush_max_us.max(started.elapsed().as_micros() as u64);
     }
     let counters = std::mem::take(&mut *shard.counters.borrow_mut());
     let snapshot = TelemetrySnapshot {
