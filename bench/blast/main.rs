@@ -74,8 +74,10 @@ fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
     for part in s.split(',') {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad(part))?, b.parse().map_err(|_| bad(part))?);
+                let (a, b): (usize, usize) = (
+                    a.parse().map_err(|_| bad(part))?,
+                    b.parse().map_err(|_| bad(part))?,
+                );
                 out.extend(a..=b);
             }
             None => out.push(part.parse().map_err(|_| bad(part))?),
@@ -89,8 +91,13 @@ fn shape(f: &Flags, target: &Target) -> Result<Shape, String> {
         Target::Udp(_) => 1432,
         _ => 8192,
     });
-    let mut s = Shape::preset(&f.preset, packet_bytes)
-        .ok_or_else(|| format!("--preset {:?} is not one of {}", f.preset, PRESETS.join(", ")))?;
+    let mut s = Shape::preset(&f.preset, packet_bytes).ok_or_else(|| {
+        format!(
+            "--preset {:?} is not one of {}",
+            f.preset,
+            PRESETS.join(", ")
+        )
+    })?;
     if f.packet_bytes.is_some() {
         s.packet_bytes = packet_bytes;
     }
@@ -122,7 +129,9 @@ fn shape(f: &Flags, target: &Target) -> Result<Shape, String> {
                 .iter()
                 .position(|t| *t == k)
                 .ok_or_else(|| format!("--weights: {k:?} is not one of {}", TYPES.join(", ")))?;
-            s.weights[i] = v.parse().map_err(|_| format!("--weights: {v:?} is not a number"))?;
+            s.weights[i] = v
+                .parse()
+                .map_err(|_| format!("--weights: {v:?} is not a number"))?;
         }
         if s.weights.iter().all(|&w| w == 0) {
             return Err("--weights: every weight is 0".into());
@@ -159,7 +168,10 @@ fn run(f: &Flags) -> Result<(), String> {
                 s.spawn(move || workload::build(shape, f.seed, t, f.max_prebuilt_bytes))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("build thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("build thread"))
+            .collect()
     });
     let build_secs = built.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -178,7 +190,10 @@ fn run(f: &Flags) -> Result<(), String> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("send thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("send thread"))
+            .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
     let mut total = Counts::default();

@@ -69,7 +69,12 @@ pub struct Sent {
 }
 
 /// Sends `packets` round and round for `run`, at `pace`.
-pub fn send(target: &Target, packets: &[Packet], run: Duration, pace: Pace) -> Result<Sent, String> {
+pub fn send(
+    target: &Target,
+    packets: &[Packet],
+    run: Duration,
+    pace: Pace,
+) -> Result<Sent, String> {
     let mut sink = Sink::open(target)?;
     let start = Instant::now();
     let mut sent = Sent {

@@ -163,13 +163,20 @@ fn context(shape: &Shape, i: usize, rng: &mut Rng) -> Context {
         .unwrap_or(0);
     // `bench.` + a distinct index, padded with a random tail to the requested length.
     let head = format!("bench.m{i}.");
-    let name = format!("{head}{}", word(rng, shape.names_len.saturating_sub(head.len()).max(1)));
+    let name = format!(
+        "{head}{}",
+        word(rng, shape.names_len.saturating_sub(head.len()).max(1))
+    );
     let (lo, hi) = shape.tags_per_metric;
     let n = lo + rng.below((hi - lo + 1) as u64) as usize;
+    // Tag values repeat as real ones do (env, region, service, version, pod): key `k{t}` draws
+    // from 10, 100, 1000 or 10000 values, in turn; a context is made unique by its name.
     let tags: Vec<String> = (0..n)
         .map(|t| {
-            let key = format!("k{t}:");
-            format!("{key}{}", word(rng, shape.tag_len.saturating_sub(key.len()).max(1)))
+            let pool = 10u64.pow(1 + (t % 4) as u32);
+            let v = format!("k{t}:v{}", rng.below(pool));
+            let pad = shape.tag_len.saturating_sub(v.len());
+            format!("{v}{}", "x".repeat(pad))
         })
         .collect();
     Context {

@@ -1,0 +1,111 @@
+//! One data-path stage at a time, in ns per metric (criterion's per-element time):
+//! context lookup over 100k contexts, each aggregator type on a hot context, the owner-side
+//! merge (with expansion into points) and the jsonl encoder. Parsing is `--bench parse`, the
+//! whole receive path `--bench ingest`.
+//!
+//! `taskset -c 1 cargo bench --bench stages`
+
+mod workloads;
+
+use std::hint::black_box;
+
+use corestatsd::aggregate::GROUP;
+use corestatsd::merge::{ContextBatch, HistogramOutput, Merger};
+use corestatsd::protocol::{Metric, parse_metric};
+use corestatsd::sink::jsonl::JsonlSink;
+use corestatsd::sink::{FlushBatch, Sink, Suffix};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+fn parsed(lines: &[Vec<u8>]) -> Vec<Metric<'_>> {
+    lines
+        .iter()
+        .map(|l| parse_metric(l).expect("bench lines parse"))
+        .collect()
+}
+
+fn insert_all(agg: &mut corestatsd::aggregate::Aggregator, ms: &[Metric<'_>]) {
+    for g in ms.chunks(GROUP) {
+        agg.insert_group(g, 0, |_| {});
+    }
+}
+
+fn output() -> HistogramOutput {
+    HistogramOutput {
+        aggregates: vec![Suffix::Max, Suffix::Median, Suffix::Avg, Suffix::Count],
+        percentiles: vec![(95, 0.95)],
+    }
+}
+
+/// A closed window of `contexts` mixed tagged contexts, as their owner receives it.
+fn closed_batch(contexts: usize) -> ContextBatch {
+    let lines = workloads::mixed_tagged(contexts * 2, contexts);
+    let mut agg = workloads::aggregator();
+    insert_all(&mut agg, &parsed(&lines));
+    agg.begin_close();
+    let closed = loop {
+        if let Some(c) = agg.close_step(usize::MAX) {
+            break c;
+        }
+    };
+    closed.batches.into_iter().next().expect("one owner")
+}
+
+fn stages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stages");
+    g.sample_size(20);
+
+    // Lookup: counters over 100k tagged contexts, so the context table misses the caches as it
+    // does in production; the counter add itself is one float add.
+    let lines: Vec<Vec<u8>> = (0..100_000)
+        .map(|i| workloads::tagged_line((i * 7919) % 100_000, "c", 1).into_bytes())
+        .collect();
+    let ms = parsed(&lines);
+    let mut agg = workloads::aggregator();
+    insert_all(&mut agg, &ms);
+    g.throughput(Throughput::Elements(ms.len() as u64));
+    g.bench_function("lookup/100k_tagged_contexts", |b| {
+        b.iter(|| insert_all(&mut agg, black_box(&ms)))
+    });
+
+    // Each aggregator on one hot context: what the type's update costs.
+    for kind in ["c", "g", "s", "h", "ms", "d"] {
+        let lines: Vec<Vec<u8>> = (0..1024)
+            .map(|i| format!("hot.metric:{}|{kind}|#env:prod", i % 100).into_bytes())
+            .collect();
+        let ms = parsed(&lines);
+        let mut agg = workloads::aggregator();
+        insert_all(&mut agg, &ms);
+        g.throughput(Throughput::Elements(ms.len() as u64));
+        g.bench_function(format!("aggregate/{kind}"), |b| {
+            b.iter(|| insert_all(&mut agg, black_box(&ms)))
+        });
+    }
+
+    // Merge: an owner folding one shard's closed window of 10k contexts and expanding it.
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("merge_and_expand/10k_contexts", |b| {
+        b.iter_batched(
+            || closed_batch(10_000),
+            |batch| {
+                let mut m = Merger::new(1, 10, 512, output());
+                black_box(m.add(batch))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    // Encode: the jsonl sink writing a flushed window's points (to io::sink).
+    let mut m = Merger::new(1, 10, 512, output());
+    let flushed: FlushBatch = m
+        .add(closed_batch(10_000))
+        .expect("one owner: ready at once");
+    let mut sink = JsonlSink::new(Box::new(std::io::sink()));
+    g.throughput(Throughput::Elements(flushed.items()));
+    g.bench_function("jsonl_encode/points", |b| {
+        b.iter(|| sink.write(black_box(&flushed)).expect("io::sink"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
