@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -63,7 +64,7 @@ def status_kib(pid, key):
 class Server:
     """One server process under test, pinned to `core`, listening on a UDP loopback port."""
 
-    def __init__(self, kind, core, work):
+    def __init__(self, kind, core, work, args):
         self.kind, self.core, self.work = kind, core, work
         self.out = os.path.join(work, f"{kind}.out")
         self.err = os.path.join(work, f"{kind}.err")
@@ -75,8 +76,8 @@ class Server:
         if kind == "corestatsd":
             cmd = [os.path.join(ROOT, "target/release/corestatsd"), "--cores", str(core),
                    "--udp-addr", f"127.0.0.1:{self.port}",
-                   "--so-rcvbuf-bytes", str(16 << 20), "--downstream", f"jsonl:{self.out}",
-                   "--hostname", "bench"]
+                   "--so-rcvbuf-bytes", str(args.rcvbuf), "--downstream", f"jsonl:{self.out}",
+                   "--hostname", "bench"] + shlex.split(args.server_args)
         elif kind == "netdata":
             conf = write_netdata_conf(work, self.port)
             cmd = pin + ["netdata", "-D", "-c", conf]
@@ -222,7 +223,7 @@ WARM_RATE = 200_000
 
 
 def run_one(kind, preset, rate, args, work):
-    server = Server(kind, args.server_core, work)
+    server = Server(kind, args.server_core, work, args)
     # Warm-up: every context is created before the measured phase, as on a server that has
     # been running (creating a context costs far more than updating one).
     snmp_w = rcvbuf_errors()
@@ -387,6 +388,10 @@ def main():
     ap.add_argument("--step", action="store_true", help="also find the highest zero-drop rate")
     ap.add_argument("--max-steps", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench"))
+    ap.add_argument("--rcvbuf", type=int, default=16 << 20,
+                    help="corestatsd's --so-rcvbuf-bytes (peers get the kernel default)")
+    ap.add_argument("--server-args", default="", help="more corestatsd flags, e.g. "
+                    "'--spin-before-park-us 50'")
     args = ap.parse_args()
 
     for bin in ("corestatsd", "corestatsd-blast"):
@@ -421,6 +426,7 @@ def main():
     print(table)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump({"rows": rows, "steps": steps, "seconds": args.seconds,
+                   "rcvbuf": args.rcvbuf, "server_args": args.server_args,
                    "server_core": args.server_core, "generator_core": args.generator_core}, f, indent=1)
     with open(os.path.join(args.out, "bench.svg"), "w") as f:
         f.write(svg(rows))

@@ -2,7 +2,8 @@
 //!
 //! `{"kind":"metric","name":"page.views","type":"count","value":3.0,"ts":1764000000,"interval":10,
 //! "host":"web-1","tags":["env:prod","zone:a"]}`; distributions carry a `sketch` object instead of
-//! `value`. A batch is formatted into one buffer and written with one call.
+//! `value`. Lines are formatted into a buffer written out every `CHUNK_BYTES` (one call per chunk):
+//! formatting a 1M-context window whole held a 250 MB string (`scripts/bench.sh`, mixed-1m).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -10,6 +11,9 @@ use std::io::{self, Write};
 use crate::protocol::origin::Origin;
 
 use super::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Sink, Suffix};
+
+/// Formatted bytes the sink holds before writing them out.
+const CHUNK_BYTES: usize = 1 << 20;
 
 pub struct JsonlSink {
     out: Box<dyn Write + Send>,
@@ -30,6 +34,10 @@ impl Sink for JsonlSink {
         self.buf.clear();
         for m in &batch.metrics {
             format_metric(&mut self.buf, batch, m);
+            if self.buf.len() >= CHUNK_BYTES {
+                self.out.write_all(self.buf.as_bytes())?;
+                self.buf.clear();
+            }
         }
         for e in &batch.events {
             format_event(&mut self.buf, e);
@@ -37,7 +45,12 @@ impl Sink for JsonlSink {
         for sc in &batch.service_checks {
             format_service_check(&mut self.buf, sc);
         }
-        self.out.write_all(self.buf.as_bytes())
+        self.out.write_all(self.buf.as_bytes())?;
+        if self.buf.capacity() > 2 * CHUNK_BYTES {
+            // Events can make one batch's buffer large; do not keep that between flushes.
+            self.buf = String::new();
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
