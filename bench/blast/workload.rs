@@ -26,6 +26,14 @@ pub struct Shape {
 pub const DOGSTATSD_MIX: [u32; 6] = [208, 66, 72, 9, 1, 0];
 
 impl Shape {
+    /// The shape without a preset: 1000 contexts, 2 tags, Datadog's production type mix.
+    pub fn custom(packet_bytes: usize) -> Shape {
+        Shape {
+            weights: DOGSTATSD_MIX,
+            ..Shape::preset("counters-1k", packet_bytes).unwrap_or_else(|| unreachable!())
+        }
+    }
+
     /// A named preset, or `None`.
     pub fn preset(name: &str, packet_bytes: usize) -> Option<Shape> {
         let base = Shape {
