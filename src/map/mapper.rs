@@ -1,7 +1,7 @@
 //! The compiled mapper: every rule of every profile in one anchored, multi-pattern dense DFA
 //! (`MatchKind::All`), so one pass over a name gives the set of rules that match it whole; the
 //! first of those in the selected profile wins, and only that rule's own regex is run again for
-//! its capture groups. Read-only and shared by the shards; each shard brings its own `Scratch`.
+//! its capture groups. Built once at start-up; each shard copies it and brings its own `Scratch`.
 //!
 //! Regexes are compiled byte-oriented with Unicode classes off: `\w`, `\d`, `\s` and `\b` are
 //! ASCII, as in Go's RE2 (which the Agent uses), and names need not be UTF-8. One difference

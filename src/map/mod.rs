@@ -3,8 +3,8 @@
 //! exemption list), then the block list; extra tags (`--tag`) are appended to every metric,
 //! event and service check.
 //!
-//! Pure and per-core: the compiled mapper is shared read-only between shards, each shard owns a
-//! `Stage` with its capture scratch and result cache. It runs only when a context is created
+//! Pure and per-core: the mapper is compiled once at start-up and each shard's `Stage` copies its
+//! DFA (rule regexes stay shared, read-only) and owns its capture scratch and result cache. It runs only when a context is created
 //! (and for `|T` points), never per sample: a context's name and mapped tags are a function of
 //! its raw name. The `host:` tag is extracted by `aggregate`, from client and mapped tags alike,
 //! between mapping and namespacing as the Agent does (the two touch different things).
@@ -104,7 +104,9 @@ pub struct StageStats {
 }
 
 pub struct Stage {
-    mapper: Option<(Arc<Mapper>, mapper::Scratch)>,
+    /// This shard's own copy of the DFA (copied on the shard's thread, so its pages are local
+    /// to that core), with the shard's capture scratch.
+    mapper: Option<(Mapper, mapper::Scratch)>,
     cache: Option<Cache>,
     namespace: Option<Box<[u8]>>,
     exempt: Vec<Box<[u8]>>,
@@ -119,7 +121,7 @@ impl Stage {
         let bytes =
             |v: &[String]| -> Vec<Box<[u8]>> { v.iter().map(|s| s.as_bytes().into()).collect() };
         Stage {
-            mapper: cfg.mapper.as_ref().map(|m| (m.clone(), m.scratch())),
+            mapper: cfg.mapper.as_ref().map(|m| (Mapper::clone(m), m.scratch())),
             cache: (cfg.cache_size > 0 && cfg.mapper.is_some()).then(|| Cache {
                 young: HashMap::new(),
                 old: HashMap::new(),
