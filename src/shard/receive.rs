@@ -25,6 +25,9 @@ use crate::protocol::{
 };
 use crate::telemetry::{Counters, Unresolved, stream_index};
 
+/// Longest a datagram task waits on readiness before looking at its socket again anyway.
+const READINESS_RECHECK: Duration = Duration::from_millis(10);
+
 /// How long a stopping connection waits for more bytes before it counts as drained.
 const STREAM_DRAIN_WAIT: Duration = Duration::from_millis(20);
 
@@ -140,7 +143,16 @@ async fn datagram_loop(
                 if shard.stop.get() {
                     break;
                 }
-                futures_lite::future::or(ready.wait(), stopped(&shard)).await;
+                // The re-check bounds the damage of a readiness wake-up that never comes: flat
+                // out with one line per datagram, a shard once sat idle while its socket
+                // overflowed (docs/BENCHMARKS.md). 10 ms at 450k datagrams/s is ~4.5 MB, well
+                // within the default 4 MiB..16 MiB buffers' reach; idle, it is 100 wake-ups/s.
+                let recheck = glommio::timer::sleep(READINESS_RECHECK);
+                futures_lite::future::or(
+                    ready.wait(),
+                    futures_lite::future::or(stopped(&shard), recheck),
+                )
+                .await;
             }
             Err(e) => {
                 shard.counters.borrow_mut().transports[transport as usize].errors += 1;
