@@ -278,13 +278,27 @@ def run_one(kind, preset, rate, args, work):
 
 def step(preset, args, work):
     """Raises the rate by 25 % a step from the preset's fixed rate until the first drop, or
-    until the generator cannot go faster (then the result is a lower bound)."""
+    until the generator cannot go faster (then the result is a lower bound). If the fixed rate
+    already drops, lowers it by 20 % a step until a run has none."""
     rate, best, steps, limit = PRESETS[preset], None, [], "steps"
+    going_down = False
     for _ in range(args.max_steps):
         row = run_one("corestatsd", preset, rate, args, work)
         achieved = row["offered_metrics_per_sec"]
-        steps.append({"rate": rate, "achieved": achieved, "zero_drop": row["zero_drop"]})
+        steps.append({"rate": rate, "achieved": achieved, "zero_drop": row["zero_drop"],
+                      "kernel_drops": row["kernel_drops_snmp"],
+                      "lost_metrics": row["drops_sender_minus_server"]})
+        if going_down:
+            if row["zero_drop"]:
+                best, limit = achieved, "drops"
+                break
+            rate = int(rate * 0.8)
+            continue
         if not row["zero_drop"]:
+            if best is None:
+                going_down = True
+                rate = int(rate * 0.8)
+                continue
             limit = "drops"
             break
         best = achieved
