@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Core-scaling run: corestatsd on 1, 2, 4, 8 and 14 pinned cores against the udp_blast load
+# Core-scaling run: corestatsd on 1, 2, 4, 8 and 14 pinned cores against the corestatsd-blast load
 # generator pinned to other cores, at full blast for SECONDS each. Prints a Markdown table.
 #
 #   [CONTEXTS=10000] [SIZES="1 2 4 8 14"] scripts/scale.sh [BIN_DIR] [SECONDS]
-#                                            (BIN_DIR holds corestatsd and udp_blast;
-#                                             default target/release and target/release/examples)
+#                                            (BIN_DIR holds corestatsd and corestatsd-blast;
+#                                             default target/release)
 #
 # Loopback: the kernel's receive work runs on the sender's cores, so these figures flatter the
 # receiver compared with a NIC. Drops are the kernel's UDP receive-buffer errors during the run.
@@ -12,7 +12,7 @@ set -euo pipefail
 BIN=${1:-}
 SECS=${2:-8}
 SERVER=${BIN:-target/release}/corestatsd
-BLAST=${BIN:-target/release/examples}/udp_blast
+BLAST=${BIN:-target/release}/corestatsd-blast
 NCPU=$(nproc)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -41,7 +41,10 @@ for S in ${SIZES:-1 2 4 8 14}; do
   done
   [ -n "$port" ] || { cat "$WORK/err"; exit 1; }
   before=$(rcvbuf_errors); noport_before=$(no_ports)
-  sent=$("$BLAST" "127.0.0.1:$port" "$S-$((S+G-1))" "$SECS" "${CONTEXTS:-10000}" 10 | sed 's/.*sent_metrics=\([0-9]*\).*/\1/')
+  # One sender thread per generator core; counters with 3 tags, about 10 lines per datagram.
+  sent=$("$BLAST" --target "127.0.0.1:$port" --threads "$G" --cores "$S-$((S+G-1))" \
+    --duration-secs "$SECS" --contexts "${CONTEXTS:-10000}" --weights c=1 --tags-per-metric 3 \
+    --packet-bytes 720 | sed 's/.*"metrics":\([0-9]*\).*/\1/')
   sleep 1
   after=$(rcvbuf_errors); noport_after=$(no_ports)
   if [ $((noport_after - noport_before)) -gt 0 ]; then
