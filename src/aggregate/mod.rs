@@ -10,6 +10,7 @@
 //! order) are the tags hashed one by one, sorted and deduplicated into the canonical key that every
 //! shard agrees on. Sorting, interning and allocation happen only when a context is created.
 
+mod agg;
 pub mod histogram;
 pub mod intern;
 mod passthrough;
@@ -20,15 +21,15 @@ use std::hash::{BuildHasher, Hasher};
 use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
+pub use agg::Agg;
+
 use crate::map::{NameConfig, NameOut, Stage};
 use crate::merge::{self, ContextBatch, Partial, desc};
 use crate::protocol::origin::{self, InternalTags, MagicTag, Precedence, magic_tag};
 use crate::protocol::{Metric, MetricType, TagIter};
 use crate::sink::FlushBatch;
 use crate::telemetry::Unsupported;
-use histogram::Histogram;
 use intern::{Interner, NO_SYM, Sym};
-use sketch::Sketch;
 
 /// Metrics resolved together by `insert_group`: enough to overlap a handful of cache misses.
 pub const GROUP: usize = 16;
@@ -45,7 +46,7 @@ fn fingerprint(raw: u64) -> u32 {
 
 /// Hints the CPU to start loading `p`'s cache line. Never dereferences: `p` may dangle.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is only a hint; it never faults, whatever the address.
     unsafe {
@@ -104,97 +105,6 @@ fn resolve_host<'a>(host_tag: Option<&'a [u8]>, default: Option<&'a [u8]>) -> Op
 const KEY_SEED: u64 = 0x636f_7265_7374_6174;
 /// Seed of the per-shard raw-order key (never crosses cores).
 const RAW_SEED: u64 = 0x7261_775f_6f72_6465;
-
-/// One context's aggregate for one window. `Send`: it travels to the context's owner.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Agg {
-    /// Sum of value / rate.
-    Counter(f64),
-    /// Last value; `at` orders updates across shards (monotonic ns of the receive batch).
-    Gauge {
-        value: f64,
-        at: u64,
-    },
-    Set(Box<HashSet<Box<[u8]>>>),
-    Histogram(Box<Histogram>),
-    Distribution(Box<Sketch>),
-}
-
-impl Agg {
-    fn new(t: MetricType) -> Agg {
-        match t {
-            MetricType::Counter => Agg::Counter(0.0),
-            MetricType::Gauge => Agg::Gauge { value: 0.0, at: 0 },
-            MetricType::Set => Agg::Set(Box::default()),
-            // Room for 16 samples up front: growing from empty reallocated every few samples.
-            MetricType::Histogram | MetricType::Timer => {
-                Agg::Histogram(Box::new(Histogram::Exact(Vec::with_capacity(16))))
-            }
-            MetricType::Distribution => Agg::Distribution(Box::default()),
-        }
-    }
-
-    fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
-        let weight = 1.0 / m.sample_rate;
-        match self {
-            Agg::Counter(sum) => {
-                for v in m.values() {
-                    *sum += v * weight;
-                }
-            }
-            Agg::Gauge { value, at: last } => {
-                if let Some(v) = m.values().last() {
-                    *value = v;
-                    *last = at;
-                }
-            }
-            Agg::Set(members) => {
-                if !members.contains(m.raw_value) {
-                    members.insert(m.raw_value.into());
-                }
-            }
-            Agg::Histogram(h) => {
-                for v in m.values() {
-                    h.insert(v, weight, exact_limit);
-                }
-            }
-            Agg::Distribution(s) => {
-                for v in m.values() {
-                    s.insert(v, weight);
-                }
-            }
-        }
-    }
-
-    /// Prefetches the boxed state, if any (see `Aggregator::insert_group`).
-    #[inline]
-    fn prefetch(&self) {
-        match self {
-            Agg::Counter(_) | Agg::Gauge { .. } => {}
-            Agg::Set(b) => prefetch(&**b),
-            Agg::Histogram(b) => prefetch(&**b),
-            Agg::Distribution(b) => prefetch(&**b),
-        }
-    }
-
-    /// Folds another partial of the same context into this one.
-    pub fn merge(&mut self, other: Agg, exact_limit: usize) {
-        match (self, other) {
-            (Agg::Counter(a), Agg::Counter(b)) => *a += b,
-            (Agg::Gauge { value, at }, Agg::Gauge { value: v, at: t }) => {
-                if t >= *at {
-                    *value = v;
-                    *at = t;
-                }
-            }
-            (Agg::Set(a), Agg::Set(b)) => a.extend(*b),
-            (Agg::Histogram(a), Agg::Histogram(b)) => a.merge(*b, exact_limit),
-            (Agg::Distribution(a), Agg::Distribution(b)) => a.merge(&b),
-            // The type is part of the context key, so partials of one key share a type.
-            _ => debug_assert!(false, "merging aggregates of different types"),
-        }
-    }
-}
 
 /// Settings of the aggregation stage.
 #[derive(Debug, Clone)]

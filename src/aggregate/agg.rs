@@ -1,0 +1,100 @@
+//! A context's aggregate for one window, per metric type: how a sample updates it and how two
+//! shards' partials of the same context merge. Knows nothing of contexts or windows.
+
+use hashbrown::HashSet;
+
+use super::histogram::Histogram;
+use super::prefetch;
+use super::sketch::Sketch;
+use crate::protocol::{Metric, MetricType};
+
+/// One context's aggregate for one window. `Send`: it travels to the context's owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agg {
+    /// Sum of value / rate.
+    Counter(f64),
+    /// Last value; `at` orders updates across shards (monotonic ns of the receive batch).
+    Gauge {
+        value: f64,
+        at: u64,
+    },
+    Set(Box<HashSet<Box<[u8]>>>),
+    Histogram(Box<Histogram>),
+    Distribution(Box<Sketch>),
+}
+
+impl Agg {
+    pub(super) fn new(t: MetricType) -> Agg {
+        match t {
+            MetricType::Counter => Agg::Counter(0.0),
+            MetricType::Gauge => Agg::Gauge { value: 0.0, at: 0 },
+            MetricType::Set => Agg::Set(Box::default()),
+            // Room for 16 samples up front: growing from empty reallocated every few samples.
+            MetricType::Histogram | MetricType::Timer => {
+                Agg::Histogram(Box::new(Histogram::Exact(Vec::with_capacity(16))))
+            }
+            MetricType::Distribution => Agg::Distribution(Box::default()),
+        }
+    }
+
+    pub(super) fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
+        let weight = 1.0 / m.sample_rate;
+        match self {
+            Agg::Counter(sum) => {
+                for v in m.values() {
+                    *sum += v * weight;
+                }
+            }
+            Agg::Gauge { value, at: last } => {
+                if let Some(v) = m.values().last() {
+                    *value = v;
+                    *last = at;
+                }
+            }
+            Agg::Set(members) => {
+                if !members.contains(m.raw_value) {
+                    members.insert(m.raw_value.into());
+                }
+            }
+            Agg::Histogram(h) => {
+                for v in m.values() {
+                    h.insert(v, weight, exact_limit);
+                }
+            }
+            Agg::Distribution(s) => {
+                for v in m.values() {
+                    s.insert(v, weight);
+                }
+            }
+        }
+    }
+
+    /// Prefetches the boxed state, if any (see `Aggregator::insert_group`).
+    #[inline]
+    pub(super) fn prefetch(&self) {
+        match self {
+            Agg::Counter(_) | Agg::Gauge { .. } => {}
+            Agg::Set(b) => prefetch(&**b),
+            Agg::Histogram(b) => prefetch(&**b),
+            Agg::Distribution(b) => prefetch(&**b),
+        }
+    }
+
+    /// Folds another partial of the same context into this one.
+    pub fn merge(&mut self, other: Agg, exact_limit: usize) {
+        match (self, other) {
+            (Agg::Counter(a), Agg::Counter(b)) => *a += b,
+            (Agg::Gauge { value, at }, Agg::Gauge { value: v, at: t }) => {
+                if t >= *at {
+                    *value = v;
+                    *at = t;
+                }
+            }
+            (Agg::Set(a), Agg::Set(b)) => a.extend(*b),
+            (Agg::Histogram(a), Agg::Histogram(b)) => a.merge(*b, exact_limit),
+            (Agg::Distribution(a), Agg::Distribution(b)) => a.merge(&b),
+            // The type is part of the context key, so partials of one key share a type.
+            _ => debug_assert!(false, "merging aggregates of different types"),
+        }
+    }
+}
