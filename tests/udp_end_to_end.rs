@@ -186,7 +186,14 @@ fn a_clean_stop_flushes_the_open_window_and_timestamped_points() {
 
 #[test]
 fn a_datagram_longer_than_the_buffer_is_counted_and_its_cut_line_dropped() {
-    let server = Server::start(&["--buffer-size-bytes", "64", "--cores", "0"]);
+    let server = Server::start(&[
+        "--buffer-size-bytes",
+        "64",
+        "--cores",
+        "0",
+        "--bucket-secs",
+        "3600",
+    ]);
     let mut long = b"kept:1|c\n".to_vec();
     long.extend_from_slice(
         format!("cut.metric.with.a.long.name:1|c|#{}\n", "t".repeat(80)).as_bytes(),

@@ -2,17 +2,16 @@
 //! the flag and the bad value.
 
 mod file;
+mod names;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::aggregate::AggregateConfig;
 use crate::listen::{Framing, Transport};
-use crate::map::{DEFAULT_NAMESPACE_EXEMPT, Mapper, NameConfig, ProfileSpec};
 use crate::merge::HistogramOutput;
 use crate::protocol::origin::Precedence;
 use crate::sink::Suffix;
@@ -355,87 +354,6 @@ fn parse_downstream(s: &str) -> Result<Downstream, String> {
     }
 }
 
-/// The name stage's settings: flags over the file, the environment's mapper profiles over the
-/// file's.
-fn names_config(
-    f: &Flags,
-    file: &file::FileConfig,
-    env_profiles: Option<&str>,
-) -> Result<NameConfig, String> {
-    let profiles = match env_profiles.filter(|p| !p.trim().is_empty()) {
-        Some(json) => serde_json::from_str::<Vec<ProfileSpec>>(json).map_err(|e| {
-            format!("DD_DOGSTATSD_MAPPER_PROFILES is not a JSON list of mapper profiles: {e}")
-        })?,
-        None => file.mapper_profiles.clone(),
-    };
-    let source = if env_profiles.is_some_and(|p| !p.trim().is_empty()) {
-        "DD_DOGSTATSD_MAPPER_PROFILES".to_owned()
-    } else {
-        format!(
-            "--config {}",
-            f.config.as_deref().unwrap_or(Path::new("")).display()
-        )
-    };
-    let mapper = if profiles.is_empty() {
-        None
-    } else {
-        let checked = crate::map::check(&profiles).map_err(|e| format!("{source}: {e}"))?;
-        let mapper = Mapper::new(&checked).map_err(|mut e| {
-            e.profile_name = profiles.get(e.profile).and_then(|p| p.name.clone());
-            format!("{source}: {e}")
-        })?;
-        Some(Arc::new(mapper))
-    };
-    let namespace = f
-        .namespace
-        .clone()
-        .or_else(|| file.namespace.clone())
-        .filter(|n| !n.is_empty())
-        .map(|n| if n.ends_with('.') { n } else { format!("{n}.") });
-    let namespace_exempt = if !f.namespace_exempt.is_empty() {
-        f.namespace_exempt.clone()
-    } else if let Some(list) = &file.namespace_exempt {
-        list.clone()
-    } else {
-        DEFAULT_NAMESPACE_EXEMPT.map(String::from).to_vec()
-    };
-    let (block_exact, block_prefix) =
-        if !f.block_metric.is_empty() || !f.block_metric_prefix.is_empty() {
-            (f.block_metric.clone(), f.block_metric_prefix.clone())
-        } else if file.block_match_prefix {
-            (Vec::new(), file.block_list.clone())
-        } else {
-            (file.block_list.clone(), Vec::new())
-        };
-    let mut extra_tags = if f.tags.is_empty() {
-        file.tags.clone()
-    } else {
-        f.tags.clone()
-    };
-    if let Some(bad) = extra_tags
-        .iter()
-        .find(|t| t.is_empty() || t.contains([',', '|']))
-    {
-        return Err(format!(
-            "--tag {bad:?}: a tag must be non-empty and hold no ',' or '|'"
-        ));
-    }
-    extra_tags.sort();
-    extra_tags.dedup();
-    Ok(NameConfig {
-        mapper,
-        cache_size: f
-            .mapper_cache_size
-            .or(file.mapper_cache_size)
-            .unwrap_or(1000),
-        namespace,
-        namespace_exempt,
-        block_exact,
-        block_prefix,
-        extra_tags,
-    })
-}
-
 /// `--origin-detection` settings.
 #[derive(Debug, Clone)]
 pub struct OriginDetection {
@@ -480,7 +398,7 @@ impl Config {
             None => file::FileConfig::default(),
         };
         let env_profiles = std::env::var("DD_DOGSTATSD_MAPPER_PROFILES").ok();
-        let names = names_config(&f, &file, env_profiles.as_deref())?;
+        let names = names::names_config(&f, &file, env_profiles.as_deref())?;
         let available: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()

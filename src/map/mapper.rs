@@ -164,7 +164,7 @@ impl Mapper {
             for (r, rule) in profile.rules.iter().enumerate() {
                 let err = |what: String| MapperError {
                     profile: p,
-                    profile_name: None,
+                    profile_name: Some(profile.name.clone()),
                     rule: Some(r),
                     what,
                 };

@@ -67,6 +67,7 @@ pub struct CheckedRule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedProfile {
+    pub name: String,
     /// `None` for prefix `*` (every name).
     pub prefix: Option<String>,
     pub rules: Vec<CheckedRule>,
@@ -100,7 +101,11 @@ pub fn check(profiles: &[ProfileSpec]) -> Result<Vec<CheckedProfile>, MapperErro
                 .enumerate()
                 .map(|(r, m)| check_rule(m).map_err(|what| err(Some(r), what)))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(CheckedProfile { prefix, rules })
+            Ok(CheckedProfile {
+                name: spec.name.clone().unwrap_or_default(),
+                prefix,
+                rules,
+            })
         })
         .collect()
 }
