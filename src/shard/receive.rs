@@ -116,7 +116,7 @@ async fn datagram_loop(
     transport: Transport,
 ) {
     let base = shard.clock_base;
-    let mut logged_errors = 0u64;
+    let mut errors = 0u64;
     let mut drain_deadline: Option<Instant> = None;
     let mut containers: Vec<Option<Rc<[u8]>>> = Vec::with_capacity(rx.slots());
     loop {
@@ -155,21 +155,33 @@ async fn datagram_loop(
                 .await;
             }
             Err(e) => {
-                shard.counters.borrow_mut().transports[transport as usize].errors += 1;
-                logged_errors += 1;
-                if logged_errors.is_power_of_two() {
-                    eprintln!(
-                        "corestatsd: shard {}: {} receive error ({logged_errors} so far): {e}",
-                        shard.index,
-                        transport.name()
-                    );
-                }
+                socket_error(&shard, transport, "receive", &mut errors, &e);
                 if shard.stop.get() {
                     break;
                 }
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         }
+    }
+}
+
+/// Counts a socket error for its transport and logs it when this task's count of them is a power
+/// of two: a failing socket cannot flood the log.
+fn socket_error(
+    shard: &Shard,
+    transport: Transport,
+    op: &str,
+    so_far: &mut u64,
+    e: &dyn std::fmt::Display,
+) {
+    shard.counters.borrow_mut().transports[transport as usize].errors += 1;
+    *so_far += 1;
+    if so_far.is_power_of_two() {
+        eprintln!(
+            "corestatsd: shard {}: {} {op} error ({so_far} so far): {e}",
+            shard.index,
+            transport.name()
+        );
     }
 }
 
@@ -294,7 +306,7 @@ async fn accept_loop(
     queue: TaskQueueHandle,
 ) {
     let si = stream_index(transport);
-    let mut logged_errors = 0u64;
+    let mut errors = 0u64;
     loop {
         let accepted =
             futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
@@ -307,15 +319,7 @@ async fn accept_loop(
             Some(Ok(a)) => a.bind_to_executor(),
             Some(Err(e)) => {
                 // Out of descriptors, or a connection reset before it was accepted.
-                shard.counters.borrow_mut().transports[transport as usize].errors += 1;
-                logged_errors += 1;
-                if logged_errors.is_power_of_two() {
-                    eprintln!(
-                        "corestatsd: shard {}: {} accept error ({logged_errors} so far): {e}",
-                        shard.index,
-                        transport.name()
-                    );
-                }
+                socket_error(&shard, transport, "accept", &mut errors, &e);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }

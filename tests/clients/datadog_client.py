@@ -7,15 +7,9 @@ one (several lines per datagram, trailing newline), as real applications use bot
 import sys
 
 from datadog import DogStatsd
+from target import client_settings
 
-target = sys.argv[1]
-common = dict(disable_telemetry=True, origin_detection_enabled=False)
-if target.isdigit():
-    common.update(host="127.0.0.1", port=int(target))
-else:
-    # Blocking sends: the client's default (non-blocking) drops a datagram whenever the
-    # socket's queue is full, and net.unix.max_dgram_qlen is small on many hosts.
-    common.update(socket_path=target, socket_timeout=None)
+common = client_settings(sys.argv[1])
 unbuffered = DogStatsd(**common)
 buffered = DogStatsd(disable_buffering=False, **common)
 

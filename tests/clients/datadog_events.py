@@ -6,13 +6,9 @@ Usage: datadog_events.py PORT | unix:///PATH | unixstream:///PATH
 import sys
 
 from datadog import DogStatsd
+from target import client_settings
 
-target = sys.argv[1]
-common = dict(disable_telemetry=True, origin_detection_enabled=False)
-if target.isdigit():
-    common.update(host="127.0.0.1", port=int(target))
-else:
-    common.update(socket_path=target, socket_timeout=None)
+common = client_settings(sys.argv[1])
 client = DogStatsd(**common)
 client.event(
     "Deploy finished",
