@@ -10,7 +10,11 @@ use std::io::{self, Write};
 use crate::config::{Config, Downstream};
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
 use crate::shard::{self, Sockets};
-use crate::sink::{self, Sink, jsonl::JsonlSink};
+use crate::sink::datadog::{AGENT_LIMITS, DatadogSink, Encoding};
+use crate::sink::delivery::{Delivery, DeliveryConfig};
+use crate::sink::prometheus::{self, RemoteWriteSink};
+use crate::sink::relay::RelaySink;
+use crate::sink::{self, DeliveryTelemetry, Sink, jsonl::JsonlSink};
 
 /// A start-up or run failure, worded for the operator.
 #[derive(Debug)]
@@ -34,7 +38,7 @@ fn usage(message: String) -> RunError {
 pub fn run(cfg: Config) -> Result<(), RunError> {
     check_io_uring()?;
     let (sockets, listening) = bind_all(&cfg)?;
-    let sink = open_sink(&cfg.downstream)?;
+    let sink = open_sink(&cfg)?;
     eprintln!(
         "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
          windows of {} s; downstream {}{}{}",
@@ -236,8 +240,33 @@ fn check_io_uring() -> Result<(), RunError> {
     }
 }
 
-fn open_sink(d: &Downstream) -> Result<Box<dyn Sink>, RunError> {
-    let out: Box<dyn Write + Send> = match d {
+fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
+    let ds = &cfg.downstream_settings;
+    let host = cfg.aggregate.default_host.clone();
+    let interval = cfg.aggregate.bucket_secs;
+    let delivery = |name: &'static str, base_url: String, headers: Vec<(String, String)>| {
+        Delivery::start(DeliveryConfig {
+            name,
+            base_url,
+            headers,
+            timeout: ds.http_timeout,
+            queue_bytes: ds.retry_queue_bytes,
+            spill_dir: ds.retry_spill_dir.clone(),
+            spill_max_bytes: ds.retry_spill_max_bytes,
+            backoff_base: ds.backoff_base,
+            backoff_max: ds.backoff_max,
+            stop_timeout: ds.stop_timeout,
+        })
+        .map_err(|e| {
+            usage(format!(
+                "cannot start the {name} delivery (--retry-spill-dir {}): {e}",
+                ds.retry_spill_dir
+                    .as_deref()
+                    .map_or("unset".into(), |p| p.display().to_string())
+            ))
+        })
+    };
+    let out: Box<dyn Write + Send> = match &cfg.downstream {
         Downstream::JsonlStdout => Box::new(io::stdout()),
         Downstream::JsonlFile(path) => Box::new(
             OpenOptions::new()
@@ -251,8 +280,73 @@ fn open_sink(d: &Downstream) -> Result<Box<dyn Sink>, RunError> {
                     ))
                 })?,
         ),
+        Downstream::Datadog => {
+            let key = api_key(ds.dd_api_key_file.as_deref())?;
+            let enc = Encoding {
+                counters_as: ds.dd_counters_as,
+                compression: ds.dd_compression,
+                limits: AGENT_LIMITS,
+            };
+            let d = delivery(
+                "datadog",
+                ds.dd_url.clone(),
+                vec![("DD-API-KEY".into(), key)],
+            )?;
+            let t = DeliveryTelemetry::new("datadog", host, interval, cfg.self_metrics);
+            return Ok(Box::new(DatadogSink::new(enc, d, t)));
+        }
+        Downstream::PrometheusRemoteWrite(url) => {
+            let d = delivery(
+                "prometheus-remote-write",
+                url.clone(),
+                prometheus::headers(),
+            )?;
+            let t =
+                DeliveryTelemetry::new("prometheus-remote-write", host, interval, cfg.self_metrics);
+            return Ok(Box::new(RemoteWriteSink::new(
+                d,
+                t,
+                ds.remote_write_counter_expiry_secs,
+            )));
+        }
+        Downstream::Relay(target) => {
+            let max = ds
+                .relay_max_packet_bytes
+                .unwrap_or_else(|| target.default_max_packet_bytes());
+            let sink = RelaySink::new(target.clone(), max, host, interval, cfg.self_metrics)
+                .map_err(|e| usage(format!("cannot open --downstream {}: {e}", cfg.downstream)))?;
+            return Ok(Box::new(sink));
+        }
     };
     Ok(Box::new(JsonlSink::new(out)))
+}
+
+/// The Datadog API key: from --dd-api-key-file, else DD_API_KEY. Never logged.
+fn api_key(file: Option<&std::path::Path>) -> Result<String, RunError> {
+    let key = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "cannot read --dd-api-key-file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => std::env::var("DD_API_KEY").unwrap_or_default(),
+    };
+    let key = key.trim().to_owned();
+    if key.is_empty() {
+        return Err(usage(match file {
+            Some(path) => format!("--dd-api-key-file {} is empty", path.display()),
+            None => {
+                "--downstream datadog needs an API key: set DD_API_KEY or --dd-api-key-file".into()
+            }
+        }));
+    }
+    if key.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(usage(
+            "the Datadog API key holds characters an HTTP header cannot carry".into(),
+        ));
+    }
+    Ok(key)
 }
 
 extern "C" fn on_signal(_: libc::c_int) {

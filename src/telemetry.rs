@@ -312,6 +312,7 @@ impl TelemetrySnapshot {
                 ts: self.window,
                 interval,
                 sketch: None,
+                raw: None,
             });
         };
         let c = &self.counters;

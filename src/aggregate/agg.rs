@@ -8,6 +8,14 @@ use super::prefetch;
 use super::sketch::Sketch;
 use crate::protocol::{Metric, MetricType};
 
+/// A sample's weight, `1/rate`, snapped to the nearest integer when within float error of it:
+/// a relay tier writes weight 3 as `@0.3333333333333333`, whose inverse is 3.0000000000000004,
+/// and a weight should come back whole so counts do (`sink::relay`).
+fn sample_weight(w: f64) -> f64 {
+    let r = w.round();
+    if (w - r).abs() <= r * 1e-12 { r } else { w }
+}
+
 /// One context's aggregate for one window. `Send`: it travels to the context's owner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Agg {
@@ -24,7 +32,7 @@ pub enum Agg {
 }
 
 impl Agg {
-    pub(super) fn new(t: MetricType) -> Agg {
+    pub(crate) fn new(t: MetricType) -> Agg {
         match t {
             MetricType::Counter => Agg::Counter(0.0),
             MetricType::Gauge => Agg::Gauge { value: 0.0, at: 0 },
@@ -37,7 +45,7 @@ impl Agg {
         }
     }
 
-    pub(super) fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
+    pub(crate) fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
         let weight = 1.0 / m.sample_rate;
         match self {
             Agg::Counter(sum) => {
@@ -57,11 +65,13 @@ impl Agg {
                 }
             }
             Agg::Histogram(h) => {
+                let weight = sample_weight(weight);
                 for v in m.values() {
                     h.insert(v, weight, exact_limit);
                 }
             }
             Agg::Distribution(s) => {
+                let weight = sample_weight(weight);
                 for v in m.values() {
                     s.insert(v, weight);
                 }

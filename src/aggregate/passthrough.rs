@@ -52,6 +52,7 @@ impl Aggregator {
                 ts,
                 interval: self.cfg.bucket_secs,
                 sketch: None,
+                raw: None,
             });
         }
         Ok(())

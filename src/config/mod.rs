@@ -15,6 +15,9 @@ use crate::listen::{Framing, Transport};
 use crate::merge::HistogramOutput;
 use crate::protocol::origin::Precedence;
 use crate::sink::Suffix;
+use crate::sink::datadog::CountersAs;
+use crate::sink::delivery::Compression;
+use crate::sink::relay::Target;
 
 /// A thread-per-core DogStatsD server: UDP in on every pinned core, per-core aggregation,
 /// cross-core merge, flushed downstream every window.
@@ -144,8 +147,9 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value_t = 20)]
     pub context_expiry_secs: u64,
 
-    /// Where flushed metrics go: `jsonl:-` (stdout) or `jsonl:PATH` (appended).
-    /// Defaults to jsonl:-.
+    /// Where flushed metrics go: `jsonl:-` (stdout), `jsonl:PATH` (appended), `datadog` (the
+    /// intake API at --dd-url), `prometheus-remote-write:URL`, `dogstatsd:HOST:PORT` or
+    /// `dogstatsd+uds:PATH` (relay to another DogStatsD tier). Defaults to jsonl:-.
     #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = parse_downstream)]
     pub downstream: Downstream,
 
@@ -211,6 +215,76 @@ pub struct Flags {
     #[arg(long)]
     pub no_self_metrics: bool,
 
+    /// `--downstream datadog`: the intake's base URL (any http or https URL, e.g. a local
+    /// intake). Defaults to https://api.datadoghq.com.
+    #[arg(
+        long,
+        hide_default_value = true,
+        default_value = "https://api.datadoghq.com"
+    )]
+    pub dd_url: String,
+
+    /// `--downstream datadog`: a file holding the API key (surrounding whitespace ignored). The
+    /// key is otherwise read from DD_API_KEY; it is never logged. Defaults to none.
+    #[arg(long, value_name = "FILE")]
+    pub dd_api_key_file: Option<PathBuf>,
+
+    /// `--downstream datadog`: counts go out as `rate` (sum / interval, type RATE, as the Agent
+    /// sends them) or `count` (the window's sum, type COUNT). Defaults to rate.
+    #[arg(long, hide_default_value = true, default_value = "rate", value_parser = parse_counters_as)]
+    pub dd_counters_as: CountersAs,
+
+    /// `--downstream datadog`: payload compression, `zstd` (level 1, the Agent's default),
+    /// `deflate` (zlib) or `none`. Defaults to zstd.
+    #[arg(long, hide_default_value = true, default_value = "zstd", value_parser = parse_compression)]
+    pub dd_compression: Compression,
+
+    /// HTTP downstreams: bytes of payloads held in memory while the downstream is slow or down;
+    /// past it the oldest go to --retry-spill-dir, or are dropped and counted
+    /// (corestatsd.downstream.dropped_payloads). Defaults to 67108864 (64 MiB).
+    #[arg(long, visible_alias = "dd-retry-queue-bytes", hide_default_value = true, default_value_t = 64 << 20)]
+    pub retry_queue_bytes: usize,
+
+    /// HTTP downstreams: a directory where payloads that do not fit in memory, or are still
+    /// undelivered at stop, are written; a later start sends them first. Defaults to none.
+    #[arg(long, visible_alias = "dd-retry-spill-dir", value_name = "DIR")]
+    pub retry_spill_dir: Option<PathBuf>,
+
+    /// HTTP downstreams: the most --retry-spill-dir may hold; past it the oldest files are
+    /// dropped and counted. Defaults to 1073741824 (1 GiB).
+    #[arg(long, hide_default_value = true, default_value_t = 1 << 30)]
+    pub retry_spill_max_bytes: u64,
+
+    /// HTTP downstreams: the whole-request timeout. Defaults to 20 (the Agent's
+    /// forwarder_timeout).
+    #[arg(long, hide_default_value = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_timeout_secs: u64,
+
+    /// HTTP downstreams: the first retry delay; each further retry doubles it, up to
+    /// --retry-backoff-max-ms, each drawn in [1/2, 1] of that. Defaults to 1000.
+    #[arg(long, hide_default_value = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_backoff_base_ms: u64,
+
+    /// HTTP downstreams: the longest retry delay. Defaults to 32000.
+    #[arg(long, hide_default_value = true, default_value_t = 32_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_backoff_max_ms: u64,
+
+    /// HTTP downstreams: at stop, how long to keep delivering before what is left is spilled
+    /// (or dropped and counted, without --retry-spill-dir). Defaults to 5.
+    #[arg(long, hide_default_value = true, default_value_t = 5)]
+    pub downstream_stop_timeout_secs: u64,
+
+    /// `--downstream prometheus-remote-write`: how long a counter series unseen keeps its
+    /// running total; after that it restarts from its next value (a counter reset to
+    /// Prometheus). Defaults to 900; 0 keeps totals forever.
+    #[arg(long, hide_default_value = true, default_value_t = 900)]
+    pub remote_write_counter_expiry_secs: u64,
+
+    /// `--downstream dogstatsd…`: the largest datagram the relay sends. Defaults to 1432 for UDP
+    /// and 8192 for unix sockets.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(64..=65507))]
+    pub relay_max_packet_bytes: Option<u64>,
+
     /// Microseconds an idle shard busy-polls before parking. Spinning trades CPU for fewer drops
     /// on bursty UDP (wake-up latency). Defaults to 0 (park at once).
     #[arg(long, hide_default_value = true, default_value_t = 0)]
@@ -231,6 +305,9 @@ pub struct Percentiles(pub Vec<(u8, f64)>);
 pub enum Downstream {
     JsonlStdout,
     JsonlFile(PathBuf),
+    Datadog,
+    PrometheusRemoteWrite(String),
+    Relay(Target),
 }
 
 impl std::fmt::Display for Downstream {
@@ -238,6 +315,10 @@ impl std::fmt::Display for Downstream {
         match self {
             Downstream::JsonlStdout => write!(f, "jsonl:-"),
             Downstream::JsonlFile(p) => write!(f, "jsonl:{}", p.display()),
+            Downstream::Datadog => write!(f, "datadog"),
+            Downstream::PrometheusRemoteWrite(url) => write!(f, "prometheus-remote-write:{url}"),
+            Downstream::Relay(Target::Udp(a)) => write!(f, "dogstatsd:{a}"),
+            Downstream::Relay(Target::Uds(p)) => write!(f, "dogstatsd+uds:{}", p.display()),
         }
     }
 }
@@ -344,14 +425,66 @@ fn parse_forward_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_downstream(s: &str) -> Result<Downstream, String> {
+    if s == "datadog" {
+        return Ok(Downstream::Datadog);
+    }
     match s.split_once(':') {
         Some(("jsonl", "-")) => Ok(Downstream::JsonlStdout),
         Some(("jsonl", "")) => Err("jsonl needs a path or - for stdout".into()),
         Some(("jsonl", path)) => Ok(Downstream::JsonlFile(PathBuf::from(path))),
+        Some(("prometheus-remote-write", url)) => {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Ok(Downstream::PrometheusRemoteWrite(url.to_owned()))
+            } else {
+                Err(format!(
+                    "prometheus-remote-write needs an http(s) URL, like \
+                     prometheus-remote-write:http://127.0.0.1:9090/api/v1/write, not {url:?}"
+                ))
+            }
+        }
+        Some(("dogstatsd", addr)) => Ok(Downstream::Relay(Target::Udp(parse_forward_addr(addr)?))),
+        Some(("dogstatsd+uds", "")) => Err("dogstatsd+uds needs a socket path".into()),
+        Some(("dogstatsd+uds", path)) => Ok(Downstream::Relay(Target::Uds(PathBuf::from(path)))),
         _ => Err(format!(
-            "{s:?} is not a known downstream (jsonl:- or jsonl:PATH)"
+            "{s:?} is not a known downstream (jsonl:-, jsonl:PATH, datadog, \
+             prometheus-remote-write:URL, dogstatsd:HOST:PORT, dogstatsd+uds:PATH)"
         )),
     }
+}
+
+fn parse_counters_as(s: &str) -> Result<CountersAs, String> {
+    match s {
+        "rate" => Ok(CountersAs::Rate),
+        "count" => Ok(CountersAs::Count),
+        _ => Err(format!("{s:?} is not rate or count")),
+    }
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "zstd" => Ok(Compression::Zstd),
+        "deflate" => Ok(Compression::Deflate),
+        "none" => Ok(Compression::None),
+        _ => Err(format!("{s:?} is not zstd, deflate or none")),
+    }
+}
+
+/// Settings of the HTTP and relay downstreams.
+#[derive(Debug, Clone)]
+pub struct DownstreamSettings {
+    pub dd_url: String,
+    pub dd_api_key_file: Option<PathBuf>,
+    pub dd_counters_as: CountersAs,
+    pub dd_compression: Compression,
+    pub retry_queue_bytes: usize,
+    pub retry_spill_dir: Option<PathBuf>,
+    pub retry_spill_max_bytes: u64,
+    pub http_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub stop_timeout: Duration,
+    pub remote_write_counter_expiry_secs: u64,
+    pub relay_max_packet_bytes: Option<usize>,
 }
 
 /// `--origin-detection` settings.
@@ -382,6 +515,7 @@ pub struct Config {
     pub aggregate: AggregateConfig,
     pub histogram: HistogramOutput,
     pub downstream: Downstream,
+    pub downstream_settings: DownstreamSettings,
     pub forward_addr: Option<SocketAddr>,
     pub eol_required: EolRequired,
     pub self_metrics: bool,
@@ -477,6 +611,23 @@ impl Config {
                 percentiles: f.histogram_percentiles.0,
             },
             downstream: f.downstream,
+            downstream_settings: DownstreamSettings {
+                dd_url: f.dd_url.trim_end_matches('/').to_owned(),
+                dd_api_key_file: f.dd_api_key_file,
+                dd_counters_as: f.dd_counters_as,
+                dd_compression: f.dd_compression,
+                retry_queue_bytes: f.retry_queue_bytes,
+                retry_spill_dir: f.retry_spill_dir,
+                retry_spill_max_bytes: f.retry_spill_max_bytes,
+                http_timeout: Duration::from_secs(f.http_timeout_secs),
+                backoff_base: Duration::from_millis(f.retry_backoff_base_ms),
+                backoff_max: Duration::from_millis(
+                    f.retry_backoff_max_ms.max(f.retry_backoff_base_ms),
+                ),
+                stop_timeout: Duration::from_secs(f.downstream_stop_timeout_secs),
+                remote_write_counter_expiry_secs: f.remote_write_counter_expiry_secs,
+                relay_max_packet_bytes: f.relay_max_packet_bytes.map(|b| b as usize),
+            },
             forward_addr: f.forward_addr,
             eol_required: f.eol_required.unwrap_or_default(),
             self_metrics: !f.no_self_metrics,
@@ -565,7 +716,23 @@ mod tests {
             parse_downstream("jsonl:/tmp/x.jsonl").unwrap(),
             Downstream::JsonlFile("/tmp/x.jsonl".into())
         );
-        assert!(parse_downstream("datadog").is_err());
+        assert_eq!(parse_downstream("datadog").unwrap(), Downstream::Datadog);
+        assert_eq!(
+            parse_downstream("prometheus-remote-write:http://127.0.0.1:9090/api/v1/write").unwrap(),
+            Downstream::PrometheusRemoteWrite("http://127.0.0.1:9090/api/v1/write".into())
+        );
+        assert_eq!(
+            parse_downstream("dogstatsd:127.0.0.1:8125").unwrap(),
+            Downstream::Relay(Target::Udp("127.0.0.1:8125".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_downstream("dogstatsd+uds:/run/dsd.sock").unwrap(),
+            Downstream::Relay(Target::Uds("/run/dsd.sock".into()))
+        );
+        assert!(parse_downstream("prometheus-remote-write:localhost:9090").is_err());
+        assert!(parse_downstream("dogstatsd:nohost").is_err());
+        assert!(parse_downstream("dogstatsd+uds:").is_err());
+        assert!(parse_downstream("statsd").is_err());
         assert!(parse_downstream("jsonl:").is_err());
     }
 }

@@ -115,6 +115,9 @@ pub struct Merger {
     /// Contexts in the last expanded window: the next window's table starts that large, as a
     /// rehash of 100k entries mid-merge stalls the owner for over a millisecond.
     last_slots: usize,
+    /// Hand sets and histograms on whole (`FlushedMetric::raw`), one point per context, for a
+    /// downstream that aggregates again (the relay).
+    keep_raw: bool,
 }
 
 impl Merger {
@@ -131,7 +134,14 @@ impl Merger {
             histogram,
             pending: HashMap::new(),
             last_slots: 0,
+            keep_raw: false,
         }
+    }
+
+    /// Sets and histograms leave whole instead of expanded (see `keep_raw`).
+    pub fn keeping_raw(mut self, keep: bool) -> Self {
+        self.keep_raw = keep;
+        self
     }
 
     /// Starts merging one batch: stores its arena and returns the index to pass to `merge`.
@@ -177,6 +187,9 @@ impl Merger {
     }
 
     fn points_per_histogram(&self) -> usize {
+        if self.keep_raw {
+            return 1;
+        }
         self.histogram.aggregates.len() + self.histogram.percentiles.len()
     }
 
@@ -229,8 +242,19 @@ impl Merger {
                 ts: window,
                 interval,
                 sketch: None,
+                raw: None,
             };
             match slot.agg {
+                Agg::Set(members) if self.keep_raw => out.metrics.push(FlushedMetric {
+                    value: members.len() as f64,
+                    raw: Some(Box::new(Agg::Set(members))),
+                    ..base
+                }),
+                Agg::Histogram(h) if self.keep_raw => out.metrics.push(FlushedMetric {
+                    value: h.summary().count,
+                    raw: Some(Box::new(Agg::Histogram(h))),
+                    ..base
+                }),
                 Agg::Counter(sum) => out.metrics.push(FlushedMetric {
                     kind: OutKind::Count,
                     value: sum,

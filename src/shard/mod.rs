@@ -178,12 +178,18 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         index: setup.index,
         shards,
         agg: RefCell::new(Aggregator::new(cfg.aggregate.clone(), now)),
-        merger: RefCell::new(Merger::new(
-            shards,
-            cfg.aggregate.bucket_secs,
-            cfg.aggregate.exact_samples,
-            cfg.histogram.clone(),
-        )),
+        merger: RefCell::new(
+            Merger::new(
+                shards,
+                cfg.aggregate.bucket_secs,
+                cfg.aggregate.exact_samples,
+                cfg.histogram.clone(),
+            )
+            .keeping_raw(matches!(
+                cfg.downstream,
+                crate::config::Downstream::Relay(_)
+            )),
+        ),
         counters: RefCell::new(Counters::default()),
         stop: Cell::new(false),
         stop_signal: glommio::sync::Semaphore::new(0),

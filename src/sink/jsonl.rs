@@ -292,6 +292,7 @@ mod tests {
             ts: 1764000000,
             interval: 10,
             sketch: None,
+            raw: None,
         }
     }
 

@@ -4,15 +4,22 @@
 //! owned `FlushBatch` values and go back to receiving. A sink must not reach back into shard
 //! state; everything it needs is in the batch.
 //!
-//! # Missing
-//! Only `jsonl` exists; the Datadog, Prometheus remote-write and relay sinks come with their issue.
+//! Downstreams: `jsonl` (people and tests), `datadog` (the intake API), `prometheus`
+//! (remote write) and `relay` (DogStatsD to another tier). The HTTP ones hand encoded payloads
+//! to `delivery`, which posts them from a thread of its own.
 
+pub mod datadog;
+pub mod delivery;
 pub mod jsonl;
+pub mod prometheus;
+pub mod proto;
+pub mod relay;
 
 use std::io;
 use std::sync::mpsc;
 use std::thread;
 
+use crate::aggregate::Agg;
 use crate::aggregate::sketch::Sketch;
 use crate::merge::desc::Desc;
 use crate::protocol::event::{AlertType, Priority};
@@ -53,6 +60,31 @@ impl Suffix {
             _ => return None,
         })
     }
+
+    /// The name suffix as written after the metric name, e.g. `.95percentile`.
+    pub fn push_to(self, out: &mut Vec<u8>) {
+        match self {
+            Suffix::None => {}
+            Suffix::Max => out.extend_from_slice(b".max"),
+            Suffix::Min => out.extend_from_slice(b".min"),
+            Suffix::Median => out.extend_from_slice(b".median"),
+            Suffix::Avg => out.extend_from_slice(b".avg"),
+            Suffix::Count => out.extend_from_slice(b".count"),
+            Suffix::Sum => out.extend_from_slice(b".sum"),
+            Suffix::Percentile(p) => {
+                out.push(b'.');
+                out.extend_from_slice(p.to_string().as_bytes());
+                out.extend_from_slice(b"percentile");
+            }
+        }
+    }
+}
+
+/// `name` followed by its suffix, into `out` (cleared first).
+pub fn full_name(out: &mut Vec<u8>, name: &[u8], suffix: Suffix) {
+    out.clear();
+    out.extend_from_slice(name);
+    suffix.push_to(out);
 }
 
 /// One point ready for a downstream.
@@ -68,6 +100,8 @@ pub struct FlushedMetric {
     pub ts: u64,
     pub interval: u32,
     pub sketch: Option<Box<Sketch>>,
+    /// With `Merger::keep_raw` (the relay): set members and histogram samples, whole.
+    pub raw: Option<Box<Agg>>,
 }
 
 /// An event as it leaves its shard: unescaped, host resolved, tags sorted and deduplicated.
@@ -127,6 +161,205 @@ pub trait Sink: Send {
     /// Writes one batch whole: its lines must not interleave with another batch's.
     fn write(&mut self, batch: &FlushBatch) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Called once per window, before `write`, on the batch that carries shard 0's telemetry:
+    /// a sink with telemetry of its own adds it (and logs it) here.
+    fn emit_telemetry(&mut self, _out: &mut FlushBatch, _window: u64) {}
+
+    /// At stop, after the last batch: delivers or persists what is held. Returns the points
+    /// lost for good (counted in `SinkStats::failed`).
+    fn close(&mut self) -> io::Result<u64> {
+        self.flush().map(|()| 0)
+    }
+}
+
+/// `corestatsd.downstream.*` points and the per-window delivery log line of an HTTP sink.
+pub struct DeliveryTelemetry {
+    pub downstream: &'static str,
+    pub host: Option<Vec<u8>>,
+    pub interval: u32,
+    /// Emit points (`--self-metrics`); the log line is written either way.
+    pub points: bool,
+    last: delivery::StatsSnapshot,
+}
+
+impl DeliveryTelemetry {
+    pub fn new(
+        downstream: &'static str,
+        host: Option<Vec<u8>>,
+        interval: u32,
+        points: bool,
+    ) -> Self {
+        DeliveryTelemetry {
+            downstream,
+            host,
+            interval,
+            points,
+            last: delivery::StatsSnapshot::default(),
+        }
+    }
+
+    /// Emits what changed since the last call: counts as deltas, queue sizes as gauges.
+    pub fn emit(&mut self, out: &mut FlushBatch, window: u64, now: &delivery::StatsSnapshot) {
+        let last = std::mem::replace(&mut self.last, *now);
+        let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
+        let dropped = now.dropped() - last.dropped().min(now.dropped());
+        eprintln!(
+            "corestatsd: {} window {window}: payloads={} bytes={} points={} retries={} \
+             dropped_payloads={dropped} dropped_points={} spilled={} queue_bytes={} \
+             spill_bytes={} max_latency_us={}",
+            self.downstream,
+            now.payloads - last.payloads,
+            now.bytes - last.bytes,
+            now.points - last.points,
+            now.retries - last.retries,
+            now.dropped_points - last.dropped_points,
+            now.spilled - last.spilled,
+            now.queued_bytes,
+            now.spilled_bytes,
+            now.max_latency_us,
+        );
+        if !self.points {
+            return;
+        }
+        let tag = format!("downstream:{}", self.downstream);
+        let reasons: Vec<String> = delivery::DropReason::ALL
+            .iter()
+            .map(|r| format!("reason:{}", r.as_str()))
+            .collect();
+        use OutKind::{Count, Gauge};
+        let mut points = vec![
+            (
+                "corestatsd.downstream.payloads",
+                None,
+                Count,
+                d(now.payloads, last.payloads),
+            ),
+            (
+                "corestatsd.downstream.bytes",
+                None,
+                Count,
+                d(now.bytes, last.bytes),
+            ),
+            (
+                "corestatsd.downstream.points",
+                None,
+                Count,
+                d(now.points, last.points),
+            ),
+            (
+                "corestatsd.downstream.retries",
+                None,
+                Count,
+                d(now.retries, last.retries),
+            ),
+            (
+                "corestatsd.downstream.dropped_points",
+                None,
+                Count,
+                d(now.dropped_points, last.dropped_points),
+            ),
+            (
+                "corestatsd.downstream.spilled_payloads",
+                None,
+                Count,
+                d(now.spilled, last.spilled),
+            ),
+            (
+                "corestatsd.downstream.queue_bytes",
+                None,
+                Gauge,
+                now.queued_bytes as f64,
+            ),
+            (
+                "corestatsd.downstream.spill_bytes",
+                None,
+                Gauge,
+                now.spilled_bytes as f64,
+            ),
+            (
+                "corestatsd.downstream.latency_max_us",
+                None,
+                Gauge,
+                now.max_latency_us as f64,
+            ),
+        ];
+        for (i, reason) in reasons.iter().enumerate() {
+            points.push((
+                "corestatsd.downstream.dropped_payloads",
+                Some(reason.as_str()),
+                Count,
+                d(now.dropped_payloads[i], last.dropped_payloads[i]),
+            ));
+        }
+        push_points(
+            out,
+            self.host.as_deref(),
+            &tag,
+            window,
+            self.interval,
+            &points,
+        );
+    }
+}
+
+/// Appends self-telemetry points, each tagged `tag` (and its own extra tag), to `out`.
+pub fn push_points(
+    out: &mut FlushBatch,
+    host: Option<&[u8]>,
+    tag: &str,
+    window: u64,
+    interval: u32,
+    points: &[(&str, Option<&str>, OutKind, f64)],
+) {
+    let arena_index = out.arenas.len() as u32;
+    let mut arena = Vec::new();
+    for &(name, extra, kind, value) in points {
+        let mut tags: Vec<&[u8]> = vec![tag.as_bytes()];
+        tags.extend(extra.map(str::as_bytes));
+        tags.sort();
+        let mt = if kind == OutKind::Count {
+            crate::protocol::MetricType::Counter
+        } else {
+            crate::protocol::MetricType::Gauge
+        };
+        let desc = crate::merge::desc::encode(
+            &mut arena,
+            mt,
+            name.as_bytes(),
+            host,
+            None,
+            tags.into_iter(),
+        );
+        out.metrics.push(FlushedMetric {
+            arena: arena_index,
+            desc,
+            suffix: Suffix::None,
+            kind,
+            value,
+            ts: window,
+            interval,
+            sketch: None,
+            raw: None,
+        });
+    }
+    out.arenas.push(arena);
+}
+
+/// The stop line of an HTTP sink.
+pub fn log_delivery(name: &str, s: &delivery::StatsSnapshot) {
+    eprintln!(
+        "corestatsd: {name}: delivered {} payloads ({} bytes, {} points), {} retries, \
+         {} payloads ({} points) dropped, {} spilled, {} bytes left in the spill directory",
+        s.payloads,
+        s.bytes,
+        s.points,
+        s.retries,
+        s.dropped(),
+        s.dropped_points,
+        s.spilled,
+        s.spilled_bytes
+    );
 }
 
 /// Starts the sink thread. It ends when every sender is dropped, after writing what it got.
@@ -141,7 +374,10 @@ pub fn spawn(
         .spawn(move || {
             let mut stats = SinkStats::default();
             let mut summaries = crate::telemetry::WindowSummaries::new(shards);
-            for batch in rx {
+            for mut batch in rx {
+                if let Some(t) = batch.telemetry.filter(|t| t.shard == 0) {
+                    sink.emit_telemetry(&mut batch, t.window);
+                }
                 match sink.write(&batch).and_then(|()| sink.flush()) {
                     Ok(()) => stats.written += batch.metrics.len() as u64,
                     Err(e) => {
@@ -160,6 +396,13 @@ pub fn spawn(
                 }
             }
             summaries.log_incomplete();
+            match sink.close() {
+                Ok(lost) => stats.failed += lost,
+                Err(e) => {
+                    eprintln!("corestatsd: sink close failed: {e}");
+                    stats.errors += 1;
+                }
+            }
             stats
         })?;
     Ok((tx, handle))

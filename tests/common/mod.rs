@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod intake;
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,

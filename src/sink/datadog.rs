@@ -1,0 +1,422 @@
+//! The `datadog` sink: what the Datadog Agent sends its intake, from the flushed form.
+//!
+//! * Series to `/api/v2/series` as protobuf `MetricPayload` (agent-payload
+//!   `proto/metrics/agent_payload.proto`): per point one `MetricSeries` with `resources`
+//!   (`host`), `metric`, `tags`, one `MetricPoint{value, timestamp}`, `type`, `unit`
+//!   (`millisecond` for timer aggregates other than `.count`) and `interval`. Counts go out as
+//!   RATE (sum / interval), as the Agent sends them, or as COUNT (`--dd-counters-as count`).
+//! * Distributions to `/api/beta/sketches` as `SketchPayload`: `Sketch{metric, host, tags,
+//!   dogsketches[{ts, cnt, min, max, avg, sum, k[], n[]}]}`, the bins as the Agent keys them.
+//! * Events to `/intake/` and service checks to `/api/v1/check_run`, as the Agent's JSON.
+//!
+//! Every body is compressed (`--dd-compression`) and split to stay within the Agent's limits:
+//! 10 000 series per payload, 4 MiB before and 2.5 MiB after compression. The API key travels in
+//! the `DD-API-KEY` header only. Owns the encoding; delivery is `delivery.rs`'s.
+
+use std::io;
+
+use serde_json::{Value, json};
+
+use super::delivery::{Compression, Delivery, Payload, StatsSnapshot};
+use super::{FlushBatch, FlushedMetric, OutKind, Sink, Suffix, full_name, proto};
+use crate::protocol::MetricType;
+use crate::protocol::event::{AlertType, Priority};
+
+/// How counts are typed on the intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountersAs {
+    /// Sum / interval, type RATE (the Agent's choice).
+    Rate,
+    /// The window's sum, type COUNT.
+    Count,
+}
+
+/// Payload size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_items: usize,
+    pub max_uncompressed: usize,
+    pub max_compressed: usize,
+}
+
+/// The Agent's: `serializer_max_payload_size`, `serializer_max_uncompressed_payload_size`,
+/// `serializer_max_series_points_per_payload`.
+pub const AGENT_LIMITS: Limits = Limits {
+    max_items: 10_000,
+    max_uncompressed: 4 << 20,
+    max_compressed: 5 << 19,
+};
+
+/// Encoding choices.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoding {
+    pub counters_as: CountersAs,
+    pub compression: Compression,
+    pub limits: Limits,
+}
+
+pub const SERIES_PATH: &str = "/api/v2/series";
+pub const SKETCHES_PATH: &str = "/api/beta/sketches";
+pub const EVENTS_PATH: &str = "/intake/";
+pub const CHECKS_PATH: &str = "/api/v1/check_run";
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// MetricPayload.MetricType.
+const TYPE_COUNT: u64 = 1;
+const TYPE_RATE: u64 = 2;
+const TYPE_GAUGE: u64 = 3;
+
+/// Appends one `MetricSeries` (field 1 of `MetricPayload`) for `m`.
+fn encode_series(
+    out: &mut Vec<u8>,
+    name: &mut Vec<u8>,
+    batch: &FlushBatch,
+    m: &FlushedMetric,
+    how: CountersAs,
+) {
+    let d = batch.desc(m);
+    full_name(name, d.name, m.suffix);
+    let (kind, value) = match (m.kind, how) {
+        (OutKind::Count, CountersAs::Rate) if m.interval > 0 => {
+            (TYPE_RATE, m.value / f64::from(m.interval))
+        }
+        (OutKind::Count, _) => (TYPE_COUNT, m.value),
+        _ => (TYPE_GAUGE, m.value),
+    };
+    proto::message(out, 1, |s| {
+        proto::message(s, 1, |r| {
+            proto::bytes(r, 1, b"host");
+            proto::bytes(r, 2, d.host.unwrap_or_default());
+        });
+        proto::bytes(s, 2, name);
+        for tag in d.tags() {
+            proto::bytes(s, 3, tag);
+        }
+        proto::message(s, 4, |p| {
+            proto::double(p, 1, value);
+            proto::int64(p, 2, m.ts as i64);
+        });
+        proto::uint(s, 5, kind);
+        if d.metric_type == MetricType::Timer && m.suffix != Suffix::Count {
+            proto::bytes(s, 6, b"millisecond");
+        }
+        proto::int64(s, 8, i64::from(m.interval));
+    });
+}
+
+/// Appends one `SketchPayload.Sketch` (field 1) for a distribution point.
+fn encode_sketch(out: &mut Vec<u8>, batch: &FlushBatch, m: &FlushedMetric) {
+    let Some(sk) = &m.sketch else { return };
+    let d = batch.desc(m);
+    // The Agent's bins hold uint32 counts; a heavier bin is written as several of the same key.
+    let mut keys = Vec::new();
+    let mut counts = Vec::new();
+    for (k, n) in sk.bins() {
+        let mut n = n.round().max(1.0) as u64;
+        while n > 0 {
+            let part = n.min(u64::from(u32::MAX));
+            keys.push(k);
+            counts.push(part as u32);
+            n -= part;
+        }
+    }
+    proto::message(out, 1, |s| {
+        proto::bytes(s, 1, d.name);
+        proto::bytes(s, 2, d.host.unwrap_or_default());
+        for tag in d.tags() {
+            proto::bytes(s, 4, tag);
+        }
+        proto::message(s, 7, |g| {
+            proto::int64(g, 1, m.ts as i64);
+            proto::int64(g, 2, sk.count.round() as i64);
+            proto::double(g, 3, sk.min);
+            proto::double(g, 4, sk.max);
+            proto::double(g, 5, sk.avg());
+            proto::double(g, 6, sk.sum);
+            proto::packed_sint32(g, 7, keys.iter().copied());
+            proto::packed_uint32(g, 8, counts.iter().copied());
+        });
+    });
+}
+
+/// A compressed body and the items in it.
+pub type Body = (Vec<u8>, u64);
+
+/// Accumulates encoded items (whole repeated-field entries) into bodies within the limits.
+pub struct Splitter {
+    limits: Limits,
+    /// Finished bodies: (raw bytes, item end offsets).
+    done: Vec<(Vec<u8>, Vec<usize>)>,
+    cur: Vec<u8>,
+    ends: Vec<usize>,
+    /// Items too large for any payload, dropped.
+    pub oversized: u64,
+}
+
+impl Splitter {
+    pub fn new(limits: Limits) -> Self {
+        Splitter {
+            limits,
+            done: Vec::new(),
+            cur: Vec::new(),
+            ends: Vec::new(),
+            oversized: 0,
+        }
+    }
+
+    /// Adds one encoded item and clears `item` for the next.
+    pub fn push(&mut self, item: &mut Vec<u8>) {
+        if item.len() > self.limits.max_uncompressed {
+            self.oversized += 1;
+        } else {
+            if self.cur.len() + item.len() > self.limits.max_uncompressed
+                || self.ends.len() >= self.limits.max_items
+            {
+                self.cut();
+            }
+            self.cur.extend_from_slice(item);
+            self.ends.push(self.cur.len());
+        }
+        item.clear();
+    }
+
+    fn cut(&mut self) {
+        if !self.ends.is_empty() {
+            self.done.push((
+                std::mem::take(&mut self.cur),
+                std::mem::take(&mut self.ends),
+            ));
+        }
+    }
+
+    /// Compresses each body, halving (at an item boundary) any that compresses past the limit.
+    /// Returns (compressed body, items).
+    pub fn finish(mut self, c: Compression) -> io::Result<(Vec<Body>, u64)> {
+        self.cut();
+        let mut out = Vec::new();
+        let mut work: Vec<(Vec<u8>, Vec<usize>)> = self.done;
+        work.reverse();
+        while let Some((raw, ends)) = work.pop() {
+            let z = c.compress(&raw)?;
+            if z.len() <= self.limits.max_compressed {
+                out.push((z, ends.len() as u64));
+            } else if ends.len() == 1 {
+                self.oversized += 1;
+            } else {
+                let mid = ends.len() / 2;
+                let cut_at = ends[mid - 1];
+                let second: Vec<usize> = ends[mid..].iter().map(|e| e - cut_at).collect();
+                let first = ends[..mid].to_vec();
+                work.push((raw[cut_at..].to_vec(), second));
+                work.push((raw[..cut_at].to_vec(), first));
+            }
+        }
+        Ok((out, self.oversized))
+    }
+}
+
+/// Every payload one batch turns into, and how many points were too large to send.
+pub fn encode_batch(batch: &FlushBatch, enc: &Encoding) -> io::Result<(Vec<Payload>, u64)> {
+    let mut payloads = Vec::new();
+    let mut series = Splitter::new(enc.limits);
+    let mut sketches = Splitter::new(enc.limits);
+    let mut item = Vec::new();
+    let mut name = Vec::new();
+    for m in &batch.metrics {
+        if m.kind == OutKind::Distribution {
+            encode_sketch(&mut item, batch, m);
+            sketches.push(&mut item);
+        } else {
+            encode_series(&mut item, &mut name, batch, m, enc.counters_as);
+            series.push(&mut item);
+        }
+    }
+    let mut oversized = 0;
+    for (splitter, path) in [(series, SERIES_PATH), (sketches, SKETCHES_PATH)] {
+        let (bodies, too_big) = splitter.finish(enc.compression)?;
+        oversized += too_big;
+        for (body, points) in bodies {
+            payloads.push(Payload {
+                path: path.into(),
+                content_type: PROTOBUF.into(),
+                encoding: enc.compression.header().into(),
+                points,
+                body,
+            });
+        }
+    }
+    let now = unix_now();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let tags = |t: &[Vec<u8>]| t.iter().map(|t| text(t)).collect::<Vec<_>>();
+    // Events, grouped by source type like the Agent's `events` map; chunked by count.
+    for chunk in batch.events.chunks(enc.limits.max_items.max(1)) {
+        let mut by_source = serde_json::Map::new();
+        for e in chunk {
+            let source = e.source_type.as_deref().map_or("api".into(), text);
+            let mut ev = json!({
+                "msg_title": text(&e.title),
+                "msg_text": text(&e.text),
+                "timestamp": e.ts.unwrap_or(now),
+                "priority": match e.priority { Priority::Normal => "normal", Priority::Low => "low" },
+                "host": e.host.as_deref().map(text).unwrap_or_default(),
+                "tags": tags(&e.tags),
+                "alert_type": match e.alert_type {
+                    AlertType::Info => "info",
+                    AlertType::Warning => "warning",
+                    AlertType::Error => "error",
+                    AlertType::Success => "success",
+                },
+            });
+            if let Some(k) = &e.aggregation_key {
+                ev["aggregation_key"] = Value::String(text(k));
+            }
+            if let Some(s) = &e.source_type {
+                ev["source_type_name"] = Value::String(text(s));
+            }
+            if let Some(list) = by_source
+                .entry(source)
+                .or_insert_with(|| Value::Array(Vec::new()))
+                .as_array_mut()
+            {
+                list.push(ev);
+            }
+        }
+        let body = json!({"apiKey": "", "events": by_source, "internalHostname": ""});
+        payloads.push(json_payload(EVENTS_PATH, &body, chunk.len(), enc)?);
+    }
+    for chunk in batch.service_checks.chunks(enc.limits.max_items.max(1)) {
+        let body: Vec<Value> = chunk
+            .iter()
+            .map(|c| {
+                json!({
+                    "check": text(&c.name),
+                    "host_name": c.host.as_deref().map(text).unwrap_or_default(),
+                    "timestamp": c.ts.unwrap_or(now),
+                    "status": c.status,
+                    "message": c.message.as_deref().map(text).unwrap_or_default(),
+                    "tags": tags(&c.tags),
+                })
+            })
+            .collect();
+        payloads.push(json_payload(
+            CHECKS_PATH,
+            &Value::Array(body),
+            chunk.len(),
+            enc,
+        )?);
+    }
+    Ok((payloads, oversized))
+}
+
+fn json_payload(path: &str, body: &Value, items: usize, enc: &Encoding) -> io::Result<Payload> {
+    let raw = serde_json::to_vec(body).map_err(io::Error::other)?;
+    Ok(Payload {
+        path: path.into(),
+        content_type: JSON.into(),
+        encoding: enc.compression.header().into(),
+        points: items as u64,
+        body: enc.compression.compress(&raw)?,
+    })
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Encodes on the sink thread, delivers on its own.
+pub struct DatadogSink {
+    enc: Encoding,
+    delivery: Delivery,
+    telemetry: super::DeliveryTelemetry,
+    oversized: u64,
+}
+
+impl DatadogSink {
+    pub fn new(enc: Encoding, delivery: Delivery, telemetry: super::DeliveryTelemetry) -> Self {
+        DatadogSink {
+            enc,
+            delivery,
+            telemetry,
+            oversized: 0,
+        }
+    }
+}
+
+impl Sink for DatadogSink {
+    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+        let (payloads, oversized) = encode_batch(batch, &self.enc)?;
+        if oversized > 0 {
+            self.oversized += oversized;
+            eprintln!(
+                "corestatsd: datadog: {oversized} points larger than a whole payload dropped \
+                 ({} so far)",
+                self.oversized
+            );
+        }
+        for p in payloads {
+            self.delivery.submit(p);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
+        let now = self.delivery.snapshot();
+        self.telemetry.emit(out, window, &now);
+    }
+
+    fn close(&mut self) -> io::Result<u64> {
+        let s: StatsSnapshot = self.delivery.close();
+        super::log_delivery("datadog", &s);
+        Ok(s.dropped_points + self.oversized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize, len: usize) -> Splitter {
+        let mut s = Splitter::new(Limits {
+            max_items: 3,
+            max_uncompressed: 100,
+            max_compressed: 60,
+        });
+        for i in 0..n {
+            let mut item = vec![i as u8; len];
+            s.push(&mut item);
+            assert!(item.is_empty());
+        }
+        s
+    }
+
+    #[test]
+    fn splits_by_item_count_and_raw_size() {
+        let (bodies, oversized) = items(7, 10).finish(Compression::None).unwrap();
+        assert_eq!(oversized, 0);
+        let counts: Vec<u64> = bodies.iter().map(|b| b.1).collect();
+        assert_eq!(counts, [3, 3, 1]);
+        let (bodies, _) = items(4, 40).finish(Compression::None).unwrap();
+        // 40-byte items: two per 100-byte body... but 80 > 60 compressed (uncompressed here),
+        // so each body is halved to one item.
+        assert_eq!(bodies.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 1, 1, 1]);
+        assert!(bodies.iter().all(|b| b.0.len() == 40));
+        assert_eq!(bodies[2].0, vec![2u8; 40], "order kept through the halving");
+    }
+
+    #[test]
+    fn an_item_larger_than_any_payload_is_counted() {
+        let (bodies, oversized) = items(2, 101).finish(Compression::None).unwrap();
+        assert!(bodies.is_empty());
+        assert_eq!(oversized, 2);
+        let (bodies, oversized) = items(1, 70).finish(Compression::None).unwrap();
+        assert!(bodies.is_empty(), "fits raw but not compressed");
+        assert_eq!(oversized, 1);
+    }
+}

@@ -1,0 +1,699 @@
+//! HTTP delivery for the API downstreams (Datadog intake, Prometheus remote write): a bounded
+//! queue of encoded, compressed payloads, one delivery thread that posts them, retries with
+//! exponential backoff and jitter, spills to disk what memory cannot hold, and counts everything
+//! it sends, retries or drops.
+//!
+//! Owns the delivery thread, the queue and the spill directory. Must not encode: it moves opaque
+//! `Payload`s. The sink thread only enqueues (never blocks on the network), so a slow intake
+//! never stalls the flush, let alone receive.
+//!
+//! Outcome of one POST: 2xx is delivered; 408, 429, 5xx, timeouts and connection errors are
+//! retried (the same payload, after `base × 2^attempt` capped at `max`, each delay drawn in
+//! [½, 1] of that); any other status is permanent: the payload is dropped, counted and logged with
+//! the status and the start of the response body. Overflowing `queue_bytes` moves the oldest
+//! payloads to the spill directory when there is one (dropping the oldest spilled files past
+//! `spill_max_bytes`), or drops them. Spilled payloads are older than queued ones and are sent
+//! first, including by the next process started on the same directory. At stop the thread keeps
+//! delivering for `stop_timeout`, then spills (or drops, counted) what is left.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One request body, encoded and compressed, with what it needs to be sent again later.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Payload {
+    /// Path under the base URL, e.g. `/api/v2/series`.
+    pub path: String,
+    pub content_type: String,
+    /// `Content-Encoding`, empty for none.
+    pub encoding: String,
+    /// Points (or events, checks) inside, for telemetry.
+    pub points: u64,
+    pub body: Vec<u8>,
+}
+
+impl Payload {
+    fn cost(&self) -> usize {
+        self.body.len() + self.path.len() + self.content_type.len() + 64
+    }
+
+    /// The spill file format: a `corestatsd-payload 1` line, path, content type, encoding and
+    /// points, one per line, then the body.
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        write!(
+            out,
+            "corestatsd-payload 1\n{}\n{}\n{}\n{}\n",
+            self.path, self.content_type, self.encoding, self.points
+        )?;
+        out.write_all(&self.body)
+    }
+
+    fn read_from(bytes: &[u8]) -> Option<Payload> {
+        let mut rest = bytes;
+        let mut line = || {
+            let at = memchr::memchr(b'\n', rest)?;
+            let l = std::str::from_utf8(&rest[..at]).ok()?.to_owned();
+            rest = &rest[at + 1..];
+            Some(l)
+        };
+        if line()? != "corestatsd-payload 1" {
+            return None;
+        }
+        let (path, content_type, encoding) = (line()?, line()?, line()?);
+        let points = line()?.parse().ok()?;
+        Some(Payload {
+            path,
+            content_type,
+            encoding,
+            points,
+            body: rest.to_vec(),
+        })
+    }
+}
+
+/// Settings of one delivery thread.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// For logs and thread names: `datadog`, `prometheus-remote-write`.
+    pub name: &'static str,
+    /// Base URL without a trailing slash; a payload's path is appended.
+    pub base_url: String,
+    /// Sent with every request (API key, protocol version). Never logged.
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub queue_bytes: usize,
+    pub spill_dir: Option<PathBuf>,
+    pub spill_max_bytes: u64,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub stop_timeout: Duration,
+}
+
+/// Why a payload was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The intake refused it with a permanent 4xx.
+    Rejected,
+    /// The in-memory queue overflowed and there is no spill directory.
+    QueueFull,
+    /// The spill directory passed its size limit.
+    SpillFull,
+    /// Still undelivered when the stop timeout ran out, with no spill directory.
+    Stop,
+    /// A spill file that could not be read back or written.
+    SpillError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Rejected,
+        DropReason::QueueFull,
+        DropReason::SpillFull,
+        DropReason::Stop,
+        DropReason::SpillError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Rejected => "rejected",
+            DropReason::QueueFull => "queue_full",
+            DropReason::SpillFull => "spill_full",
+            DropReason::Stop => "stop",
+            DropReason::SpillError => "spill_error",
+        }
+    }
+}
+
+/// Counters shared by the delivery thread and the sink thread (which reports them). Touched
+/// once per payload, never per packet.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub payloads: AtomicU64,
+    pub bytes: AtomicU64,
+    pub points: AtomicU64,
+    pub retries: AtomicU64,
+    pub dropped_payloads: [AtomicU64; DropReason::ALL.len()],
+    pub dropped_points: AtomicU64,
+    pub spilled: AtomicU64,
+    /// Slowest successful POST since the last `snapshot`, in microseconds.
+    pub max_latency_us: AtomicU64,
+}
+
+/// A copy of the counters; `max_latency_us` is reset by taking it.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct StatsSnapshot {
+    pub payloads: u64,
+    pub bytes: u64,
+    pub points: u64,
+    pub retries: u64,
+    pub dropped_payloads: [u64; DropReason::ALL.len()],
+    pub dropped_points: u64,
+    pub spilled: u64,
+    pub max_latency_us: u64,
+    pub queued_bytes: u64,
+    pub spilled_bytes: u64,
+}
+
+impl StatsSnapshot {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_payloads.iter().sum()
+    }
+}
+
+struct Queue {
+    items: VecDeque<Payload>,
+    bytes: usize,
+    /// Spill files, oldest first: (path, size).
+    spilled: VecDeque<(PathBuf, u64)>,
+    spilled_bytes: u64,
+    next_seq: u64,
+    closed: bool,
+}
+
+struct Shared {
+    cfg: DeliveryConfig,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stats: DeliveryStats,
+}
+
+/// The sink's handle on its delivery thread.
+pub struct Delivery {
+    shared: Arc<Shared>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Delivery {
+    /// Reads the spill directory (creating it) and starts the delivery thread.
+    pub fn start(cfg: DeliveryConfig) -> io::Result<Delivery> {
+        let mut queue = Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            spilled: VecDeque::new(),
+            spilled_bytes: 0,
+            next_seq: 0,
+            closed: false,
+        };
+        if let Some(dir) = &cfg.spill_dir {
+            fs::create_dir_all(dir)?;
+            let mut files: Vec<(u64, PathBuf, u64)> = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(seq) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".payload"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                files.push((seq, entry.path(), entry.metadata()?.len()));
+            }
+            files.sort();
+            if let Some(&(last, _, _)) = files.last() {
+                queue.next_seq = last + 1;
+            }
+            for (_, path, size) in files {
+                queue.spilled_bytes += size;
+                queue.spilled.push_back((path, size));
+            }
+            if !queue.spilled.is_empty() {
+                eprintln!(
+                    "corestatsd: {}: {} spilled payloads ({} bytes) in {} will be sent first",
+                    cfg.name,
+                    queue.spilled.len(),
+                    queue.spilled_bytes,
+                    dir.display()
+                );
+            }
+        }
+        let shared = Arc::new(Shared {
+            cfg,
+            queue: Mutex::new(queue),
+            wake: Condvar::new(),
+            stats: DeliveryStats::default(),
+        });
+        let s = Arc::clone(&shared);
+        let thread = thread::Builder::new()
+            .name(format!("corestatsd-{}", shared.cfg.name))
+            .spawn(move || deliver_loop(&s))?;
+        Ok(Delivery {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues one payload; never waits for the network.
+    pub fn submit(&self, p: Payload) {
+        let mut q = self.shared.lock();
+        q.bytes += p.cost();
+        q.items.push_back(p);
+        while q.bytes > self.shared.cfg.queue_bytes && q.items.len() > 1 {
+            let Some(old) = q.items.pop_front() else {
+                break;
+            };
+            q.bytes -= old.cost();
+            self.shared
+                .spill_or_drop(&mut q, old, DropReason::QueueFull);
+        }
+        drop(q);
+        self.shared.wake.notify_all();
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        let q = self.shared.lock();
+        StatsSnapshot {
+            payloads: s.payloads.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            points: s.points.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            dropped_payloads: std::array::from_fn(|i| {
+                s.dropped_payloads[i].load(Ordering::Relaxed)
+            }),
+            dropped_points: s.dropped_points.load(Ordering::Relaxed),
+            spilled: s.spilled.load(Ordering::Relaxed),
+            max_latency_us: s.max_latency_us.swap(0, Ordering::Relaxed),
+            queued_bytes: q.bytes as u64,
+            spilled_bytes: q.spilled_bytes,
+        }
+    }
+
+    /// Delivers what it can within the stop timeout, spills or drops the rest, and joins the
+    /// thread. Returns the final counters.
+    pub fn close(&mut self) -> StatsSnapshot {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.close();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_drop(&self, p: &Payload, reason: DropReason) {
+        let n = self.stats.dropped_payloads[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .dropped_points
+            .fetch_add(p.points, Ordering::Relaxed);
+        if n == 0 || n.is_power_of_two() {
+            eprintln!(
+                "corestatsd: {}: dropped a payload of {} points for {} ({}; {} such so far)",
+                self.cfg.name,
+                p.points,
+                p.path,
+                reason.as_str(),
+                n + 1
+            );
+        }
+    }
+
+    /// Writes `p` as the newest spill file, or drops it (counted) without a spill directory.
+    fn spill_or_drop(&self, q: &mut Queue, p: Payload, without_dir: DropReason) {
+        let Some(dir) = &self.cfg.spill_dir else {
+            self.count_drop(&p, without_dir);
+            return;
+        };
+        let path = dir.join(format!("{:020}.payload", q.next_seq));
+        q.next_seq += 1;
+        let written = (|| {
+            let tmp = path.with_extension("tmp");
+            let mut f = io::BufWriter::new(fs::File::create(&tmp)?);
+            p.write_to(&mut f)?;
+            f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            fs::rename(&tmp, &path)?;
+            fs::metadata(&path).map(|m| m.len())
+        })();
+        match written {
+            Ok(size) => {
+                self.stats.spilled.fetch_add(1, Ordering::Relaxed);
+                q.spilled_bytes += size;
+                q.spilled.push_back((path, size));
+                while q.spilled_bytes > self.cfg.spill_max_bytes && q.spilled.len() > 1 {
+                    let Some((old, size)) = q.spilled.pop_front() else {
+                        break;
+                    };
+                    q.spilled_bytes -= size;
+                    let points = fs::read(&old)
+                        .ok()
+                        .and_then(|b| Payload::read_from(&b))
+                        .map_or(0, |p| p.points);
+                    let _ = fs::remove_file(&old);
+                    let gone = Payload {
+                        points,
+                        path: old.display().to_string(),
+                        ..Payload::default()
+                    };
+                    self.count_drop(&gone, DropReason::SpillFull);
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "corestatsd: {}: cannot spill to {}: {e}",
+                    self.cfg.name,
+                    path.display()
+                );
+                self.count_drop(&p, DropReason::SpillError);
+            }
+        }
+    }
+}
+
+/// Where the next payload comes from.
+enum Next {
+    Spilled(PathBuf, u64),
+    Queued(Payload),
+}
+
+fn deliver_loop(s: &Shared) {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(s.cfg.timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("corestatsd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut rng = Jitter::seeded();
+    let mut stop_by: Option<Instant> = None;
+    loop {
+        let next = {
+            let mut q = s.lock();
+            loop {
+                if q.closed && stop_by.is_none() {
+                    stop_by = Some(Instant::now() + s.cfg.stop_timeout);
+                }
+                if stop_by.is_some_and(|t| Instant::now() >= t) {
+                    drain_at_stop(s, &mut q);
+                    break None;
+                }
+                if let Some((path, size)) = q.spilled.pop_front() {
+                    q.spilled_bytes -= size;
+                    break Some(Next::Spilled(path, size));
+                }
+                if let Some(p) = q.items.pop_front() {
+                    q.bytes -= p.cost();
+                    break Some(Next::Queued(p));
+                }
+                if q.closed {
+                    break None;
+                }
+                q = s.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Some(next) = next else { return };
+        let (payload, spill_file) = match next {
+            Next::Queued(p) => (p, None),
+            Next::Spilled(path, size) => {
+                match fs::read(&path).ok().and_then(|b| Payload::read_from(&b)) {
+                    Some(p) => (p, Some((path, size))),
+                    None => {
+                        eprintln!(
+                            "corestatsd: {}: spill file {} is unreadable; removed",
+                            s.cfg.name,
+                            path.display()
+                        );
+                        let _ = fs::remove_file(&path);
+                        s.count_drop(&Payload::default(), DropReason::SpillError);
+                        continue;
+                    }
+                }
+            }
+        };
+        let delivered = send_with_retries(s, &http, &payload, &mut rng, &mut stop_by);
+        if let Some((path, size)) = spill_file {
+            if delivered {
+                let _ = fs::remove_file(&path);
+            } else {
+                // Still on disk: put it back at the head for the next process.
+                let mut q = s.lock();
+                q.spilled_bytes += size;
+                q.spilled.push_front((path, size));
+                drain_at_stop(s, &mut q);
+                return;
+            }
+        } else if !delivered {
+            let mut q = s.lock();
+            q.bytes += payload.cost();
+            q.items.push_front(payload);
+            drain_at_stop(s, &mut q);
+            return;
+        }
+    }
+}
+
+/// The stop timeout ran out: queued payloads go to the spill directory, or are dropped.
+fn drain_at_stop(s: &Shared, q: &mut Queue) {
+    let left: Vec<Payload> = q.items.drain(..).collect();
+    q.bytes = 0;
+    if !left.is_empty() {
+        eprintln!(
+            "corestatsd: {}: stop timeout reached with {} payloads undelivered; {}",
+            s.cfg.name,
+            left.len(),
+            match &s.cfg.spill_dir {
+                Some(d) => format!("spilled to {}", d.display()),
+                None => "dropped (set a spill directory to keep them)".into(),
+            }
+        );
+    }
+    for p in left {
+        s.spill_or_drop(q, p, DropReason::Stop);
+    }
+}
+
+/// Posts until delivered (true), permanently refused (true: given up and counted), or the stop
+/// timeout passes (false: the caller keeps the payload).
+fn send_with_retries(
+    s: &Shared,
+    http: &ureq::Agent,
+    p: &Payload,
+    rng: &mut Jitter,
+    stop_by: &mut Option<Instant>,
+) -> bool {
+    let url = format!("{}{}", s.cfg.base_url, p.path);
+    let mut attempt: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let outcome = post(http, &url, &s.cfg.headers, p);
+        match outcome {
+            Outcome::Delivered => {
+                let us = started.elapsed().as_micros() as u64;
+                s.stats.max_latency_us.fetch_max(us, Ordering::Relaxed);
+                s.stats.payloads.fetch_add(1, Ordering::Relaxed);
+                s.stats
+                    .bytes
+                    .fetch_add(p.body.len() as u64, Ordering::Relaxed);
+                s.stats.points.fetch_add(p.points, Ordering::Relaxed);
+                return true;
+            }
+            Outcome::Permanent(status, body) => {
+                eprintln!(
+                    "corestatsd: {}: {url} refused a payload with HTTP {status}: {body}",
+                    s.cfg.name
+                );
+                s.count_drop(p, DropReason::Rejected);
+                return true;
+            }
+            Outcome::Retry(why) => {
+                s.stats.retries.fetch_add(1, Ordering::Relaxed);
+                let exp = s
+                    .cfg
+                    .backoff_base
+                    .saturating_mul(1u32 << attempt.min(20))
+                    .min(s.cfg.backoff_max);
+                let delay = exp.mul_f64(0.5 + 0.5 * rng.next_unit());
+                if attempt == 0 || attempt.is_power_of_two() {
+                    eprintln!(
+                        "corestatsd: {}: {url}: {why}; retry {} in {} ms",
+                        s.cfg.name,
+                        attempt + 1,
+                        delay.as_millis()
+                    );
+                }
+                attempt += 1;
+                // Wait for the delay, waking early only to notice a stop.
+                let until = Instant::now() + delay;
+                let mut q = s.lock();
+                loop {
+                    if q.closed && stop_by.is_none() {
+                        *stop_by = Some(Instant::now() + s.cfg.stop_timeout);
+                    }
+                    let now = Instant::now();
+                    if stop_by.is_some_and(|t| now >= t) {
+                        return false;
+                    }
+                    let wake_at = stop_by.map_or(until, |t| t.min(until));
+                    if now >= wake_at {
+                        break;
+                    }
+                    q = s
+                        .wake
+                        .wait_timeout(q, wake_at - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Retry(String),
+    Permanent(u16, String),
+}
+
+fn post(http: &ureq::Agent, url: &str, headers: &[(String, String)], p: &Payload) -> Outcome {
+    let mut req = http.post(url).header("Content-Type", &p.content_type);
+    if !p.encoding.is_empty() {
+        req = req.header("Content-Encoding", &p.encoding);
+    }
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    match req.send(&p.body[..]) {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let mut body = String::new();
+            let _ = resp
+                .body_mut()
+                .as_reader()
+                .take(512)
+                .read_to_string(&mut body);
+            match status {
+                200..=299 => Outcome::Delivered,
+                408 | 429 | 500..=599 => Outcome::Retry(format!("HTTP {status}")),
+                _ => Outcome::Permanent(status, body.trim().to_owned()),
+            }
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// xorshift64*: enough to spread retries of many senders, no crate needed.
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded() -> Jitter {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Jitter(t | 1)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `Content-Encoding` choices of the Datadog sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Deflate,
+    /// Snappy's block format, as remote write requires.
+    Snappy,
+    None,
+}
+
+impl Compression {
+    pub fn header(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Deflate => "deflate",
+            Compression::Snappy => "snappy",
+            Compression::None => "",
+        }
+    }
+
+    /// zstd at level 1 (the Agent's default), zlib-wrapped deflate at the default level.
+    pub fn compress(self, raw: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            Compression::Zstd => zstd::bulk::compress(raw, 1),
+            Compression::Deflate => {
+                let mut e = flate2::write::ZlibEncoder::new(
+                    Vec::with_capacity(raw.len() / 4),
+                    flate2::Compression::default(),
+                );
+                e.write_all(raw)?;
+                e.finish()
+            }
+            Compression::Snappy => snap::raw::Encoder::new()
+                .compress_vec(raw)
+                .map_err(io::Error::other),
+            Compression::None => Ok(raw.to_vec()),
+        }
+    }
+}
+
+/// Whether `dir` holds no spill files (for tests and the stop log).
+pub fn spill_is_empty(dir: &Path) -> bool {
+    fs::read_dir(dir).map_or(true, |mut d| {
+        !d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "payload")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spill_format_round_trips() {
+        let p = Payload {
+            path: "/api/v2/series".into(),
+            content_type: "application/x-protobuf".into(),
+            encoding: "zstd".into(),
+            points: 12,
+            body: b"\x00\n\xffbody".to_vec(),
+        };
+        let mut out = Vec::new();
+        p.write_to(&mut out).unwrap();
+        assert_eq!(Payload::read_from(&out), Some(p));
+        assert_eq!(Payload::read_from(b"something else\n"), None);
+    }
+
+    #[test]
+    fn jitter_stays_in_unit_interval() {
+        let mut j = Jitter(42);
+        for _ in 0..1000 {
+            let x = j.next_unit();
+            assert!((0.0..1.0).contains(&x));
+        }
+    }
+
+    #[test]
+    fn compression_round_trips() {
+        let raw = b"series series series series".repeat(100);
+        let z = Compression::Zstd.compress(&raw).unwrap();
+        assert!(z.len() < raw.len());
+        assert_eq!(zstd::bulk::decompress(&z, raw.len()).unwrap(), raw);
+        let d = Compression::Deflate.compress(&raw).unwrap();
+        let mut back = Vec::new();
+        flate2::read::ZlibDecoder::new(&d[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, raw);
+    }
+}

@@ -1,0 +1,800 @@
+//! The relay sink (`dogstatsd:HOST:PORT`, `dogstatsd+uds:PATH`): a tier of corestatsd feeding
+//! another DogStatsD aggregator with what it flushed, as DogStatsD datagrams.
+//!
+//! * Counters as the window's sum and gauges as the last value, both with `|T<window start>` so
+//!   the downstream keeps the window.
+//! * Sets as their distinct members, one line each.
+//! * Histograms, timers and distributions losslessly: exact samples, packed, grouped by weight,
+//!   with the sample rate `@1/weight` carrying the weight (`name:v1:v2|d|@0.25` is weight 4 each);
+//!   a sketch (distributions; histograms past `--histogram-exact-samples`) as its exact min and
+//!   max plus each bin's value with the bin's weight, so the downstream's bins, count, min and
+//!   max equal ours (the sum is then within the sketch's accuracy).
+//! * Events and service checks re-encoded; host as a `host:` tag (empty for none) or `h:`; the
+//!   origin as `c:`, `e:` and `card:` fields.
+//!
+//! Lines are packed into datagrams of at most `max_packet_bytes`. Sends block (a unix datagram
+//! socket pushes back when its reader falls behind); a failed send drops that datagram, counted
+//! with the lines it held. Owns its socket; must not aggregate.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::aggregate::Agg;
+use crate::aggregate::histogram::Histogram;
+use crate::aggregate::sketch::{self, Sketch};
+use crate::merge::desc::Desc;
+use crate::protocol::MetricType;
+use crate::protocol::event::{AlertType, Priority};
+use crate::protocol::origin::Origin;
+
+use super::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Sink};
+
+/// Where relayed datagrams go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Udp(SocketAddr),
+    Uds(PathBuf),
+}
+
+impl Target {
+    /// `--relay-max-packet-bytes` default: an Ethernet-safe UDP payload, or the Agent's unix
+    /// buffer.
+    pub fn default_max_packet_bytes(&self) -> usize {
+        match self {
+            Target::Udp(_) => 1432,
+            Target::Uds(_) => 8192,
+        }
+    }
+}
+
+enum Socket {
+    Udp(UdpSocket),
+    Uds(UnixDatagram, PathBuf, bool),
+}
+
+impl Socket {
+    fn open(t: &Target) -> io::Result<Socket> {
+        match t {
+            Target::Udp(addr) => {
+                let local: SocketAddr = if addr.is_ipv4() {
+                    "0.0.0.0:0".parse().expect("literal")
+                } else {
+                    "[::]:0".parse().expect("literal")
+                };
+                let s = UdpSocket::bind(local)?;
+                s.connect(addr)?;
+                s.set_write_timeout(Some(SEND_TIMEOUT))?;
+                Ok(Socket::Udp(s))
+            }
+            Target::Uds(path) => {
+                let s = UnixDatagram::unbound()?;
+                s.set_write_timeout(Some(SEND_TIMEOUT))?;
+                // The downstream may start later: connect lazily.
+                let connected = s.connect(path).is_ok();
+                Ok(Socket::Uds(s, path.clone(), connected))
+            }
+        }
+    }
+
+    fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        match self {
+            Socket::Udp(s) => s.send(packet).map(drop),
+            Socket::Uds(s, path, connected) => {
+                if !*connected {
+                    s.connect(&*path)?;
+                    *connected = true;
+                }
+                let r = s.send(packet).map(drop);
+                if r.is_err() {
+                    // A restarted downstream has a new socket behind the same path.
+                    *connected = false;
+                }
+                r
+            }
+        }
+    }
+}
+
+/// How long one datagram may wait for room in the downstream's socket before it is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters of one relay, cumulative.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RelayStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lines: u64,
+    pub send_errors: u64,
+    pub lines_dropped: u64,
+}
+
+/// Packs lines into datagrams and hands full ones to `send`.
+pub struct Packer {
+    max: usize,
+    packet: Vec<u8>,
+    lines: u64,
+}
+
+impl Packer {
+    pub fn new(max: usize) -> Self {
+        Packer {
+            max,
+            packet: Vec::with_capacity(max),
+            lines: 0,
+        }
+    }
+
+    fn line(&mut self, line: &[u8], send: &mut impl FnMut(&[u8], u64)) {
+        if !self.packet.is_empty() && self.packet.len() + 1 + line.len() > self.max {
+            self.flush(send);
+        }
+        if !self.packet.is_empty() {
+            self.packet.push(b'\n');
+        }
+        self.packet.extend_from_slice(line);
+        self.lines += 1;
+    }
+
+    fn flush(&mut self, send: &mut impl FnMut(&[u8], u64)) {
+        if !self.packet.is_empty() {
+            send(&self.packet, self.lines);
+            self.packet.clear();
+            self.lines = 0;
+        }
+    }
+}
+
+/// Formats one flushed batch as DogStatsD lines.
+pub struct Encoder {
+    pub max_packet_bytes: usize,
+    suffix: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(max_packet_bytes: usize) -> Self {
+        Encoder {
+            max_packet_bytes,
+            suffix: Vec::new(),
+            line: Vec::new(),
+        }
+    }
+
+    /// Every line of `batch`, packed, through `send(packet, lines)`.
+    pub fn encode(&mut self, batch: &FlushBatch, send: &mut impl FnMut(&[u8], u64)) {
+        let mut p = Packer::new(self.max_packet_bytes);
+        for m in &batch.metrics {
+            self.metric(batch, m, &mut p, send);
+        }
+        for e in &batch.events {
+            self.event(e, &mut p, send);
+        }
+        for sc in &batch.service_checks {
+            self.service_check(sc, &mut p, send);
+        }
+        p.flush(send);
+    }
+
+    fn metric(
+        &mut self,
+        batch: &FlushBatch,
+        m: &FlushedMetric,
+        p: &mut Packer,
+        send: &mut impl FnMut(&[u8], u64),
+    ) {
+        let d = batch.desc(m);
+        let mut name = d.name.to_vec();
+        m.suffix.push_to(&mut name);
+        let name = &name[..];
+        match (&m.raw, &m.sketch) {
+            (Some(raw), _) => match &**raw {
+                Agg::Set(members) => {
+                    self.tail(&d, b"s", None, None);
+                    for member in members.iter() {
+                        self.line.clear();
+                        self.line.extend_from_slice(name);
+                        self.line.push(b':');
+                        self.line.extend_from_slice(member);
+                        self.line.extend_from_slice(&self.suffix);
+                        p.line(&self.line, send);
+                    }
+                }
+                Agg::Histogram(h) => {
+                    let kind: &[u8] = if d.metric_type == MetricType::Timer {
+                        b"ms"
+                    } else {
+                        b"h"
+                    };
+                    let samples = match &**h {
+                        Histogram::Exact(s) => s.clone(),
+                        Histogram::Sketch(sk) => sketch_samples(sk),
+                    };
+                    self.weighted(&d, name, kind, samples, p, send);
+                }
+                _ => {}
+            },
+            (None, Some(sk)) if m.kind == OutKind::Distribution => {
+                self.weighted(&d, name, b"d", sketch_samples(sk), p, send);
+            }
+            _ => {
+                let kind: &[u8] = if m.kind == OutKind::Count { b"c" } else { b"g" };
+                self.tail(&d, kind, None, Some(m.ts));
+                self.line.clear();
+                self.line.extend_from_slice(name);
+                self.line.push(b':');
+                push_f64(&mut self.line, m.value);
+                self.line.extend_from_slice(&self.suffix);
+                p.line(&self.line, send);
+            }
+        }
+    }
+
+    /// Lines of packed values, one rate per line, within the packet size.
+    fn weighted(
+        &mut self,
+        d: &Desc<'_>,
+        name: &[u8],
+        kind: &[u8],
+        mut samples: Vec<(f64, f64)>,
+        p: &mut Packer,
+        send: &mut impl FnMut(&[u8], u64),
+    ) {
+        samples.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
+        let mut value = Vec::new();
+        for group in samples.chunk_by(|a, b| a.1.to_bits() == b.1.to_bits()) {
+            let weight = group[0].1;
+            self.tail(d, kind, Some(weight), None);
+            self.line.clear();
+            for &(v, _) in group {
+                value.clear();
+                push_f64(&mut value, v);
+                let full =
+                    self.line.len() + 1 + value.len() + self.suffix.len() > self.max_packet_bytes;
+                if !self.line.is_empty() && full {
+                    self.line.extend_from_slice(&self.suffix);
+                    p.line(&self.line, send);
+                    self.line.clear();
+                }
+                if self.line.is_empty() {
+                    self.line.extend_from_slice(name);
+                }
+                self.line.push(b':');
+                self.line.extend_from_slice(&value);
+            }
+            self.line.extend_from_slice(&self.suffix);
+            p.line(&self.line, send);
+        }
+    }
+
+    /// Everything after the value: `|type[|@rate]|#tags,host:h[|Tts][|c:..][|e:..][|card:..]`.
+    fn tail(&mut self, d: &Desc<'_>, kind: &[u8], weight: Option<f64>, ts: Option<u64>) {
+        let s = &mut self.suffix;
+        s.clear();
+        s.push(b'|');
+        s.extend_from_slice(kind);
+        if let Some(w) = weight.filter(|&w| w != 1.0) {
+            s.extend_from_slice(b"|@");
+            push_f64(s, 1.0 / w);
+        }
+        s.extend_from_slice(b"|#");
+        for tag in d.tags() {
+            s.extend_from_slice(tag);
+            s.push(b',');
+        }
+        s.extend_from_slice(b"host:");
+        s.extend_from_slice(d.host.unwrap_or_default());
+        if let Some(t) = entity_tag(d.origin) {
+            s.push(b',');
+            s.extend_from_slice(&t);
+        }
+        if let Some(ts) = ts {
+            s.extend_from_slice(format!("|T{ts}").as_bytes());
+        }
+        push_origin(s, d.origin);
+    }
+
+    fn event(&mut self, e: &FlushedEvent, p: &mut Packer, send: &mut impl FnMut(&[u8], u64)) {
+        let title = escape(&e.title);
+        let text = escape(&e.text);
+        let l = &mut self.line;
+        l.clear();
+        l.extend_from_slice(format!("_e{{{},{}}}:", title.len(), text.len()).as_bytes());
+        l.extend_from_slice(&title);
+        l.push(b'|');
+        l.extend_from_slice(&text);
+        if let Some(ts) = e.ts {
+            l.extend_from_slice(format!("|d:{ts}").as_bytes());
+        }
+        l.extend_from_slice(b"|h:");
+        l.extend_from_slice(e.host.as_deref().unwrap_or_default());
+        if let Some(k) = &e.aggregation_key {
+            l.extend_from_slice(b"|k:");
+            l.extend_from_slice(k);
+        }
+        if e.priority == Priority::Low {
+            l.extend_from_slice(b"|p:low");
+        }
+        if let Some(s) = &e.source_type {
+            l.extend_from_slice(b"|s:");
+            l.extend_from_slice(s);
+        }
+        l.extend_from_slice(match e.alert_type {
+            AlertType::Info => b"|t:info".as_slice(),
+            AlertType::Warning => b"|t:warning",
+            AlertType::Error => b"|t:error",
+            AlertType::Success => b"|t:success",
+        });
+        push_tags(l, &e.tags, e.origin.as_deref());
+        push_origin(l, e.origin.as_deref());
+        p.line(&self.line, send);
+    }
+
+    fn service_check(
+        &mut self,
+        sc: &FlushedServiceCheck,
+        p: &mut Packer,
+        send: &mut impl FnMut(&[u8], u64),
+    ) {
+        let l = &mut self.line;
+        l.clear();
+        l.extend_from_slice(b"_sc|");
+        l.extend_from_slice(&sc.name);
+        l.extend_from_slice(format!("|{}", sc.status).as_bytes());
+        if let Some(ts) = sc.ts {
+            l.extend_from_slice(format!("|d:{ts}").as_bytes());
+        }
+        l.extend_from_slice(b"|h:");
+        l.extend_from_slice(sc.host.as_deref().unwrap_or_default());
+        push_tags(l, &sc.tags, sc.origin.as_deref());
+        push_origin(l, sc.origin.as_deref());
+        if let Some(m) = &sc.message {
+            l.extend_from_slice(b"|m:");
+            l.extend_from_slice(&escape(m));
+        }
+        p.line(&self.line, send);
+    }
+}
+
+/// A sketch as weighted values: its exact min and max (weight 1 each, taken from the lowest and
+/// highest bins) and each bin's value with what remains of its weight.
+pub fn sketch_samples(sk: &Sketch) -> Vec<(f64, f64)> {
+    let bins: Vec<(i32, f64)> = sk.bins().filter(|&(_, n)| n > 0.0).collect();
+    let mut out = Vec::with_capacity(bins.len() + 2);
+    let last = bins.len().saturating_sub(1);
+    for (i, &(k, mut n)) in bins.iter().enumerate() {
+        if i == 0 {
+            let take = n.min(1.0);
+            out.push((sk.min, take));
+            n -= take;
+        }
+        if i == last && n > 0.0 {
+            let take = n.min(1.0);
+            out.push((sk.max, take));
+            n -= take;
+        }
+        if n > 0.0 {
+            out.push((sketch::value(k), n));
+        }
+    }
+    out
+}
+
+fn push_tags(l: &mut Vec<u8>, tags: &[Vec<u8>], origin: Option<&[u8]>) {
+    let entity = entity_tag(origin);
+    if tags.is_empty() && entity.is_none() {
+        return;
+    }
+    l.extend_from_slice(b"|#");
+    for (i, t) in tags.iter().chain(&entity).enumerate() {
+        if i > 0 {
+            l.push(b',');
+        }
+        l.extend_from_slice(t);
+    }
+}
+
+/// The origin as the wire's `c:`, `e:` and `card:` fields (and the entity-id tag's pod uid).
+fn push_origin(l: &mut Vec<u8>, blob: Option<&[u8]>) {
+    let Some(blob) = blob else { return };
+    let o = Origin::decode(blob);
+    let mut local = Vec::new();
+    if let Some(id) = o.container_id {
+        local.extend_from_slice(b"ci-");
+        local.extend_from_slice(id);
+    }
+    if let Some(inode) = o.cgroup_inode {
+        if !local.is_empty() {
+            local.push(b',');
+        }
+        local.extend_from_slice(format!("in-{inode}").as_bytes());
+    }
+    if !local.is_empty() {
+        l.extend_from_slice(b"|c:");
+        l.extend_from_slice(&local);
+    }
+    let e = o.external;
+    if !e.is_empty() {
+        let mut items: Vec<Vec<u8>> = Vec::new();
+        if let Some(init) = e.init {
+            items.push(format!("it-{init}").into_bytes());
+        }
+        if let Some(cn) = e.container_name {
+            items.push([b"cn-", cn].concat());
+        }
+        if let Some(pu) = e.pod_uid {
+            items.push([b"pu-", pu].concat());
+        }
+        l.extend_from_slice(b"|e:");
+        l.extend_from_slice(&items.join(&b","[..]));
+    }
+    if let Some(c) = o.cardinality {
+        l.extend_from_slice(b"|card:");
+        l.extend_from_slice(c.as_str().as_bytes());
+    }
+}
+
+/// The `dd.internal.entity_id` tag a sender's origin came with, to append to the tags.
+fn entity_tag(blob: Option<&[u8]>) -> Option<Vec<u8>> {
+    let uid = Origin::decode(blob?).pod_uid?;
+    Some([b"dd.internal.entity_id:", uid].concat())
+}
+
+/// Newlines as the two characters `\n`, as events and service-check messages carry them.
+fn escape(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    for &c in b {
+        if c == b'\n' {
+            out.extend_from_slice(b"\\n");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Shortest decimal that reads back as the same `f64` (Rust's `Display` never uses exponents).
+fn push_f64(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write;
+    let _ = write!(out, "{v}");
+}
+
+/// The relay sink: encodes on the sink thread and sends from it.
+pub struct RelaySink {
+    target: Target,
+    socket: Socket,
+    enc: Encoder,
+    stats: RelayStats,
+    last: RelayStats,
+    telemetry_host: Option<Vec<u8>>,
+    interval: u32,
+    points: bool,
+}
+
+impl RelaySink {
+    pub fn new(
+        target: Target,
+        max_packet_bytes: usize,
+        telemetry_host: Option<Vec<u8>>,
+        interval: u32,
+        points: bool,
+    ) -> io::Result<Self> {
+        Ok(RelaySink {
+            socket: Socket::open(&target)?,
+            target,
+            enc: Encoder::new(max_packet_bytes),
+            stats: RelayStats::default(),
+            last: RelayStats::default(),
+            telemetry_host,
+            interval,
+            points,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Udp(a) => format!("dogstatsd:{a}"),
+            Target::Uds(p) => format!("dogstatsd+uds:{}", p.display()),
+        }
+    }
+}
+
+impl Sink for RelaySink {
+    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+        let socket = &mut self.socket;
+        let stats = &mut self.stats;
+        let mut first_error = None;
+        self.enc.encode(
+            batch,
+            &mut |packet: &[u8], lines: u64| match socket.send(packet) {
+                Ok(()) => {
+                    stats.packets += 1;
+                    stats.bytes += packet.len() as u64;
+                    stats.lines += lines;
+                }
+                Err(e) => {
+                    stats.send_errors += 1;
+                    stats.lines_dropped += lines;
+                    first_error.get_or_insert(e);
+                }
+            },
+        );
+        if let Some(e) = first_error
+            && self.stats.send_errors.is_power_of_two()
+        {
+            eprintln!(
+                "corestatsd: relay to {}: send failed, datagrams dropped ({} lines so far): {e}",
+                self.describe(),
+                self.stats.lines_dropped
+            );
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
+        let (now, last) = (self.stats, std::mem::replace(&mut self.last, self.stats));
+        eprintln!(
+            "corestatsd: relay window {window}: packets={} bytes={} lines={} send_errors={} \
+             lines_dropped={}",
+            now.packets - last.packets,
+            now.bytes - last.bytes,
+            now.lines - last.lines,
+            now.send_errors - last.send_errors,
+            now.lines_dropped - last.lines_dropped
+        );
+        if self.points {
+            let tag = format!("downstream:{}", self.describe());
+            let c = OutKind::Count;
+            let points = [
+                (
+                    "corestatsd.relay.packets",
+                    None,
+                    c,
+                    (now.packets - last.packets) as f64,
+                ),
+                (
+                    "corestatsd.relay.bytes",
+                    None,
+                    c,
+                    (now.bytes - last.bytes) as f64,
+                ),
+                (
+                    "corestatsd.relay.lines",
+                    None,
+                    c,
+                    (now.lines - last.lines) as f64,
+                ),
+                (
+                    "corestatsd.relay.send_errors",
+                    None,
+                    c,
+                    (now.send_errors - last.send_errors) as f64,
+                ),
+                (
+                    "corestatsd.relay.lines_dropped",
+                    None,
+                    c,
+                    (now.lines_dropped - last.lines_dropped) as f64,
+                ),
+            ];
+            super::push_points(
+                out,
+                self.telemetry_host.as_deref(),
+                &tag,
+                window,
+                self.interval,
+                &points,
+            );
+        }
+    }
+
+    fn close(&mut self) -> io::Result<u64> {
+        eprintln!(
+            "corestatsd: relay to {}: sent {} datagrams ({} bytes, {} lines); {} send errors, \
+             {} lines dropped",
+            self.describe(),
+            self.stats.packets,
+            self.stats.bytes,
+            self.stats.lines,
+            self.stats.send_errors,
+            self.stats.lines_dropped
+        );
+        Ok(self.stats.lines_dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::desc;
+    use crate::protocol::{Lines, parse_metric};
+
+    /// A batch of one point whose desc is `name` with `tags` on host `h1`.
+    fn batch_of(t: MetricType, m: FlushedMetric) -> FlushBatch {
+        let mut arena = Vec::new();
+        let tags: [&[u8]; 2] = [b"env:prod", b"zone:a"];
+        let d = desc::encode(&mut arena, t, b"lat", Some(b"h1"), None, tags.into_iter());
+        FlushBatch {
+            arenas: vec![arena],
+            metrics: vec![FlushedMetric { desc: d, ..m }],
+            ..FlushBatch::default()
+        }
+    }
+
+    fn point() -> FlushedMetric {
+        FlushedMetric {
+            arena: 0,
+            desc: 0,
+            suffix: crate::sink::Suffix::None,
+            kind: OutKind::Gauge,
+            value: 0.0,
+            ts: 1_764_000_000,
+            interval: 10,
+            sketch: None,
+            raw: None,
+        }
+    }
+
+    fn packets(batch: &FlushBatch, max: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        Encoder::new(max).encode(batch, &mut |p: &[u8], _| out.push(p.to_vec()));
+        out
+    }
+
+    /// Parses every relayed line back into an aggregate, as the downstream tier does.
+    fn reaggregate(t: MetricType, packets: &[Vec<u8>]) -> Agg {
+        let mut agg = Agg::new(t);
+        for p in packets {
+            for line in Lines::new(p) {
+                let m = parse_metric(line).unwrap_or_else(|e| panic!("{e:?}: {line:?}"));
+                assert_eq!(m.metric_type, t);
+                assert_eq!(m.tags, b"env:prod,zone:a,host:h1");
+                agg.insert(&m, 0, 1 << 20);
+            }
+        }
+        agg
+    }
+
+    #[test]
+    fn counters_and_gauges_keep_their_window() {
+        let b = batch_of(
+            MetricType::Counter,
+            FlushedMetric {
+                kind: OutKind::Count,
+                value: 12.5,
+                ..point()
+            },
+        );
+        assert_eq!(
+            packets(&b, 1432),
+            vec![b"lat:12.5|c|#env:prod,zone:a,host:h1|T1764000000".to_vec()]
+        );
+    }
+
+    #[test]
+    fn weighted_histogram_samples_come_back_exactly() {
+        let samples = vec![(1.5, 1.0), (2.0, 4.0), (7.25, 4.0), (3.0, 3.0), (0.1, 1.0)];
+        let h = Agg::Histogram(Box::new(Histogram::Exact(samples.clone())));
+        let b = batch_of(
+            MetricType::Histogram,
+            FlushedMetric {
+                raw: Some(Box::new(h)),
+                ..point()
+            },
+        );
+        let ps = packets(&b, 1432);
+        let text = String::from_utf8(ps.concat()).unwrap();
+        assert!(text.contains("lat:2:7.25|h|@0.25|#"), "{text}");
+        let Agg::Histogram(back) = reaggregate(MetricType::Histogram, &ps) else {
+            unreachable!()
+        };
+        let Histogram::Exact(mut got) = *back else {
+            panic!("exact expected")
+        };
+        let mut want = samples;
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(got, want, "weights snap back to whole numbers");
+    }
+
+    #[test]
+    fn sketch_bins_count_min_and_max_come_back_exactly() {
+        let mut sk = Sketch::default();
+        for i in 0..2000 {
+            sk.insert(
+                f64::from(i) * 0.37 - 20.0,
+                if i % 3 == 0 { 10.0 } else { 1.0 },
+            );
+        }
+        let b = batch_of(
+            MetricType::Distribution,
+            FlushedMetric {
+                kind: OutKind::Distribution,
+                value: sk.count,
+                sketch: Some(Box::new(sk.clone())),
+                ..point()
+            },
+        );
+        let ps = packets(&b, 512);
+        assert!(ps.iter().all(|p| p.len() <= 512));
+        let Agg::Distribution(back) = reaggregate(MetricType::Distribution, &ps) else {
+            unreachable!()
+        };
+        assert_eq!(back.count, sk.count);
+        assert_eq!((back.min, back.max), (sk.min, sk.max));
+        assert_eq!(
+            back.bins().collect::<Vec<_>>(),
+            sk.bins().collect::<Vec<_>>()
+        );
+        assert!((back.sum - sk.sum).abs() <= sk.sum.abs() * 0.01 + 1.0);
+        for q in [0.5, 0.9, 0.99] {
+            assert_eq!(back.quantile(q), sk.quantile(q));
+        }
+    }
+
+    #[test]
+    fn set_members_each_get_a_line() {
+        let mut members = hashbrown::HashSet::new();
+        members.insert(b"u1".to_vec().into_boxed_slice());
+        members.insert(b"u:2".to_vec().into_boxed_slice());
+        let b = batch_of(
+            MetricType::Set,
+            FlushedMetric {
+                value: 2.0,
+                raw: Some(Box::new(Agg::Set(Box::new(members.clone())))),
+                ..point()
+            },
+        );
+        let Agg::Set(back) = reaggregate(MetricType::Set, &packets(&b, 1432)) else {
+            unreachable!()
+        };
+        assert_eq!(*back, members);
+    }
+
+    #[test]
+    fn events_and_checks_parse_back() {
+        let b = FlushBatch {
+            events: vec![FlushedEvent {
+                title: b"deploy".to_vec(),
+                text: b"line 1\nline 2".to_vec(),
+                ts: Some(1_764_000_000),
+                host: Some(b"web-1".to_vec()),
+                aggregation_key: Some(b"k".to_vec()),
+                priority: Priority::Low,
+                source_type: Some(b"ci".to_vec()),
+                alert_type: AlertType::Error,
+                tags: vec![b"env:prod".to_vec()],
+                origin: None,
+            }],
+            service_checks: vec![FlushedServiceCheck {
+                name: b"db.up".to_vec(),
+                status: 2,
+                ts: None,
+                host: None,
+                message: Some(b"down\nhard".to_vec()),
+                tags: vec![],
+                origin: None,
+            }],
+            ..FlushBatch::default()
+        };
+        let ps = packets(&b, 8192);
+        let lines: Vec<&[u8]> = Lines::new(&ps[0]).collect();
+        let e = crate::protocol::parse_event(lines[0]).unwrap();
+        assert_eq!(crate::protocol::event::unescape(e.text), b"line 1\nline 2");
+        assert_eq!((e.title, e.host), (&b"deploy"[..], Some(&b"web-1"[..])));
+        assert_eq!(
+            (e.priority, e.alert_type),
+            (Priority::Low, AlertType::Error)
+        );
+        assert_eq!(e.tags, b"env:prod");
+        let sc = crate::protocol::parse_service_check(lines[1]).unwrap();
+        assert_eq!((sc.name, sc.status), (&b"db.up"[..], 2));
+        assert_eq!(sc.message, Some(&b"down\\nhard"[..]));
+    }
+}
