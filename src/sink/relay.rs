@@ -359,7 +359,7 @@ impl Encoder {
 }
 
 /// A sketch as weighted values: its exact min and max (weight 1 each, taken from the lowest and
-/// highest bins) and each bin's value with what remains of its weight.
+/// highest bins) and each bin's value (clamped to [min, max]) with what remains of its weight.
 pub fn sketch_samples(sk: &Sketch) -> Vec<(f64, f64)> {
     let bins: Vec<(i32, f64)> = sk.bins().filter(|&(_, n)| n > 0.0).collect();
     let mut out = Vec::with_capacity(bins.len() + 2);
@@ -376,7 +376,9 @@ pub fn sketch_samples(sk: &Sketch) -> Vec<(f64, f64)> {
             n -= take;
         }
         if n > 0.0 {
-            out.push((sketch::value(k), n));
+            // A bin's value may lie past the extreme sample it holds; the extreme is in the same
+            // bin, so clamping keeps the key and keeps the downstream's min and max exact.
+            out.push((sketch::value(k).clamp(sk.min, sk.max), n));
         }
     }
     out

@@ -1,0 +1,177 @@
+//! `--downstream prometheus-remote-write` against a real Prometheus (Debian's `prometheus`
+//! package, which `scripts/test` installs), started here with its remote-write receiver on a
+//! loopback port and a temporary data directory; values are read back through its query API.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, align_to_second, temp_dir};
+use serde_json::Value;
+
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start() -> Prometheus {
+        let dir = temp_dir("prometheus");
+        std::fs::write(dir.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "the `prometheus` binary (Debian package `prometheus`; scripts/test installs it)",
+            );
+        let p = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("{}/-/ready", p.url)).call().is_err() {
+            assert!(Instant::now() < deadline, "prometheus never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    /// An instant query's result vector.
+    fn query(&self, expr: &str) -> Vec<Value> {
+        let mut resp = ureq::get(&format!("{}/api/v1/query", self.url))
+            .query("query", expr)
+            .call()
+            .unwrap_or_else(|e| panic!("query {expr}: {e}"));
+        let mut body = String::new();
+        resp.body_mut()
+            .as_reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The one value of `expr` (panics unless exactly one series answers).
+    fn value(&self, expr: &str) -> f64 {
+        let r = self.query(expr);
+        assert_eq!(r.len(), 1, "{expr}: {r:#?}");
+        r[0]["value"][1].as_str().unwrap().parse().unwrap()
+    }
+}
+
+fn send(server: &Server, lines: &[&str]) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for l in lines {
+        s.send_to(l.as_bytes(), server.addr).unwrap();
+    }
+}
+
+#[test]
+fn counters_accumulate_and_every_type_lands_in_prometheus() {
+    let prom = Prometheus::start();
+    let target = format!("prometheus-remote-write:{}/api/v1/write", prom.url);
+    let server = Server::start(&[
+        "--downstream",
+        &target,
+        "--bucket-secs",
+        "1",
+        "--hostname",
+        "edge-1",
+        "--cores",
+        "0",
+        "--no-self-metrics",
+    ]);
+    align_to_second();
+    send(
+        &server,
+        &[
+            "req:3|c|#env:prod,k8s.pod-name:web",
+            "flag:1|c|#canary",
+            "temp:21.5|g",
+            "lat:100|h",
+            "lat:300|h",
+            "size:1:2:3:4|d",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    send(
+        &server,
+        &["req:4|c|#env:prod,k8s.pod-name:web", "size:10|d"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("prometheus-remote-write: delivered")
+                && l.contains(" 0 payloads (0 points) dropped")),
+        "{:#?}",
+        done.stderr
+    );
+
+    let req = prom.query("req_total");
+    assert_eq!(req.len(), 1, "{req:#?}");
+    let labels = &req[0]["metric"];
+    assert_eq!(labels["env"], "prod");
+    assert_eq!(labels["k8s_pod_name"], "web");
+    assert_eq!(labels["host"], "edge-1");
+    assert_eq!(
+        prom.value("max_over_time(req_total[10m])"),
+        7.0,
+        "cumulative"
+    );
+    assert_eq!(prom.value("min_over_time(req_total[10m])"), 3.0);
+    assert_eq!(
+        prom.value("count_over_time(req_total[10m])"),
+        2.0,
+        "one sample per window"
+    );
+    assert_eq!(prom.value("flag_total{canary=\"true\"}"), 1.0);
+    assert_eq!(prom.value("temp"), 21.5);
+    assert_eq!(prom.value("lat_max"), 300.0);
+    assert_eq!(prom.value("lat_avg"), 200.0);
+    assert_eq!(
+        prom.value("lat_count"),
+        2.0,
+        "a histogram's count is a gauge per window"
+    );
+    assert_eq!(prom.value("max_over_time(size_count[10m])"), 5.0);
+    assert_eq!(prom.value("max_over_time(size_sum[10m])"), 20.0);
+    let p50 = prom.value("min_over_time(size{quantile=\"0.5\"}[10m])");
+    assert!(
+        (p50 - 2.0).abs() <= 2.0 * 0.01,
+        "p50 of 1..4 within the sketch's accuracy: {p50}"
+    );
+    assert_eq!(
+        prom.query("size").len(),
+        4,
+        "0.5, 0.9, 0.95 and 0.99 quantile series"
+    );
+}

@@ -1,0 +1,169 @@
+//! `--downstream dogstatsd…`: two real processes, edge → global, on loopback. What the global
+//! tier writes must equal what one process writes from the same input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{Server, metric_lines, temp_dir};
+use serde_json::Value;
+
+/// A deterministic mix of every type, with sample rates, packing and tags.
+fn input() -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut x: u64 = 7;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    for i in 0..200 {
+        let ctx = i % 10;
+        lines.push(format!("req:{}|c|@0.5|#route:r{ctx}", next(10)));
+        lines.push(format!("queue:{}|g|#q:{}", next(1000), ctx % 3));
+        lines.push(format!("users:u{}|s|#app:a{}", next(40), ctx % 2));
+        lines.push(format!("lat:{}:{}|ms|#route:r{ctx}", next(500), next(500)));
+        lines.push(format!("size:{}|h|@0.25", next(100_000) as f64 / 7.0));
+        lines.push(format!(
+            "resp:{}:{}|d|#route:r{}",
+            next(2000) as f64 / 3.0,
+            next(10),
+            ctx % 4
+        ));
+        lines.push(format!("resp:{}|d|@0.1|#route:r{}", next(50_000), ctx % 4));
+    }
+    lines.push("late:5|g|T1764000000|#src:old".into());
+    lines.push("_e{6,13}:deploy|done\\nand ok|#env:prod|t:success|k:d1".into());
+    lines.push("_sc|db.up|2|#env:prod|m:down".into());
+    lines
+}
+
+fn send(addr: std::net::SocketAddr, lines: &[String]) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for chunk in lines.chunks(8) {
+        s.send_to(chunk.join("\n").as_bytes(), addr).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Points by (name, host, tags); with the window kept only for counters and gauges, which
+/// carry theirs through the relay (`|T`).
+fn by_context(lines: &[Value]) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for l in metric_lines(lines) {
+        let key = format!("{} {} {}", l["name"], l["host"], l["tags"]);
+        let prev = out.insert(key.clone(), l.clone());
+        assert!(prev.is_none(), "{key} appears twice: one window expected");
+    }
+    out
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()) + 1e-9
+}
+
+#[test]
+fn the_global_tier_writes_what_one_process_would() {
+    let dir = temp_dir("relay");
+    let sock = dir.join("global.sock");
+    let common = ["--cores", "0", "--no-self-metrics", "--hostname", "edge-1"];
+    let global = Server::start(&[&common[..], &["--uds-path", sock.to_str().unwrap()]].concat());
+    let target = format!("dogstatsd+uds:{}", sock.display());
+    let edge = Server::start(&[&common[..], &["--downstream", &target]].concat());
+    let single = Server::start(&common);
+
+    let lines = input();
+    send(edge.addr, &lines);
+    send(single.addr, &lines);
+    std::thread::sleep(Duration::from_millis(300));
+    let edge_done = edge.stop();
+    assert_eq!(edge_done.status, 0, "{:#?}", edge_done.stderr);
+    assert!(
+        edge_done
+            .stderr
+            .iter()
+            .any(|l| l.contains("relay to dogstatsd+uds:") && l.contains("0 send errors")),
+        "{:#?}",
+        edge_done.stderr
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let want = single.stop();
+    let got = global.stop();
+    assert_eq!((want.status, got.status), (0, 0), "{:#?}", got.stderr);
+
+    let want_points = by_context(&want.lines);
+    let got_points = by_context(&got.lines);
+    assert_eq!(
+        want_points.keys().collect::<Vec<_>>(),
+        got_points.keys().collect::<Vec<_>>(),
+        "the same contexts"
+    );
+    assert!(want_points.len() > 40, "{}", want_points.len());
+    for (key, w) in &want_points {
+        let g = &got_points[key];
+        assert_eq!(w["type"], g["type"], "{key}");
+        if w["type"] == "distribution" {
+            let (ws, gs) = (&w["sketch"], &g["sketch"]);
+            for f in ["count", "min", "max", "p50", "p90", "p99"] {
+                assert_eq!(ws[f], gs[f], "{key} {f}");
+            }
+            assert_eq!(ws["bins"], gs["bins"], "{key}");
+            let (a, b) = (ws["sum"].as_f64().unwrap(), gs["sum"].as_f64().unwrap());
+            assert!(close(a, b, 0.01), "{key} sum {a} vs {b}");
+            continue;
+        }
+        let (a, b) = (w["value"].as_f64().unwrap(), g["value"].as_f64().unwrap());
+        assert!(close(a, b, 1e-12), "{key}: {a} vs {b}");
+        let name = w["name"].as_str().unwrap();
+        if name == "req" || name == "queue" || name == "late" {
+            assert_eq!(w["ts"], g["ts"], "{key}: the window survives the relay");
+        }
+    }
+
+    let others = |lines: &[Value], kind: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&want.lines, "event"), others(&got.lines, "event"));
+    assert_eq!(
+        others(&want.lines, "service_check"),
+        others(&got.lines, "service_check")
+    );
+    assert_eq!(others(&got.lines, "event").len(), 1);
+}
+
+#[test]
+fn a_udp_relay_sums_counters_from_its_edge() {
+    let global = Server::start(&["--cores", "0", "--no-self-metrics"]);
+    let target = format!("dogstatsd:{}", global.addr);
+    let edge = Server::start(&[
+        "--cores",
+        "0",
+        "--no-self-metrics",
+        "--hostname",
+        "edge-2",
+        "--downstream",
+        &target,
+        "--relay-max-packet-bytes",
+        "200",
+    ]);
+    let lines: Vec<String> = (0..50)
+        .map(|i| format!("hits:{i}|c|#k:v{}", i % 5))
+        .collect();
+    send(edge.addr, &lines);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(edge.stop().status, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let got = global.stop();
+    let points = metric_lines(&got.lines);
+    assert_eq!(points.len(), 5);
+    let total: f64 = points.iter().map(|p| p["value"].as_f64().unwrap()).sum();
+    assert_eq!(total, (0..50).sum::<i32>() as f64);
+    assert!(points.iter().all(|p| p["host"] == "edge-2"));
+}
