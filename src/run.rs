@@ -38,7 +38,6 @@ fn usage(message: String) -> RunError {
 pub fn run(cfg: Config) -> Result<(), RunError> {
     check_io_uring()?;
     let (sockets, listening) = bind_all(&cfg)?;
-    let sink = open_sink(&cfg)?;
     eprintln!(
         "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
          windows of {} s; downstream {}{}{}",
@@ -84,16 +83,15 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     if !helper_cpus.is_empty() {
         eprintln!("corestatsd: sink and control threads on CPUs {helper_cpus:?}");
     }
+    // Opened once this thread is off the ingest cores: a delivery thread started here inherits
+    // that placement.
+    let sink = open_sink(&cfg).inspect_err(|_| remove_socket_files(&cfg))?;
     let (tx, sink_thread) = sink::spawn(sink, cfg.cores.len()).map_err(|e| RunError {
         message: format!("cannot start the sink thread: {e}"),
         status: 1,
     })?;
     let result = shard::run_shards(&cfg, sockets, tx);
-    // The socket files go with the process that made them (a later start would replace them
-    // anyway; this keeps clients from sending into a socket nobody reads).
-    for path in cfg.uds_paths.iter().chain(&cfg.uds_stream_path) {
-        let _ = std::fs::remove_file(path);
-    }
+    remove_socket_files(&cfg);
     let stats = sink_thread.join().unwrap_or_default();
     eprintln!(
         "corestatsd: stopped; {} points written, {} lost to sink errors",
@@ -113,6 +111,14 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         });
     }
     Ok(())
+}
+
+/// The socket files go with the process that made them (a later start would replace them
+/// anyway; this keeps clients from sending into a socket nobody reads).
+fn remove_socket_files(cfg: &Config) {
+    for path in cfg.uds_paths.iter().chain(&cfg.uds_stream_path) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Binds every listener, deals the sockets to the shards, and describes them for the log.

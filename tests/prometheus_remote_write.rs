@@ -107,6 +107,7 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
         "0",
         "--no-self-metrics",
     ]);
+    let past = common::now_secs() - 30;
     align_to_second();
     send(
         &server,
@@ -117,16 +118,36 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
             "lat:100|h",
             "lat:300|h",
             "size:1:2:3:4|d",
+            // Two points of one series at one timestamp: Prometheus would refuse the whole
+            // request over the second.
+            &format!("stamped:2|c|T{past}"),
+            &format!("stamped:3|c|T{past}"),
+            &format!("late:1|g|T{past}"),
         ],
     );
     std::thread::sleep(Duration::from_millis(1500));
     send(
         &server,
-        &["req:4|c|#env:prod,k8s.pod-name:web", "size:10|d"],
+        &[
+            "req:4|c|#env:prod,k8s.pod-name:web",
+            "size:10|d",
+            // Older than the series' newest sample: dropped and counted, not sent.
+            &format!("late:5|g|T{}", past - 60),
+            &format!("stamped:4|c|T{}", past - 60),
+        ],
     );
     std::thread::sleep(Duration::from_millis(300));
     let done = server.stop();
-    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    assert_eq!(
+        done.status, 1,
+        "the late gauge is a lost point: {:#?}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("1 lost to sink errors"))
+    );
     assert!(
         done.stderr
             .iter()
@@ -134,6 +155,21 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
                 && l.contains(" 0 payloads (0 points) dropped")),
         "{:#?}",
         done.stderr
+    );
+
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("1 samples dropped as older than their series' newest")),
+        "{:#?}",
+        done.stderr
+    );
+    assert_eq!(prom.value("late"), 1.0);
+    assert_eq!(prom.value("count_over_time(stamped_total[10m])"), 1.0);
+    assert_eq!(
+        prom.value("stamped_total"),
+        5.0,
+        "both points of one timestamp"
     );
 
     let req = prom.query("req_total");

@@ -452,6 +452,18 @@ fn parse_downstream(s: &str) -> Result<Downstream, String> {
     }
 }
 
+/// An http(s) base URL without its trailing slash.
+fn check_url(flag: &str, url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{flag} {url:?} is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{flag} {url:?} has no host"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 fn parse_counters_as(s: &str) -> Result<CountersAs, String> {
     match s {
         "rate" => Ok(CountersAs::Rate),
@@ -612,7 +624,7 @@ impl Config {
             },
             downstream: f.downstream,
             downstream_settings: DownstreamSettings {
-                dd_url: f.dd_url.trim_end_matches('/').to_owned(),
+                dd_url: check_url("--dd-url", &f.dd_url)?,
                 dd_api_key_file: f.dd_api_key_file,
                 dd_counters_as: f.dd_counters_as,
                 dd_compression: f.dd_compression,
@@ -734,5 +746,15 @@ mod tests {
         assert!(parse_downstream("dogstatsd+uds:").is_err());
         assert!(parse_downstream("statsd").is_err());
         assert!(parse_downstream("jsonl:").is_err());
+        assert_eq!(
+            check_url("--dd-url", "http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(
+            check_url("--dd-url", "api.datadoghq.com")
+                .unwrap_err()
+                .contains("--dd-url")
+        );
+        assert!(check_url("--dd-url", "https://").is_err());
     }
 }

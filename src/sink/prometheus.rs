@@ -15,6 +15,7 @@
 //!   join their values with `,`; the host is the label `host`.
 //!
 //! Remote write has no events or service checks: they are counted and logged, never sent.
+//! Samples are kept in time order per series (see `RemoteWriteSink`).
 
 use std::io;
 
@@ -135,15 +136,45 @@ fn encode_series(
     });
 }
 
+/// What the sink remembers of one series between flushes.
+struct SeriesState {
+    /// Running total (counters, `_count`, `_sum`).
+    total: f64,
+    /// Timestamp of the newest sample queued, ms.
+    last_ms: i64,
+    /// Which `encode` call queued `pending`, and its index there.
+    generation: u64,
+    pending: usize,
+    /// Newest window seen, for expiry.
+    seen: u64,
+}
+
+/// One sample waiting to be encoded.
+struct Sample {
+    name: String,
+    labels: std::rc::Rc<[(String, String)]>,
+    quantile: Option<&'static str>,
+    value: f64,
+    ts_ms: i64,
+}
+
 /// Encodes on the sink thread, delivers on its own.
+///
+/// Prometheus refuses a whole request over one sample older than (or as old as, with another
+/// value) its series' newest, so samples are ordered per series here: a repeat within a flush
+/// updates the queued sample, a late counter increment rides in the series' next sample (its
+/// running total), and a late gauge is dropped and counted (`out_of_order`).
 pub struct RemoteWriteSink {
     delivery: Delivery,
     telemetry: DeliveryTelemetry,
-    /// Cumulative totals per series (name and labels, encoded): (total, last window seen).
-    totals: HashMap<Vec<u8>, (f64, u64)>,
+    series: HashMap<Vec<u8>, SeriesState>,
+    generation: u64,
     counter_expiry_secs: u64,
     last_expiry_sweep: u64,
     unsupported: u64,
+    out_of_order: u64,
+    out_of_order_reported: u64,
+    oversized: u64,
 }
 
 impl RemoteWriteSink {
@@ -151,72 +182,94 @@ impl RemoteWriteSink {
         RemoteWriteSink {
             delivery,
             telemetry,
-            totals: HashMap::new(),
+            series: HashMap::new(),
+            generation: 0,
             counter_expiry_secs,
             last_expiry_sweep: 0,
             unsupported: 0,
+            out_of_order: 0,
+            out_of_order_reported: 0,
+            oversized: 0,
         }
     }
 
-    /// Adds `delta` to the series' total and returns the new total.
-    fn accumulate(&mut self, name: &str, labels: &[(String, String)], delta: f64, ts: u64) -> f64 {
+    /// Queues one sample of a series; `cumulative` adds `value` to the running total first.
+    fn queue(&mut self, out: &mut Vec<Sample>, mut sample: Sample, cumulative: bool, window: u64) {
         let mut key = Vec::with_capacity(64);
-        key.extend_from_slice(name.as_bytes());
-        for (k, v) in labels {
+        key.extend_from_slice(sample.name.as_bytes());
+        for (k, v) in sample.labels.iter() {
             key.push(0);
             key.extend_from_slice(k.as_bytes());
             key.push(1);
             key.extend_from_slice(v.as_bytes());
         }
-        let e = self.totals.entry(key).or_insert((0.0, ts));
-        e.0 += delta;
-        e.1 = e.1.max(ts);
-        e.0
+        if let Some(q) = sample.quantile {
+            key.push(2);
+            key.extend_from_slice(q.as_bytes());
+        }
+        let st = self.series.entry(key).or_insert(SeriesState {
+            total: 0.0,
+            last_ms: i64::MIN,
+            generation: u64::MAX,
+            pending: 0,
+            seen: window,
+        });
+        st.seen = st.seen.max(window);
+        if cumulative {
+            st.total += sample.value;
+            sample.value = st.total;
+        }
+        if sample.ts_ms > st.last_ms {
+            st.last_ms = sample.ts_ms;
+            st.generation = self.generation;
+            st.pending = out.len();
+            out.push(sample);
+        } else if sample.ts_ms == st.last_ms && st.generation == self.generation {
+            out[st.pending].value = sample.value;
+        } else if !cumulative {
+            self.out_of_order += 1;
+        }
     }
 
-    /// Encodes a batch into payload bodies; pure apart from the running totals.
+    /// Encodes a batch into payload bodies; pure apart from the per-series state.
     pub fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
-        let mut split = Splitter::new(LIMITS);
-        let mut item = Vec::new();
+        self.generation += 1;
+        let mut samples = Vec::with_capacity(batch.metrics.len());
         let mut raw_name = Vec::new();
-        let mut name = String::new();
         let mut newest = 0;
         for m in &batch.metrics {
             let d = batch.desc(m);
             full_name(&mut raw_name, d.name, m.suffix);
+            let mut name = String::new();
             metric_name(&raw_name, &mut name);
-            let labels = labels(batch, m);
+            let labels: std::rc::Rc<[(String, String)]> = labels(batch, m).into();
             let ts_ms = (m.ts as i64).saturating_mul(1000);
             newest = newest.max(m.ts);
+            let sample = |name: String, quantile, value| Sample {
+                name,
+                labels: labels.clone(),
+                quantile,
+                value,
+                ts_ms,
+            };
             match (m.kind, m.suffix, &m.sketch) {
                 (OutKind::Count, Suffix::None, _) => {
-                    name.push_str("_total");
-                    let total = self.accumulate(&name, &labels, m.value, m.ts);
-                    encode_series(&mut item, &name, &labels, None, total, ts_ms);
-                    split.push(&mut item);
+                    let s = sample(format!("{name}_total"), None, m.value);
+                    self.queue(&mut samples, s, true, m.ts);
                 }
                 (OutKind::Distribution, _, Some(sk)) => {
                     for (q, label) in QUANTILES {
-                        encode_series(
-                            &mut item,
-                            &name,
-                            &labels,
-                            Some(("quantile", label)),
-                            sk.quantile(q),
-                            ts_ms,
-                        );
-                        split.push(&mut item);
+                        let s = sample(name.clone(), Some(label), sk.quantile(q));
+                        self.queue(&mut samples, s, false, m.ts);
                     }
                     for (suffix, delta) in [("_count", sk.count), ("_sum", sk.sum)] {
-                        let n = format!("{name}{suffix}");
-                        let total = self.accumulate(&n, &labels, delta, m.ts);
-                        encode_series(&mut item, &n, &labels, None, total, ts_ms);
-                        split.push(&mut item);
+                        let s = sample(format!("{name}{suffix}"), None, delta);
+                        self.queue(&mut samples, s, true, m.ts);
                     }
                 }
                 _ => {
-                    encode_series(&mut item, &name, &labels, None, m.value, ts_ms);
-                    split.push(&mut item);
+                    let s = sample(name, None, m.value);
+                    self.queue(&mut samples, s, false, m.ts);
                 }
             }
         }
@@ -231,11 +284,20 @@ impl RemoteWriteSink {
             }
             self.unsupported += skipped as u64;
         }
+        let mut split = Splitter::new(LIMITS);
+        let mut item = Vec::new();
+        for s in &samples {
+            let extra = s.quantile.map(|q| ("quantile", q));
+            encode_series(&mut item, &s.name, &s.labels, extra, s.value, s.ts_ms);
+            split.push(&mut item);
+        }
         let (bodies, oversized) = split.finish(Compression::Snappy)?;
         if oversized > 0 {
             eprintln!(
-                "corestatsd: prometheus-remote-write: {oversized} series too large for a payload dropped"
+                "corestatsd: prometheus-remote-write: {oversized} series too large for a \
+                 payload dropped"
             );
+            self.oversized += oversized;
         }
         Ok(bodies
             .into_iter()
@@ -255,7 +317,7 @@ impl RemoteWriteSink {
         }
         self.last_expiry_sweep = now;
         let horizon = now.saturating_sub(self.counter_expiry_secs);
-        self.totals.retain(|_, (_, seen)| *seen >= horizon);
+        self.series.retain(|_, st| st.seen >= horizon);
     }
 }
 
@@ -274,6 +336,31 @@ impl Sink for RemoteWriteSink {
     fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
         let now = self.delivery.snapshot();
         self.telemetry.emit(out, window, &now);
+        let late = self.out_of_order - self.out_of_order_reported;
+        self.out_of_order_reported = self.out_of_order;
+        if late > 0 {
+            eprintln!(
+                "corestatsd: prometheus-remote-write window {window}: {late} samples older than \
+                 their series' newest dropped"
+            );
+        }
+        if self.telemetry.points {
+            let tag = "downstream:prometheus-remote-write";
+            let p = [(
+                "corestatsd.downstream.out_of_order_samples",
+                None,
+                OutKind::Count,
+                late as f64,
+            )];
+            super::push_points(
+                out,
+                self.telemetry.host.as_deref(),
+                tag,
+                window,
+                self.telemetry.interval,
+                &p,
+            );
+        }
     }
 
     fn close(&mut self) -> io::Result<u64> {
@@ -286,7 +373,14 @@ impl Sink for RemoteWriteSink {
                 self.unsupported
             );
         }
-        Ok(s.dropped_points)
+        if self.out_of_order > 0 {
+            eprintln!(
+                "corestatsd: prometheus-remote-write: {} samples dropped as older than their \
+                 series' newest",
+                self.out_of_order
+            );
+        }
+        Ok(s.dropped_points + self.out_of_order + self.oversized)
     }
 }
 

@@ -225,3 +225,11 @@ fn thread_states(pid: u32) -> Vec<String> {
         })
         .collect()
 }
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
