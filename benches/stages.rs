@@ -1,6 +1,7 @@
 //! One data-path stage at a time, in ns per metric (criterion's per-element time):
 //! context lookup over 100k contexts, each aggregator type on a hot context, the owner-side
-//! merge (with expansion into points) and the jsonl encoder. Parsing is `--bench parse`, the
+//! merge (with expansion into points) and the downstream encoders (jsonl; Datadog protobuf with
+//! zstd; remote write with snappy; relay lines). Parsing is `--bench parse`, the
 //! whole receive path `--bench ingest`.
 //!
 //! `taskset -c 1 cargo bench --bench stages`
@@ -12,8 +13,11 @@ use std::hint::black_box;
 use corestatsd::aggregate::GROUP;
 use corestatsd::merge::{ContextBatch, HistogramOutput, Merger};
 use corestatsd::protocol::{Metric, parse_metric};
+use corestatsd::sink::datadog::{AGENT_LIMITS, CountersAs, Encoding, encode_batch};
+use corestatsd::sink::delivery::Compression;
 use corestatsd::sink::jsonl::JsonlSink;
-use corestatsd::sink::{FlushBatch, Sink, Suffix};
+use corestatsd::sink::{FlushBatch, FlushedMetric, Sink, Suffix};
+use corestatsd::sink::{prometheus, relay};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn parsed(lines: &[Vec<u8>]) -> Vec<Metric<'_>> {
@@ -103,6 +107,61 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(flushed.items()));
     g.bench_function("jsonl_encode/points", |b| {
         b.iter(|| sink.write(black_box(&flushed)).expect("io::sink"))
+    });
+
+    // The same window through the other downstreams' encoders, compression included.
+    let enc = Encoding {
+        counters_as: CountersAs::Rate,
+        compression: Compression::Zstd,
+        limits: AGENT_LIMITS,
+    };
+    g.bench_function("datadog_encode_zstd/points", |b| {
+        b.iter(|| encode_batch(black_box(&flushed), &enc).expect("encodes"))
+    });
+    // A fresh encoder each time: a series repeated at one timestamp would be skipped.
+    g.bench_function("remote_write_encode_snappy/points", |b| {
+        b.iter_batched(
+            || prometheus::Encoder::new(900),
+            |mut e| e.encode(black_box(&flushed)).expect("encodes"),
+            BatchSize::SmallInput,
+        )
+    });
+    // Steady state: the same series window after window (each batch 10 s later).
+    let mut rw = prometheus::Encoder::new(900);
+    let mut shift = 0;
+    g.bench_function("remote_write_encode_snappy/points_steady", |b| {
+        b.iter_batched(
+            || {
+                shift += 10;
+                FlushBatch {
+                    arenas: flushed.arenas.clone(),
+                    metrics: flushed
+                        .metrics
+                        .iter()
+                        .map(|m| FlushedMetric {
+                            ts: m.ts + shift,
+                            ..m.clone()
+                        })
+                        .collect(),
+                    ..FlushBatch::default()
+                }
+            },
+            |batch| rw.encode(black_box(&batch)).expect("encodes"),
+            BatchSize::LargeInput,
+        )
+    });
+    let whole = Merger::new(1, 10, 512, output())
+        .keeping_raw(true)
+        .add(closed_batch(10_000))
+        .expect("one owner: ready at once");
+    let mut relay = relay::Encoder::new(1432);
+    g.throughput(Throughput::Elements(whole.items()));
+    g.bench_function("relay_encode/contexts", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            relay.encode(black_box(&whole), &mut |p: &[u8], _| bytes += p.len());
+            bytes
+        })
     });
     g.finish();
 }

@@ -18,6 +18,7 @@
 //! Samples are kept in time order per series (see `RemoteWriteSink`).
 
 use std::io;
+use std::ops::Range;
 
 use hashbrown::HashMap;
 
@@ -60,8 +61,15 @@ pub fn metric_name(raw: &[u8], out: &mut String) {
 
 /// Replaces what the label-name charset forbids; `__` prefixes are Prometheus' own.
 pub fn label_name(raw: &[u8]) -> String {
-    let mut out = String::with_capacity(raw.len() + 1);
-    if raw.first().is_none_or(u8::is_ascii_digit) {
+    let mut out = String::new();
+    push_label_name(&mut out, raw);
+    out
+}
+
+fn push_label_name(out: &mut String, raw: &[u8]) {
+    if raw.starts_with(b"__") {
+        out.push_str("tag");
+    } else if raw.first().is_none_or(u8::is_ascii_digit) {
         out.push('_');
     }
     for &b in raw {
@@ -71,63 +79,104 @@ pub fn label_name(raw: &[u8]) -> String {
             '_'
         });
     }
-    if out.starts_with("__") {
-        out.insert_str(0, "tag");
-    }
-    out
 }
 
-/// The labels of one point other than `__name__` (and `quantile`), sorted, keys merged.
-fn labels(batch: &FlushBatch, m: &FlushedMetric) -> Vec<(String, String)> {
-    let d = batch.desc(m);
-    let mut labels: Vec<(String, String)> = Vec::with_capacity(d.tags().len() + 1);
-    if let Some(h) = d.host.filter(|h| !h.is_empty()) {
-        labels.push(("host".into(), String::from_utf8_lossy(h).into_owned()));
-    }
-    for tag in d.tags() {
-        let (k, v) = match memchr::memchr(b':', tag) {
-            Some(at) => (
-                &tag[..at],
-                String::from_utf8_lossy(&tag[at + 1..]).into_owned(),
-            ),
-            None => (tag, "true".to_owned()),
-        };
-        labels.push((label_name(k), v));
-    }
-    labels.sort();
-    labels.dedup_by(|b, a| {
-        if a.0 == b.0 {
-            a.1.push(',');
-            a.1.push_str(&b.1);
-            true
+/// Writes a point's labels other than `__name__` and `quantile` into `text` as
+/// `key\0value\0` pairs, sorted by key, repeated keys merged; returns their range. `scratch`
+/// holds unsorted pairs (ranges into `pairs_text`) and is reused.
+fn push_labels(
+    text: &mut String,
+    pairs_text: &mut String,
+    scratch: &mut Vec<(Range<usize>, Range<usize>)>,
+    desc: &super::Desc<'_>,
+) -> Range<usize> {
+    pairs_text.clear();
+    scratch.clear();
+    let mut pair = |pairs_text: &mut String, k: &[u8], v: &[u8], named: bool| {
+        let ks = pairs_text.len();
+        if named {
+            pairs_text.push_str(std::str::from_utf8(k).unwrap_or("_"));
         } else {
-            false
+            push_label_name(pairs_text, k);
         }
+        let vs = pairs_text.len();
+        pairs_text.push_str(&String::from_utf8_lossy(v));
+        scratch.push((ks..vs, vs..pairs_text.len()));
+    };
+    if let Some(h) = desc.host.filter(|h| !h.is_empty()) {
+        pair(pairs_text, b"host", h, true);
+    }
+    for tag in desc.tags() {
+        match memchr::memchr(b':', tag) {
+            Some(at) => pair(pairs_text, &tag[..at], &tag[at + 1..], false),
+            None => pair(pairs_text, tag, b"true", false),
+        }
+    }
+    let t: &str = pairs_text;
+    scratch.sort_by(|a, b| {
+        t[a.0.clone()]
+            .cmp(&t[b.0.clone()])
+            .then(t[a.1.clone()].cmp(&t[b.1.clone()]))
     });
-    labels
+    let start = text.len();
+    let mut last_key: Option<&str> = None;
+    for (k, v) in scratch.iter() {
+        let (k, v) = (&t[k.clone()], &t[v.clone()]);
+        if last_key == Some(k) {
+            // Same key again: append to the value just written (before its terminator).
+            text.pop();
+            text.push(',');
+        } else {
+            text.push_str(k);
+            text.push('\0');
+        }
+        text.push_str(v);
+        text.push('\0');
+        last_key = Some(k);
+    }
+    start..text.len()
 }
 
+/// Iterates `key\0value\0` pairs.
+fn pairs(encoded: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut parts = encoded.split('\0');
+    std::iter::from_fn(move || {
+        let k = parts.next().filter(|k| !k.is_empty())?;
+        Some((k, parts.next()?))
+    })
+}
+
+/// One `TimeSeries` with a single sample; labels in sorted order with `__name__` (and
+/// `quantile`) merged in.
 fn encode_series(
     out: &mut Vec<u8>,
     name: &str,
-    labels: &[(String, String)],
-    extra: Option<(&str, &str)>,
+    labels: &str,
+    quantile: Option<&str>,
     value: f64,
     ts_ms: i64,
 ) {
-    let mut all: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    all.push(("__name__", name));
-    all.extend(extra);
-    all.sort_unstable();
+    let label = |ts: &mut Vec<u8>, k: &str, v: &str| {
+        proto::message(ts, 1, |l| {
+            proto::bytes(l, 1, k.as_bytes());
+            proto::bytes(l, 2, v.as_bytes());
+        });
+    };
     proto::message(out, 1, |ts| {
-        for (k, v) in &all {
-            proto::message(ts, 1, |l| {
-                proto::bytes(l, 1, k.as_bytes());
-                proto::bytes(l, 2, v.as_bytes());
-            });
+        let mut extra = [Some(("__name__", name)), quantile.map(|q| ("quantile", q))];
+        for (k, v) in pairs(labels) {
+            for e in extra.iter_mut() {
+                if let Some((ek, ev)) = *e
+                    && ek < k
+                {
+                    label(ts, ek, ev);
+                    *e = None;
+                }
+            }
+            label(ts, k, v);
+        }
+        for (ek, ev) in extra.into_iter().flatten() {
+            label(ts, ek, ev);
         }
         proto::message(ts, 2, |s| {
             proto::double(s, 1, value);
@@ -136,7 +185,7 @@ fn encode_series(
     });
 }
 
-/// What the sink remembers of one series between flushes.
+/// What the encoder remembers of one series between flushes.
 struct SeriesState {
     /// Running total (counters, `_count`, `_sum`).
     total: f64,
@@ -149,26 +198,33 @@ struct SeriesState {
     seen: u64,
 }
 
-/// One sample waiting to be encoded.
+/// One sample waiting to be encoded; names and labels are ranges of `Encoder::text`.
 struct Sample {
-    name: String,
-    labels: std::rc::Rc<[(String, String)]>,
+    name: Range<usize>,
+    labels: Range<usize>,
     quantile: Option<&'static str>,
     value: f64,
     ts_ms: i64,
 }
 
-/// Encodes on the sink thread, delivers on its own.
+/// Remote-write encoding with the state it needs across flushes: running totals and each
+/// series' newest timestamp. Reuses its buffers: no allocation per point once warm, except
+/// for a series seen for the first time.
 ///
 /// Prometheus refuses a whole request over one sample older than (or as old as, with another
 /// value) its series' newest, so samples are ordered per series here: a repeat within a flush
 /// updates the queued sample, a late counter increment rides in the series' next sample (its
 /// running total), and a late gauge is dropped and counted (`out_of_order`).
-pub struct RemoteWriteSink {
-    delivery: Delivery,
-    telemetry: DeliveryTelemetry,
+pub struct Encoder {
     series: HashMap<Vec<u8>, SeriesState>,
     generation: u64,
+    /// Names and labels of this encode's samples.
+    text: String,
+    pairs_text: String,
+    scratch: Vec<(Range<usize>, Range<usize>)>,
+    key: Vec<u8>,
+    raw_name: Vec<u8>,
+    samples: Vec<Sample>,
     counter_expiry_secs: u64,
     last_expiry_sweep: u64,
     unsupported: u64,
@@ -177,13 +233,17 @@ pub struct RemoteWriteSink {
     oversized: u64,
 }
 
-impl RemoteWriteSink {
-    pub fn new(delivery: Delivery, telemetry: DeliveryTelemetry, counter_expiry_secs: u64) -> Self {
-        RemoteWriteSink {
-            delivery,
-            telemetry,
+impl Encoder {
+    pub fn new(counter_expiry_secs: u64) -> Self {
+        Encoder {
             series: HashMap::new(),
             generation: 0,
+            text: String::new(),
+            pairs_text: String::new(),
+            scratch: Vec::new(),
+            key: Vec::new(),
+            raw_name: Vec::new(),
+            samples: Vec::new(),
             counter_expiry_secs,
             last_expiry_sweep: 0,
             unsupported: 0,
@@ -193,21 +253,30 @@ impl RemoteWriteSink {
         }
     }
 
+    /// Writes the sanitized name of `m` (plus `suffix`) into `text`.
+    fn push_name(&mut self, d: &super::Desc<'_>, m: &FlushedMetric, suffix: &str) -> Range<usize> {
+        full_name(&mut self.raw_name, d.name, m.suffix);
+        let start = self.text.len();
+        let mut name = std::mem::take(&mut self.pairs_text);
+        metric_name(&self.raw_name, &mut name);
+        self.text.push_str(&name);
+        self.text.push_str(suffix);
+        self.pairs_text = name;
+        start..self.text.len()
+    }
+
     /// Queues one sample of a series; `cumulative` adds `value` to the running total first.
-    fn queue(&mut self, out: &mut Vec<Sample>, mut sample: Sample, cumulative: bool, window: u64) {
-        let mut key = Vec::with_capacity(64);
-        key.extend_from_slice(sample.name.as_bytes());
-        for (k, v) in sample.labels.iter() {
-            key.push(0);
-            key.extend_from_slice(k.as_bytes());
-            key.push(1);
-            key.extend_from_slice(v.as_bytes());
-        }
+    fn queue(&mut self, mut sample: Sample, cumulative: bool, window: u64) {
+        let key = &mut self.key;
+        key.clear();
+        key.extend_from_slice(self.text[sample.name.clone()].as_bytes());
+        key.push(0);
+        key.extend_from_slice(self.text[sample.labels.clone()].as_bytes());
         if let Some(q) = sample.quantile {
-            key.push(2);
             key.extend_from_slice(q.as_bytes());
         }
-        let st = self.series.entry(key).or_insert(SeriesState {
+        // Looked up by slice: the key is copied only for a new series.
+        let st = self.series.entry_ref(&key[..]).or_insert(SeriesState {
             total: 0.0,
             last_ms: i64::MIN,
             generation: u64::MAX,
@@ -222,30 +291,33 @@ impl RemoteWriteSink {
         if sample.ts_ms > st.last_ms {
             st.last_ms = sample.ts_ms;
             st.generation = self.generation;
-            st.pending = out.len();
-            out.push(sample);
+            st.pending = self.samples.len();
+            self.samples.push(sample);
         } else if sample.ts_ms == st.last_ms && st.generation == self.generation {
-            out[st.pending].value = sample.value;
+            self.samples[st.pending].value = sample.value;
         } else if !cumulative {
             self.out_of_order += 1;
         }
     }
 
-    /// Encodes a batch into payload bodies; pure apart from the per-series state.
+    /// Encodes a batch into payload bodies.
     pub fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
         self.generation += 1;
-        let mut samples = Vec::with_capacity(batch.metrics.len());
-        let mut raw_name = Vec::new();
+        self.text.clear();
+        self.samples.clear();
         let mut newest = 0;
+        // A histogram's points are consecutive and share a description: labels are made once.
+        let mut last_desc = None;
+        let mut labels = 0..0;
         for m in &batch.metrics {
             let d = batch.desc(m);
-            full_name(&mut raw_name, d.name, m.suffix);
-            let mut name = String::new();
-            metric_name(&raw_name, &mut name);
-            let labels: std::rc::Rc<[(String, String)]> = labels(batch, m).into();
+            if last_desc != Some((m.arena, m.desc)) {
+                last_desc = Some((m.arena, m.desc));
+                labels = push_labels(&mut self.text, &mut self.pairs_text, &mut self.scratch, &d);
+            }
             let ts_ms = (m.ts as i64).saturating_mul(1000);
             newest = newest.max(m.ts);
-            let sample = |name: String, quantile, value| Sample {
+            let sample = |name, quantile, value| Sample {
                 name,
                 labels: labels.clone(),
                 quantile,
@@ -254,22 +326,26 @@ impl RemoteWriteSink {
             };
             match (m.kind, m.suffix, &m.sketch) {
                 (OutKind::Count, Suffix::None, _) => {
-                    let s = sample(format!("{name}_total"), None, m.value);
-                    self.queue(&mut samples, s, true, m.ts);
+                    let name = self.push_name(&d, m, "_total");
+                    self.queue(sample(name, None, m.value), true, m.ts);
                 }
                 (OutKind::Distribution, _, Some(sk)) => {
+                    let name = self.push_name(&d, m, "");
                     for (q, label) in QUANTILES {
-                        let s = sample(name.clone(), Some(label), sk.quantile(q));
-                        self.queue(&mut samples, s, false, m.ts);
+                        self.queue(
+                            sample(name.clone(), Some(label), sk.quantile(q)),
+                            false,
+                            m.ts,
+                        );
                     }
                     for (suffix, delta) in [("_count", sk.count), ("_sum", sk.sum)] {
-                        let s = sample(format!("{name}{suffix}"), None, delta);
-                        self.queue(&mut samples, s, true, m.ts);
+                        let name = self.push_name(&d, m, suffix);
+                        self.queue(sample(name, None, delta), true, m.ts);
                     }
                 }
                 _ => {
-                    let s = sample(name, None, m.value);
-                    self.queue(&mut samples, s, false, m.ts);
+                    let name = self.push_name(&d, m, "");
+                    self.queue(sample(name, None, m.value), false, m.ts);
                 }
             }
         }
@@ -286,9 +362,9 @@ impl RemoteWriteSink {
         }
         let mut split = Splitter::new(LIMITS);
         let mut item = Vec::new();
-        for s in &samples {
-            let extra = s.quantile.map(|q| ("quantile", q));
-            encode_series(&mut item, &s.name, &s.labels, extra, s.value, s.ts_ms);
+        for s in &self.samples {
+            let (name, labels) = (&self.text[s.name.clone()], &self.text[s.labels.clone()]);
+            encode_series(&mut item, name, labels, s.quantile, s.value, s.ts_ms);
             split.push(&mut item);
         }
         let (bodies, oversized) = split.finish(Compression::Snappy)?;
@@ -321,9 +397,26 @@ impl RemoteWriteSink {
     }
 }
 
+/// Encodes on the sink thread, delivers on its own.
+pub struct RemoteWriteSink {
+    delivery: Delivery,
+    telemetry: DeliveryTelemetry,
+    enc: Encoder,
+}
+
+impl RemoteWriteSink {
+    pub fn new(delivery: Delivery, telemetry: DeliveryTelemetry, counter_expiry_secs: u64) -> Self {
+        RemoteWriteSink {
+            delivery,
+            telemetry,
+            enc: Encoder::new(counter_expiry_secs),
+        }
+    }
+}
+
 impl Sink for RemoteWriteSink {
     fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
-        for p in self.encode(batch)? {
+        for p in self.enc.encode(batch)? {
             self.delivery.submit(p);
         }
         Ok(())
@@ -336,8 +429,8 @@ impl Sink for RemoteWriteSink {
     fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
         let now = self.delivery.snapshot();
         self.telemetry.emit(out, window, &now);
-        let late = self.out_of_order - self.out_of_order_reported;
-        self.out_of_order_reported = self.out_of_order;
+        let late = self.enc.out_of_order - self.enc.out_of_order_reported;
+        self.enc.out_of_order_reported = self.enc.out_of_order;
         if late > 0 {
             eprintln!(
                 "corestatsd: prometheus-remote-write window {window}: {late} samples older than \
@@ -366,21 +459,21 @@ impl Sink for RemoteWriteSink {
     fn close(&mut self) -> io::Result<u64> {
         let s = self.delivery.close();
         super::log_delivery("prometheus-remote-write", &s);
-        if self.unsupported > 0 {
+        if self.enc.unsupported > 0 {
             eprintln!(
                 "corestatsd: prometheus-remote-write: {} events and service checks not sent \
                  (remote write has no such thing)",
-                self.unsupported
+                self.enc.unsupported
             );
         }
-        if self.out_of_order > 0 {
+        if self.enc.out_of_order > 0 {
             eprintln!(
                 "corestatsd: prometheus-remote-write: {} samples dropped as older than their \
                  series' newest",
-                self.out_of_order
+                self.enc.out_of_order
             );
         }
-        Ok(s.dropped_points + self.out_of_order + self.oversized)
+        Ok(s.dropped_points + self.enc.out_of_order + self.enc.oversized)
     }
 }
 
@@ -399,5 +492,38 @@ mod tests {
         assert_eq!(label_name(b"2fa"), "_2fa");
         assert_eq!(label_name(b"__name__"), "tag__name__");
         assert_eq!(label_name(b""), "_");
+    }
+
+    #[test]
+    fn labels_are_sorted_merged_and_name_goes_in_order() {
+        let mut arena = Vec::new();
+        let tags: [&[u8]; 5] = [b"b:2", b"a:1", b"a:3", b"Zed:x", b"noval"];
+        let off = crate::merge::desc::encode(
+            &mut arena,
+            crate::protocol::MetricType::Gauge,
+            b"m",
+            Some(b"h"),
+            None,
+            tags.into_iter(),
+        );
+        let d = super::super::Desc::decode(&arena, off);
+        let (mut text, mut pt, mut scratch) = (String::from("x"), String::new(), Vec::new());
+        let r = push_labels(&mut text, &mut pt, &mut scratch, &d);
+        let want = ["Zed", "x", "a", "1,3", "b", "2", "host", "h", "noval", "true", ""].join("\0");
+        assert_eq!(&text[r.clone()], want);
+        let mut out = Vec::new();
+        encode_series(&mut out, "m", &text[r], Some("0.5"), 1.0, 5);
+        // Label names in the order they were written: sorted, `__name__` and `quantile` merged in.
+        let names: Vec<&[u8]> = [&b"Zed"[..], b"__name__", b"a", b"b", b"host", b"noval", b"quantile"]
+            .into_iter()
+            .collect();
+        let mut at = 0;
+        for n in names {
+            let pos = out[at..]
+                .windows(n.len())
+                .position(|w| w == n)
+                .unwrap_or_else(|| panic!("{} missing or out of order", String::from_utf8_lossy(n)));
+            at += pos + n.len();
+        }
     }
 }

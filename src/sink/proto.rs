@@ -48,18 +48,31 @@ pub fn bytes(out: &mut Vec<u8>, field: u32, v: &[u8]) {
     out.extend_from_slice(v);
 }
 
-/// Writes a nested message: `body` appends its fields, then the length is patched in front.
-/// Lengths are reserved as a fixed 5-byte varint would not be canonical, so the body is written
-/// after a placeholder and moved once if the length needs fewer bytes.
+/// Writes a nested message: `body` appends its fields, then the length goes in front. One byte
+/// is reserved (most nested messages are under 128 bytes); a longer body is moved up in place.
 pub fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     key(out, field, LEN);
     let at = out.len();
-    out.extend_from_slice(&[0; 5]);
+    out.push(0);
     body(out);
-    let len = out.len() - at - 5;
-    let mut prefix = Vec::with_capacity(5);
-    varint(&mut prefix, len as u64);
-    out.splice(at..at + 5, prefix);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+        return;
+    }
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    let mut v = len as u64;
+    while v >= 0x80 {
+        prefix[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    n += 1;
+    out.resize(out.len() + n - 1, 0);
+    out.copy_within(at + 1..at + 1 + len, at + n);
+    out[at..at + n].copy_from_slice(&prefix[..n]);
 }
 
 /// A packed `repeated sint32` field (zigzag varints).
@@ -109,6 +122,12 @@ mod tests {
         // 300 + 3 bytes of inner key and length = 303 = ac 02.
         assert_eq!(&out[..3], [0x0a, 0xaf, 0x02]);
         assert_eq!(out.len(), 3 + 303);
+        assert_eq!(
+            &out[3..6],
+            [0x0a, 0xac, 0x02],
+            "the inner field moved intact"
+        );
+        assert!(out[6..].iter().all(|&b| b == 7));
         double(&mut out, 1, 0.0);
         int64(&mut out, 1, 0);
         assert_eq!(out.len(), 3 + 303, "defaults are not written");
