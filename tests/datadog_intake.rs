@@ -16,6 +16,10 @@ const KEY: &str = "test-key-0123456789";
 fn start(intake_url: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--downstream", "datadog", "--dd-url", intake_url];
     args.extend_from_slice(&["--hostname", "edge-1", "--cores", "0"]);
+    if !extra.contains(&"--bucket-secs") {
+        // One window for the whole test: a window boundary mid-test would split its points.
+        args.extend_from_slice(&["--bucket-secs", "3600"]);
+    }
     args.extend_from_slice(extra);
     Server::start_with_env(&args, &[("DD_API_KEY", KEY)])
 }
@@ -85,10 +89,14 @@ fn series_sketches_events_and_checks_reach_the_intake_as_the_agent_sends_them() 
     assert_eq!(views.strs(3), ["env:prod"]);
     let points = views.msgs(4);
     assert_eq!(points.len(), 1);
-    assert_eq!(points[0].double(1), 0.5, "5 over 10 s, as a rate");
-    assert_eq!(points[0].uint(2) % 10, 0, "window start");
+    assert_eq!(
+        points[0].double(1),
+        5.0 / 3600.0,
+        "5 over the window, as a rate"
+    );
+    assert_eq!(points[0].uint(2) % 3600, 0, "window start");
     assert_eq!(views.uint(5), 2, "RATE");
-    assert_eq!(views.uint(8), 10, "interval");
+    assert_eq!(views.uint(8), 3600, "interval");
     assert_eq!(views.str(6), "");
 
     let temp = &s["temp"];
@@ -101,7 +109,10 @@ fn series_sketches_events_and_checks_reach_the_intake_as_the_agent_sends_them() 
     assert_eq!(max.str(6), "millisecond");
     assert_eq!(s["lat.avg"].msgs(4)[0].double(1), 200.0);
     let count = &s["lat.count"];
-    assert_eq!((count.uint(5), count.msgs(4)[0].double(1)), (2, 0.2));
+    assert_eq!(
+        (count.uint(5), count.msgs(4)[0].double(1)),
+        (2, 2.0 / 3600.0)
+    );
     assert_eq!(count.str(6), "", "a count of samples has no unit");
     assert!(
         s.contains_key("corestatsd.downstream.payloads"),
@@ -122,7 +133,7 @@ fn series_sketches_events_and_checks_reach_the_intake_as_the_agent_sends_them() 
     assert_eq!((sk.str(1), sk.str(2)), ("size".into(), "edge-1".into()));
     assert_eq!(sk.strs(4), ["env:prod"]);
     let d = sk.msg(7);
-    assert_eq!(d.uint(1) % 10, 0);
+    assert_eq!(d.uint(1) % 3600, 0);
     assert_eq!(d.uint(2), 4, "count, the @0.5 sample weighs 2");
     assert_eq!((d.double(3), d.double(4)), (1.0, 3.0));
     assert_eq!((d.double(6), d.double(5)), (9.0, 2.25));
@@ -324,7 +335,7 @@ fn spilled_payloads_survive_a_restart() {
     let done = second.stop();
     assert_eq!(done.status, 0);
     let v = &series(&intake.requests())["spilled.metric"];
-    assert_eq!(v.msgs(4)[0].double(1), 0.7);
+    assert_eq!(v.msgs(4)[0].double(1), 7.0 / 3600.0);
     assert_eq!(
         std::fs::read_dir(&spill).unwrap().count(),
         0,

@@ -69,7 +69,17 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 fn the_global_tier_writes_what_one_process_would() {
     let dir = temp_dir("relay");
     let sock = dir.join("global.sock");
-    let common = ["--cores", "0", "--no-self-metrics", "--hostname", "edge-1"];
+    // One window for the whole test: a boundary between the edge's and the single process's
+    // input would split their points differently.
+    let common = [
+        "--cores",
+        "0",
+        "--no-self-metrics",
+        "--hostname",
+        "edge-1",
+        "--bucket-secs",
+        "3600",
+    ];
     let global = Server::start(&[&common[..], &["--uds-path", sock.to_str().unwrap()]].concat());
     let target = format!("dogstatsd+uds:{}", sock.display());
     let edge = Server::start(&[&common[..], &["--downstream", &target]].concat());
@@ -140,7 +150,8 @@ fn the_global_tier_writes_what_one_process_would() {
 
 #[test]
 fn a_udp_relay_sums_counters_from_its_edge() {
-    let global = Server::start(&["--cores", "0", "--no-self-metrics"]);
+    let one_window = ["--bucket-secs", "3600"];
+    let global = Server::start(&[&["--cores", "0", "--no-self-metrics"][..], &one_window].concat());
     let target = format!("dogstatsd:{}", global.addr);
     let edge = Server::start(&[
         "--cores",
@@ -152,6 +163,8 @@ fn a_udp_relay_sums_counters_from_its_edge() {
         &target,
         "--relay-max-packet-bytes",
         "200",
+        "--bucket-secs",
+        "3600",
     ]);
     let lines: Vec<String> = (0..50)
         .map(|i| format!("hits:{i}|c|#k:v{}", i % 5))

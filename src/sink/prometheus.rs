@@ -509,20 +509,33 @@ mod tests {
         let d = super::super::Desc::decode(&arena, off);
         let (mut text, mut pt, mut scratch) = (String::from("x"), String::new(), Vec::new());
         let r = push_labels(&mut text, &mut pt, &mut scratch, &d);
-        let want = ["Zed", "x", "a", "1,3", "b", "2", "host", "h", "noval", "true", ""].join("\0");
+        let want = [
+            "Zed", "x", "a", "1,3", "b", "2", "host", "h", "noval", "true", "",
+        ]
+        .join("\0");
         assert_eq!(&text[r.clone()], want);
         let mut out = Vec::new();
         encode_series(&mut out, "m", &text[r], Some("0.5"), 1.0, 5);
         // Label names in the order they were written: sorted, `__name__` and `quantile` merged in.
-        let names: Vec<&[u8]> = [&b"Zed"[..], b"__name__", b"a", b"b", b"host", b"noval", b"quantile"]
-            .into_iter()
-            .collect();
+        let names: Vec<&[u8]> = [
+            &b"Zed"[..],
+            b"__name__",
+            b"a",
+            b"b",
+            b"host",
+            b"noval",
+            b"quantile",
+        ]
+        .into_iter()
+        .collect();
         let mut at = 0;
         for n in names {
             let pos = out[at..]
                 .windows(n.len())
                 .position(|w| w == n)
-                .unwrap_or_else(|| panic!("{} missing or out of order", String::from_utf8_lossy(n)));
+                .unwrap_or_else(|| {
+                    panic!("{} missing or out of order", String::from_utf8_lossy(n))
+                });
             at += pos + n.len();
         }
     }
