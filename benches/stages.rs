@@ -122,7 +122,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("remote_write_encode_snappy/points", |b| {
         b.iter_batched(
             || prometheus::Encoder::new(900),
-            |mut e| e.encode(black_box(&flushed)).expect("encodes"),
+            |mut e| e.encode_batch(black_box(&flushed)).expect("encodes"),
             BatchSize::SmallInput,
         )
     });
@@ -146,7 +146,7 @@ fn stages(c: &mut Criterion) {
                     ..FlushBatch::default()
                 }
             },
-            |batch| rw.encode(black_box(&batch)).expect("encodes"),
+            |batch| rw.encode_batch(black_box(&batch)).expect("encodes"),
             BatchSize::LargeInput,
         )
     });

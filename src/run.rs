@@ -10,11 +10,12 @@ use std::io::{self, Write};
 use crate::config::{Config, Downstream};
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
 use crate::shard::{self, Sockets};
-use crate::sink::datadog::{AGENT_LIMITS, DatadogSink, Encoding};
+use crate::sink::datadog::{AGENT_LIMITS, DatadogEncoder, Encoding};
 use crate::sink::delivery::{Delivery, DeliveryConfig};
-use crate::sink::prometheus::{self, RemoteWriteSink};
+use crate::sink::http::HttpSink;
+use crate::sink::prometheus;
 use crate::sink::relay::RelaySink;
-use crate::sink::{self, DeliveryTelemetry, Sink, jsonl::JsonlSink};
+use crate::sink::{self, Sink, jsonl::JsonlSink};
 
 /// A start-up or run failure, worded for the operator.
 #[derive(Debug)]
@@ -298,8 +299,9 @@ fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
                 ds.dd_url.clone(),
                 vec![("DD-API-KEY".into(), key)],
             )?;
-            let t = DeliveryTelemetry::new("datadog", host, interval, cfg.self_metrics);
-            return Ok(Box::new(DatadogSink::new(enc, d, t)));
+            let e = DatadogEncoder::new(enc);
+            let sink = HttpSink::new("datadog", e, d, host, interval, cfg.self_metrics);
+            return Ok(Box::new(sink));
         }
         Downstream::PrometheusRemoteWrite(url) => {
             let d = delivery(
@@ -307,13 +309,10 @@ fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
                 url.clone(),
                 prometheus::headers(),
             )?;
-            let t =
-                DeliveryTelemetry::new("prometheus-remote-write", host, interval, cfg.self_metrics);
-            return Ok(Box::new(RemoteWriteSink::new(
-                d,
-                t,
-                ds.remote_write_counter_expiry_secs,
-            )));
+            let e = prometheus::Encoder::new(ds.remote_write_counter_expiry_secs);
+            let name = "prometheus-remote-write";
+            let sink = HttpSink::new(name, e, d, host, interval, cfg.self_metrics);
+            return Ok(Box::new(sink));
         }
         Downstream::Relay(target) => {
             let max = ds

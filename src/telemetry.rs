@@ -8,10 +8,9 @@
 use std::collections::BTreeMap;
 
 use crate::listen::{CloseReason, Transport};
-use crate::merge::desc;
 use crate::protocol::origin::Malformed;
-use crate::protocol::{EventError, MetricType, ParseError, ServiceCheckError};
-use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::protocol::{EventError, ParseError, ServiceCheckError};
+use crate::sink::{FlushBatch, OutKind, PointWriter};
 
 /// Why a well-formed message was not passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,39 +280,9 @@ impl TelemetrySnapshot {
     /// Appends this snapshot as `corestatsd.*` points to `out`.
     pub fn emit(&self, out: &mut FlushBatch, host: Option<&[u8]>, interval: u32) {
         let shard_tag = format!("shard:{}", self.shard);
-        let arena_index = out.arenas.len() as u32;
-        let mut arena = Vec::new();
-        let mut points = Vec::new();
+        let mut w = PointWriter::new(host, self.window, interval);
         let mut point = |name: &str, extra: Option<String>, kind: OutKind, value: f64| {
-            let mut tags: Vec<&[u8]> = vec![shard_tag.as_bytes()];
-            if let Some(e) = &extra {
-                tags.extend(e.split(',').map(str::as_bytes));
-            }
-            tags.sort();
-            let mt = if kind == OutKind::Count {
-                MetricType::Counter
-            } else {
-                MetricType::Gauge
-            };
-            let off = desc::encode(
-                &mut arena,
-                mt,
-                name.as_bytes(),
-                host,
-                None,
-                tags.into_iter(),
-            );
-            points.push(FlushedMetric {
-                arena: arena_index,
-                desc: off,
-                suffix: Suffix::None,
-                kind,
-                value,
-                ts: self.window,
-                interval,
-                sketch: None,
-                raw: None,
-            });
+            w.point(name, &shard_tag, extra.as_deref(), kind, value)
         };
         let c = &self.counters;
         for t in Transport::ALL {
@@ -462,8 +431,7 @@ impl TelemetrySnapshot {
             OutKind::Gauge,
             c.flush_max_us as f64,
         );
-        out.arenas.push(arena);
-        out.metrics.extend(points);
+        w.finish(out);
     }
 }
 

@@ -178,28 +178,40 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
     assert_eq!(labels["env"], "prod");
     assert_eq!(labels["k8s_pod_name"], "web");
     assert_eq!(labels["host"], "edge-1");
-    assert_eq!(
-        prom.value("max_over_time(req_total[10m])"),
-        7.0,
-        "cumulative"
-    );
-    assert_eq!(prom.value("min_over_time(req_total[10m])"), 3.0);
-    assert_eq!(
-        prom.value("count_over_time(req_total[10m])"),
-        2.0,
-        "one sample per window"
-    );
-    assert_eq!(prom.value("flag_total{canary=\"true\"}"), 1.0);
-    assert_eq!(prom.value("temp"), 21.5);
-    assert_eq!(prom.value("lat_max"), 300.0);
-    assert_eq!(prom.value("lat_avg"), 200.0);
-    assert_eq!(
-        prom.value("lat_count"),
-        2.0,
-        "a histogram's count is a gauge per window"
-    );
-    assert_eq!(prom.value("max_over_time(size_count[10m])"), 5.0);
-    assert_eq!(prom.value("max_over_time(size_sum[10m])"), 20.0);
+    for (expr, want, why) in [
+        ("max_over_time(req_total[10m])", 7.0, "cumulative"),
+        (
+            "min_over_time(req_total[10m])",
+            3.0,
+            "the first window's total",
+        ),
+        (
+            "count_over_time(req_total[10m])",
+            2.0,
+            "one sample per window",
+        ),
+        ("flag_total{canary=\"true\"}", 1.0, "a tag without a value"),
+        ("temp", 21.5, "a gauge"),
+        ("lat_max", 300.0, "a histogram aggregate"),
+        ("lat_avg", 200.0, "a histogram aggregate"),
+        (
+            "lat_count",
+            2.0,
+            "a histogram's count is a gauge per window",
+        ),
+        (
+            "max_over_time(size_count[10m])",
+            5.0,
+            "a distribution's count, cumulative",
+        ),
+        (
+            "max_over_time(size_sum[10m])",
+            20.0,
+            "a distribution's sum, cumulative",
+        ),
+    ] {
+        assert_eq!(prom.value(expr), want, "{expr}: {why}");
+    }
     let p50 = prom.value("min_over_time(size{quantile=\"0.5\"}[10m])");
     assert!(
         (p50 - 2.0).abs() <= 2.0 * 0.01,

@@ -17,8 +17,9 @@ use std::io;
 
 use serde_json::{Value, json};
 
-use super::delivery::{Compression, Delivery, Payload, StatsSnapshot};
-use super::{FlushBatch, FlushedMetric, OutKind, Sink, Suffix, full_name, proto};
+use super::delivery::{Compression, Payload};
+use super::http::PayloadEncoder;
+use super::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name, proto};
 use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
 
@@ -326,27 +327,20 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Encodes on the sink thread, delivers on its own.
-pub struct DatadogSink {
+/// The Datadog payloads of each batch, for `HttpSink`.
+pub struct DatadogEncoder {
     enc: Encoding,
-    delivery: Delivery,
-    telemetry: super::DeliveryTelemetry,
     oversized: u64,
 }
 
-impl DatadogSink {
-    pub fn new(enc: Encoding, delivery: Delivery, telemetry: super::DeliveryTelemetry) -> Self {
-        DatadogSink {
-            enc,
-            delivery,
-            telemetry,
-            oversized: 0,
-        }
+impl DatadogEncoder {
+    pub fn new(enc: Encoding) -> Self {
+        DatadogEncoder { enc, oversized: 0 }
     }
 }
 
-impl Sink for DatadogSink {
-    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+impl PayloadEncoder for DatadogEncoder {
+    fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
         let (payloads, oversized) = encode_batch(batch, &self.enc)?;
         if oversized > 0 {
             self.oversized += oversized;
@@ -356,25 +350,11 @@ impl Sink for DatadogSink {
                 self.oversized
             );
         }
-        for p in payloads {
-            self.delivery.submit(p);
-        }
-        Ok(())
+        Ok(payloads)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
-        let now = self.delivery.snapshot();
-        self.telemetry.emit(out, window, &now);
-    }
-
-    fn close(&mut self) -> io::Result<u64> {
-        let s: StatsSnapshot = self.delivery.close();
-        super::log_delivery("datadog", &s);
-        Ok(s.dropped_points + self.oversized)
+    fn lost(&self) -> u64 {
+        self.oversized
     }
 }
 

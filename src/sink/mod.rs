@@ -5,11 +5,13 @@
 //! state; everything it needs is in the batch.
 //!
 //! Downstreams: `jsonl` (people and tests), `datadog` (the intake API), `prometheus`
-//! (remote write) and `relay` (DogStatsD to another tier). The HTTP ones hand encoded payloads
-//! to `delivery`, which posts them from a thread of its own.
+//! (remote write) and `relay` (DogStatsD to another tier). The HTTP ones are an encoder inside
+//! `http::HttpSink`, which hands their payloads to `delivery` to post from a thread of its own.
+//! `PointWriter` builds the `corestatsd.*` self-telemetry points, for shards and sinks alike.
 
 pub mod datadog;
 pub mod delivery;
+pub mod http;
 pub mod jsonl;
 pub mod prometheus;
 pub mod proto;
@@ -173,150 +175,37 @@ pub trait Sink: Send {
     }
 }
 
-/// `corestatsd.downstream.*` points and the per-window delivery log line of an HTTP sink.
-pub struct DeliveryTelemetry {
-    pub downstream: &'static str,
-    pub host: Option<Vec<u8>>,
-    pub interval: u32,
-    /// Emit points (`--self-metrics`); the log line is written either way.
-    pub points: bool,
-    last: delivery::StatsSnapshot,
-}
-
-impl DeliveryTelemetry {
-    pub fn new(
-        downstream: &'static str,
-        host: Option<Vec<u8>>,
-        interval: u32,
-        points: bool,
-    ) -> Self {
-        DeliveryTelemetry {
-            downstream,
-            host,
-            interval,
-            points,
-            last: delivery::StatsSnapshot::default(),
-        }
-    }
-
-    /// Emits what changed since the last call: counts as deltas, queue sizes as gauges.
-    pub fn emit(&mut self, out: &mut FlushBatch, window: u64, now: &delivery::StatsSnapshot) {
-        let last = std::mem::replace(&mut self.last, *now);
-        let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
-        let dropped = now.dropped() - last.dropped().min(now.dropped());
-        eprintln!(
-            "corestatsd: {} window {window}: payloads={} bytes={} points={} retries={} \
-             dropped_payloads={dropped} dropped_points={} spilled={} queue_bytes={} \
-             spill_bytes={} max_latency_us={}",
-            self.downstream,
-            now.payloads - last.payloads,
-            now.bytes - last.bytes,
-            now.points - last.points,
-            now.retries - last.retries,
-            now.dropped_points - last.dropped_points,
-            now.spilled - last.spilled,
-            now.queued_bytes,
-            now.spilled_bytes,
-            now.max_latency_us,
-        );
-        if !self.points {
-            return;
-        }
-        let tag = format!("downstream:{}", self.downstream);
-        let reasons: Vec<String> = delivery::DropReason::ALL
-            .iter()
-            .map(|r| format!("reason:{}", r.as_str()))
-            .collect();
-        use OutKind::{Count, Gauge};
-        let mut points = vec![
-            (
-                "corestatsd.downstream.payloads",
-                None,
-                Count,
-                d(now.payloads, last.payloads),
-            ),
-            (
-                "corestatsd.downstream.bytes",
-                None,
-                Count,
-                d(now.bytes, last.bytes),
-            ),
-            (
-                "corestatsd.downstream.points",
-                None,
-                Count,
-                d(now.points, last.points),
-            ),
-            (
-                "corestatsd.downstream.retries",
-                None,
-                Count,
-                d(now.retries, last.retries),
-            ),
-            (
-                "corestatsd.downstream.dropped_points",
-                None,
-                Count,
-                d(now.dropped_points, last.dropped_points),
-            ),
-            (
-                "corestatsd.downstream.spilled_payloads",
-                None,
-                Count,
-                d(now.spilled, last.spilled),
-            ),
-            (
-                "corestatsd.downstream.queue_bytes",
-                None,
-                Gauge,
-                now.queued_bytes as f64,
-            ),
-            (
-                "corestatsd.downstream.spill_bytes",
-                None,
-                Gauge,
-                now.spilled_bytes as f64,
-            ),
-            (
-                "corestatsd.downstream.latency_max_us",
-                None,
-                Gauge,
-                now.max_latency_us as f64,
-            ),
-        ];
-        for (i, reason) in reasons.iter().enumerate() {
-            points.push((
-                "corestatsd.downstream.dropped_payloads",
-                Some(reason.as_str()),
-                Count,
-                d(now.dropped_payloads[i], last.dropped_payloads[i]),
-            ));
-        }
-        push_points(
-            out,
-            self.host.as_deref(),
-            &tag,
-            window,
-            self.interval,
-            &points,
-        );
-    }
-}
-
-/// Appends self-telemetry points, each tagged `tag` (and its own extra tag), to `out`.
-pub fn push_points(
-    out: &mut FlushBatch,
-    host: Option<&[u8]>,
-    tag: &str,
+/// Self-telemetry points under construction: one description arena, appended to a batch by
+/// `finish`. Used by the shards' telemetry and by the sinks' own.
+pub struct PointWriter<'h> {
+    host: Option<&'h [u8]>,
     window: u64,
     interval: u32,
-    points: &[(&str, Option<&str>, OutKind, f64)],
-) {
-    let arena_index = out.arenas.len() as u32;
-    let mut arena = Vec::new();
-    for &(name, extra, kind, value) in points {
+    arena: Vec<u8>,
+    points: Vec<FlushedMetric>,
+}
+
+impl<'h> PointWriter<'h> {
+    pub fn new(host: Option<&'h [u8]>, window: u64, interval: u32) -> Self {
+        PointWriter {
+            host,
+            window,
+            interval,
+            arena: Vec::new(),
+            points: Vec::new(),
+        }
+    }
+
+    /// One point tagged `tag` plus `extra` (comma-separated tags), typed as a counter for
+    /// `OutKind::Count` and a gauge otherwise.
+    pub fn point(&mut self, name: &str, tag: &str, extra: Option<&str>, kind: OutKind, value: f64) {
         let mut tags: Vec<&[u8]> = vec![tag.as_bytes()];
-        tags.extend(extra.map(str::as_bytes));
+        tags.extend(
+            extra
+                .into_iter()
+                .flat_map(|e| e.split(','))
+                .map(str::as_bytes),
+        );
         tags.sort();
         let mt = if kind == OutKind::Count {
             crate::protocol::MetricType::Counter
@@ -324,43 +213,37 @@ pub fn push_points(
             crate::protocol::MetricType::Gauge
         };
         let desc = crate::merge::desc::encode(
-            &mut arena,
+            &mut self.arena,
             mt,
             name.as_bytes(),
-            host,
+            self.host,
             None,
             tags.into_iter(),
         );
-        out.metrics.push(FlushedMetric {
-            arena: arena_index,
+        self.points.push(FlushedMetric {
+            arena: 0,
             desc,
             suffix: Suffix::None,
             kind,
             value,
-            ts: window,
-            interval,
+            ts: self.window,
+            interval: self.interval,
             sketch: None,
             raw: None,
         });
     }
-    out.arenas.push(arena);
+
+    pub fn finish(self, out: &mut FlushBatch) {
+        let arena = out.arenas.len() as u32;
+        out.arenas.push(self.arena);
+        out.metrics.extend(
+            self.points
+                .into_iter()
+                .map(|m| FlushedMetric { arena, ..m }),
+        );
+    }
 }
 
-/// The stop line of an HTTP sink.
-pub fn log_delivery(name: &str, s: &delivery::StatsSnapshot) {
-    eprintln!(
-        "corestatsd: {name}: delivered {} payloads ({} bytes, {} points), {} retries, \
-         {} payloads ({} points) dropped, {} spilled, {} bytes left in the spill directory",
-        s.payloads,
-        s.bytes,
-        s.points,
-        s.retries,
-        s.dropped(),
-        s.dropped_points,
-        s.spilled,
-        s.spilled_bytes
-    );
-}
 
 /// Starts the sink thread. It ends when every sender is dropped, after writing what it got.
 /// Telemetry snapshots are summed per window and logged once all `shards` have reported.

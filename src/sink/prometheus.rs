@@ -23,10 +23,9 @@ use std::ops::Range;
 use hashbrown::HashMap;
 
 use super::datadog::{Limits, Splitter};
-use super::delivery::{Compression, Delivery, Payload};
-use super::{
-    DeliveryTelemetry, FlushBatch, FlushedMetric, OutKind, Sink, Suffix, full_name, proto,
-};
+use super::delivery::{Compression, Payload};
+use super::http::PayloadEncoder;
+use super::{FlushBatch, FlushedMetric, OutKind, PointWriter, Suffix, full_name, proto};
 
 /// Remote-write payload limits: 4 MiB raw like the Datadog sink, and at most 5000 series.
 pub const LIMITS: Limits = Limits {
@@ -301,7 +300,7 @@ impl Encoder {
     }
 
     /// Encodes a batch into payload bodies.
-    pub fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
+    pub fn encode_batch(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
         self.generation += 1;
         self.text.clear();
         self.samples.clear();
@@ -397,83 +396,43 @@ impl Encoder {
     }
 }
 
-/// Encodes on the sink thread, delivers on its own.
-pub struct RemoteWriteSink {
-    delivery: Delivery,
-    telemetry: DeliveryTelemetry,
-    enc: Encoder,
-}
-
-impl RemoteWriteSink {
-    pub fn new(delivery: Delivery, telemetry: DeliveryTelemetry, counter_expiry_secs: u64) -> Self {
-        RemoteWriteSink {
-            delivery,
-            telemetry,
-            enc: Encoder::new(counter_expiry_secs),
-        }
-    }
-}
-
-impl Sink for RemoteWriteSink {
-    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
-        for p in self.enc.encode(batch)? {
-            self.delivery.submit(p);
-        }
-        Ok(())
+impl PayloadEncoder for Encoder {
+    fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
+        self.encode_batch(batch)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
-        let now = self.delivery.snapshot();
-        self.telemetry.emit(out, window, &now);
-        let late = self.enc.out_of_order - self.enc.out_of_order_reported;
-        self.enc.out_of_order_reported = self.enc.out_of_order;
+    fn telemetry(&mut self, w: &mut PointWriter<'_>, tag: &str, window: u64) {
+        let late = self.out_of_order - self.out_of_order_reported;
+        self.out_of_order_reported = self.out_of_order;
         if late > 0 {
             eprintln!(
                 "corestatsd: prometheus-remote-write window {window}: {late} samples older than \
                  their series' newest dropped"
             );
         }
-        if self.telemetry.points {
-            let tag = "downstream:prometheus-remote-write";
-            let p = [(
-                "corestatsd.downstream.out_of_order_samples",
-                None,
-                OutKind::Count,
-                late as f64,
-            )];
-            super::push_points(
-                out,
-                self.telemetry.host.as_deref(),
-                tag,
-                window,
-                self.telemetry.interval,
-                &p,
-            );
-        }
+        let name = "corestatsd.downstream.out_of_order_samples";
+        w.point(name, tag, None, OutKind::Count, late as f64);
     }
 
-    fn close(&mut self) -> io::Result<u64> {
-        let s = self.delivery.close();
-        super::log_delivery("prometheus-remote-write", &s);
-        if self.enc.unsupported > 0 {
+    fn lost(&self) -> u64 {
+        self.out_of_order + self.oversized
+    }
+
+    fn log_stop(&self) {
+        if self.unsupported > 0 {
             eprintln!(
                 "corestatsd: prometheus-remote-write: {} events and service checks not sent \
                  (remote write has no such thing)",
-                self.enc.unsupported
+                self.unsupported
             );
         }
-        if self.enc.out_of_order > 0 {
+        if self.out_of_order > 0 {
             eprintln!(
                 "corestatsd: prometheus-remote-write: {} samples dropped as older than their \
                  series' newest",
-                self.enc.out_of_order
+                self.out_of_order
             );
         }
-        Ok(s.dropped_points + self.enc.out_of_order + self.enc.oversized)
     }
 }
 

@@ -30,7 +30,9 @@ use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
 use crate::protocol::origin::Origin;
 
-use super::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Sink};
+use super::{
+    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, PointWriter, Sink,
+};
 
 /// Where relayed datagrams go.
 #[derive(Debug, Clone, PartialEq)]
@@ -552,47 +554,18 @@ impl Sink for RelaySink {
         );
         if self.points {
             let tag = format!("downstream:{}", self.describe());
-            let c = OutKind::Count;
-            let points = [
-                (
-                    "corestatsd.relay.packets",
-                    None,
-                    c,
-                    (now.packets - last.packets) as f64,
-                ),
-                (
-                    "corestatsd.relay.bytes",
-                    None,
-                    c,
-                    (now.bytes - last.bytes) as f64,
-                ),
-                (
-                    "corestatsd.relay.lines",
-                    None,
-                    c,
-                    (now.lines - last.lines) as f64,
-                ),
-                (
-                    "corestatsd.relay.send_errors",
-                    None,
-                    c,
-                    (now.send_errors - last.send_errors) as f64,
-                ),
-                (
-                    "corestatsd.relay.lines_dropped",
-                    None,
-                    c,
-                    (now.lines_dropped - last.lines_dropped) as f64,
-                ),
-            ];
-            super::push_points(
-                out,
-                self.telemetry_host.as_deref(),
-                &tag,
-                window,
-                self.interval,
-                &points,
-            );
+            let mut w = PointWriter::new(self.telemetry_host.as_deref(), window, self.interval);
+            for (name, now, last) in [
+                ("packets", now.packets, last.packets),
+                ("bytes", now.bytes, last.bytes),
+                ("lines", now.lines, last.lines),
+                ("send_errors", now.send_errors, last.send_errors),
+                ("lines_dropped", now.lines_dropped, last.lines_dropped),
+            ] {
+                let name = format!("corestatsd.relay.{name}");
+                w.point(&name, &tag, None, OutKind::Count, (now - last) as f64);
+            }
+            w.finish(out);
         }
     }
 
