@@ -202,24 +202,57 @@ fn counts_as_count_with_deflate() {
 }
 
 #[test]
-fn a_503_is_retried_with_the_same_payload() {
-    let intake = Intake::start(|n, _| if n == 0 { 503 } else { 200 });
+fn a_503_a_429_and_a_timeout_are_retried_with_the_same_payload() {
+    let intake = Intake::start(|n, _| match n {
+        0 => 503,
+        1 => 429,
+        2 => {
+            // Longer than --http-timeout-secs: the client gives up and retries.
+            std::thread::sleep(Duration::from_millis(2500));
+            200
+        }
+        _ => 200,
+    });
     let server = start(
         &intake.url(),
-        &["--retry-backoff-base-ms", "50", "--no-self-metrics"],
+        &[
+            "--retry-backoff-base-ms",
+            "50",
+            "--http-timeout-secs",
+            "1",
+            "--no-self-metrics",
+        ],
     );
     send(&server, &["retried:1|c"]);
+    // The stop flushes; delivery goes on for up to --downstream-stop-timeout-secs (5).
     let done = server.stop();
     assert_eq!(done.status, 0, "{:#?}", done.stderr);
-    let reqs = intake.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:#?}");
-    assert_eq!((reqs[0].status, reqs[1].status), (503, 200));
-    assert_eq!(reqs[0].body, reqs[1].body);
+    // The intake records the timed-out request once its sleep ends.
+    let reqs = intake.wait_for("four attempts", |r| r.len() >= 4);
+    assert_eq!(reqs.len(), 4, "{reqs:#?}");
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [503, 429, 200, 200],
+        "the third answered too late"
+    );
+    assert!(reqs.iter().all(|r| r.body == reqs[0].body));
     assert!(series(&reqs).contains_key("retried"));
+    for why in ["HTTP 503; retry 1", "HTTP 429; retry 2", "timeout"] {
+        assert!(
+            done.stderr.iter().any(|l| l.contains(why)),
+            "{why}: {:#?}",
+            done.stderr
+        );
+    }
+    let summary = done
+        .stderr
+        .iter()
+        .find(|l| l.starts_with("corestatsd: datadog: delivered"))
+        .expect("a stop summary");
     assert!(
-        done.stderr.iter().any(|l| l.contains("HTTP 503; retry 1")),
-        "{:#?}",
-        done.stderr
+        summary.contains("delivered 1 payloads") && summary.contains("3 retries"),
+        "{summary}"
     );
 }
 

@@ -674,6 +674,86 @@ mod tests {
         assert_eq!(Payload::read_from(b"something else\n"), None);
     }
 
+    fn payload(i: u8) -> Payload {
+        Payload {
+            path: "/p".into(),
+            content_type: "x".into(),
+            encoding: String::new(),
+            points: 1,
+            body: vec![i; 100],
+        }
+    }
+
+    fn unreachable(dir: &Path, spill_files: u64) -> DeliveryConfig {
+        DeliveryConfig {
+            name: "test",
+            // Port 1 on loopback: nothing listens, every POST fails to connect.
+            base_url: "http://127.0.0.1:1".into(),
+            headers: vec![],
+            timeout: Duration::from_secs(1),
+            queue_bytes: 1,
+            spill_dir: Some(dir.to_path_buf()),
+            // Each file: a 29-byte header and the 100-byte body.
+            spill_max_bytes: spill_files * 129,
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            stop_timeout: Duration::ZERO,
+        }
+    }
+
+    fn spilled_bodies(dir: &Path) -> Vec<u8> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| Payload::read_from(&fs::read(f).unwrap()).unwrap().body[0])
+            .collect()
+    }
+
+    #[test]
+    fn overflow_spills_the_limit_drops_the_oldest_and_a_restart_sends_them_first() {
+        let dir = std::env::temp_dir().join(format!("corestatsd-spill-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut d = Delivery::start(unreachable(&dir, 2)).unwrap();
+        d.submit(payload(0));
+        // Payload 0 is in flight (waiting out its backoff) once its first attempt failed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.snapshot().retries == 0 {
+            assert!(Instant::now() < deadline, "no attempt made");
+            thread::sleep(Duration::from_millis(5));
+        }
+        for i in 1..=5 {
+            d.submit(payload(i));
+        }
+        // The queue holds the newest (5); 1..=4 were spilled, and the limit of two files kept
+        // only 3 and 4.
+        assert_eq!(spilled_bodies(&dir), [3, 4]);
+        let s = d.close();
+        // At stop the payload in flight and the queued one are spilled too; the limit keeps the
+        // last two written.
+        assert_eq!(spilled_bodies(&dir), [0, 5]);
+        assert_eq!(s.dropped_payloads[DropReason::SpillFull as usize], 4);
+        assert_eq!((s.dropped_points, s.payloads, s.spilled), (4, 0, 6));
+
+        // A new process on the same directory finds them, oldest first, and keeps them while
+        // the intake stays unreachable.
+        let mut again = Delivery::start(unreachable(&dir, 2)).unwrap();
+        while again.snapshot().retries == 0 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(10),
+                "no attempt made"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        let s = again.close();
+        assert_eq!((s.dropped(), s.spilled_bytes), (0, 2 * 129));
+        assert_eq!(spilled_bodies(&dir), [0, 5]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn jitter_stays_in_unit_interval() {
         let mut j = Jitter(42);

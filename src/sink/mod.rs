@@ -244,7 +244,6 @@ impl<'h> PointWriter<'h> {
     }
 }
 
-
 /// Starts the sink thread. It ends when every sender is dropped, after writing what it got.
 /// Telemetry snapshots are summed per window and logged once all `shards` have reported.
 pub fn spawn(

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,8 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Listens on 127.0.0.1; `script(n, request)` picks the status of the n-th request.
+    /// Listens on 127.0.0.1; `script(n, request)` picks the status of the n-th request to
+    /// arrive (from 0). Requests are recorded in the order their answers were decided.
     pub fn start(script: impl Fn(usize, &Request) -> u16 + Send + Sync + 'static) -> Intake {
         Intake::start_on("127.0.0.1:0".parse().unwrap(), script)
     }
@@ -67,12 +69,14 @@ impl Intake {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
         let reqs = Arc::clone(&requests);
+        let arrivals = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { break };
                 let reqs = Arc::clone(&reqs);
                 let script = Arc::clone(&script);
-                std::thread::spawn(move || serve(conn, &reqs, &*script));
+                let arrivals = Arc::clone(&arrivals);
+                std::thread::spawn(move || serve(conn, &reqs, &arrivals, &*script));
             }
         });
         Intake { addr, requests }
@@ -103,7 +107,12 @@ impl Intake {
     }
 }
 
-fn serve(conn: std::net::TcpStream, reqs: &Mutex<Vec<Request>>, script: &Script) {
+fn serve(
+    conn: std::net::TcpStream,
+    reqs: &Mutex<Vec<Request>>,
+    arrivals: &AtomicUsize,
+    script: &Script,
+) {
     let mut out = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     loop {
@@ -138,10 +147,8 @@ fn serve(conn: std::net::TcpStream, reqs: &Mutex<Vec<Request>>, script: &Script)
             body,
             status: 0,
         };
-        let n = {
-            let g = reqs.lock().unwrap();
-            g.len()
-        };
+        // Numbered on arrival: a request the script holds up does not shift the next one's number.
+        let n = arrivals.fetch_add(1, Ordering::SeqCst);
         req.status = script(n, &req);
         reqs.lock().unwrap().push(req.clone());
         let reply = format!(
