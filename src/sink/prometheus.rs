@@ -11,8 +11,9 @@
 //!   sketch, plus cumulative `<name>_count` and `<name>_sum`;
 //! * names become `[a-zA-Z_:][a-zA-Z0-9_:]*` and tag keys `[a-zA-Z_][a-zA-Z0-9_]*` (anything else
 //!   is `_`; a leading digit, or a key starting with `__`, gets a `_`/`tag` prefix); a tag
-//!   `key:value` is the label `key="value"`, a tag without a value is `tag="true"`, repeated keys
-//!   join their values with `,`; the host is the label `host`.
+//!   `key:value` is the label `key="value"`, a tag without a value is `tag="true"`, one with an
+//!   empty value (`key:`) is left out, repeated keys join their values with `,`; the host is the
+//!   label `host`.
 //!
 //! Remote write has no events or service checks: they are counted and logged, never sent.
 //! Samples are kept in time order per series (see `RemoteWriteSink`).
@@ -107,6 +108,8 @@ fn push_labels(
     }
     for tag in desc.tags() {
         match memchr::memchr(b':', tag) {
+            // An empty label value means no label to Prometheus: leave it out.
+            Some(at) if at + 1 == tag.len() => {}
             Some(at) => pair(pairs_text, &tag[..at], &tag[at + 1..], false),
             None => pair(pairs_text, tag, b"true", false),
         }
@@ -456,7 +459,7 @@ mod tests {
     #[test]
     fn labels_are_sorted_merged_and_name_goes_in_order() {
         let mut arena = Vec::new();
-        let tags: [&[u8]; 5] = [b"b:2", b"a:1", b"a:3", b"Zed:x", b"noval"];
+        let tags: [&[u8]; 6] = [b"b:2", b"a:1", b"a:3", b"Zed:x", b"noval", b"empty:"];
         let off = crate::merge::desc::encode(
             &mut arena,
             crate::protocol::MetricType::Gauge,
