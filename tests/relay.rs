@@ -36,6 +36,12 @@ fn input() -> Vec<String> {
         lines.push(format!("resp:{}|d|@0.1|#route:r{}", next(50_000), ctx % 4));
     }
     lines.push("late:5|g|T1764000000|#src:old".into());
+    // Origin fields and the internal entity tag travel too.
+    lines.push(
+        "origin.hits:2|c|#a:b,dd.internal.entity_id:pod-9|c:ci-abc,in-42|e:it-false,cn-web|card:low"
+            .into(),
+    );
+    lines.push("origin.lat:3|d|#a:b|c:ci-abc|card:high".into());
     lines.push("_e{6,13}:deploy|done\\nand ok|#env:prod|t:success|k:d1".into());
     lines.push("_sc|db.up|2|#env:prod|m:down".into());
     lines
@@ -112,9 +118,31 @@ fn the_global_tier_writes_what_one_process_would() {
         "the same contexts"
     );
     assert!(want_points.len() > 40, "{}", want_points.len());
+    let hits = want_points
+        .values()
+        .find(|p| p["name"] == "origin.hits")
+        .expect("origin.hits");
+    assert_eq!(
+        (
+            &hits["container_id"],
+            &hits["pod_uid"],
+            &hits["cardinality"]
+        ),
+        (&"abc".into(), &"pod-9".into(), &"low".into()),
+        "the input carries an origin: {hits}"
+    );
     for (key, w) in &want_points {
         let g = &got_points[key];
         assert_eq!(w["type"], g["type"], "{key}");
+        for f in [
+            "container_id",
+            "cgroup_inode",
+            "external_data",
+            "cardinality",
+            "pod_uid",
+        ] {
+            assert_eq!(w[f], g[f], "{key} {f}");
+        }
         if w["type"] == "distribution" {
             let (ws, gs) = (&w["sketch"], &g["sketch"]);
             for f in ["count", "min", "max", "p50", "p90", "p99"] {
