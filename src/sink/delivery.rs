@@ -206,6 +206,11 @@ impl Delivery {
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
                 let name = entry.file_name();
+                if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
+                    // A spill cut short by a crash: never renamed, so never complete.
+                    let _ = fs::remove_file(entry.path());
+                    continue;
+                }
                 let Some(seq) = name
                     .to_str()
                     .and_then(|n| n.strip_suffix(".payload"))
@@ -717,7 +722,10 @@ mod tests {
     fn overflow_spills_the_limit_drops_the_oldest_and_a_restart_sends_them_first() {
         let dir = std::env::temp_dir().join(format!("corestatsd-spill-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("00000000000000000007.tmp"), b"cut short").unwrap();
         let mut d = Delivery::start(unreachable(&dir, 2)).unwrap();
+        assert!(!dir.join("00000000000000000007.tmp").exists());
         d.submit(payload(0));
         // Payload 0 is in flight (waiting out its backoff) once its first attempt failed.
         let deadline = Instant::now() + Duration::from_secs(10);
