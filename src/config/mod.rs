@@ -16,7 +16,7 @@ use crate::merge::HistogramOutput;
 use crate::protocol::origin::Precedence;
 use crate::sink::Suffix;
 use crate::sink::datadog::CountersAs;
-use crate::sink::delivery::Compression;
+use crate::sink::payload::Compression;
 use crate::sink::relay::Target;
 
 /// A thread-per-core DogStatsD server: UDP in on every pinned core, per-core aggregation,

@@ -17,8 +17,8 @@ use std::io;
 
 use serde_json::{Value, json};
 
-use super::delivery::{Compression, Payload};
 use super::http::PayloadEncoder;
+use super::payload::{Compression, Limits, Payload, Splitter};
 use super::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name, proto};
 use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
@@ -30,14 +30,6 @@ pub enum CountersAs {
     Rate,
     /// The window's sum, type COUNT.
     Count,
-}
-
-/// Payload size limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_items: usize,
-    pub max_uncompressed: usize,
-    pub max_compressed: usize,
 }
 
 /// The Agent's: `serializer_max_payload_size`, `serializer_max_uncompressed_payload_size`,
@@ -139,82 +131,6 @@ fn encode_sketch(out: &mut Vec<u8>, batch: &FlushBatch, m: &FlushedMetric) {
             proto::packed_uint32(g, 8, counts.iter().copied());
         });
     });
-}
-
-/// A compressed body and the items in it.
-pub type Body = (Vec<u8>, u64);
-
-/// Accumulates encoded items (whole repeated-field entries) into bodies within the limits.
-pub struct Splitter {
-    limits: Limits,
-    /// Finished bodies: (raw bytes, item end offsets).
-    done: Vec<(Vec<u8>, Vec<usize>)>,
-    cur: Vec<u8>,
-    ends: Vec<usize>,
-    /// Items too large for any payload, dropped.
-    pub oversized: u64,
-}
-
-impl Splitter {
-    pub fn new(limits: Limits) -> Self {
-        Splitter {
-            limits,
-            done: Vec::new(),
-            cur: Vec::new(),
-            ends: Vec::new(),
-            oversized: 0,
-        }
-    }
-
-    /// Adds one encoded item and clears `item` for the next.
-    pub fn push(&mut self, item: &mut Vec<u8>) {
-        if item.len() > self.limits.max_uncompressed {
-            self.oversized += 1;
-        } else {
-            if self.cur.len() + item.len() > self.limits.max_uncompressed
-                || self.ends.len() >= self.limits.max_items
-            {
-                self.cut();
-            }
-            self.cur.extend_from_slice(item);
-            self.ends.push(self.cur.len());
-        }
-        item.clear();
-    }
-
-    fn cut(&mut self) {
-        if !self.ends.is_empty() {
-            self.done.push((
-                std::mem::take(&mut self.cur),
-                std::mem::take(&mut self.ends),
-            ));
-        }
-    }
-
-    /// Compresses each body, halving (at an item boundary) any that compresses past the limit.
-    /// Returns (compressed body, items).
-    pub fn finish(mut self, c: Compression) -> io::Result<(Vec<Body>, u64)> {
-        self.cut();
-        let mut out = Vec::new();
-        let mut work: Vec<(Vec<u8>, Vec<usize>)> = self.done;
-        work.reverse();
-        while let Some((raw, ends)) = work.pop() {
-            let z = c.compress(&raw)?;
-            if z.len() <= self.limits.max_compressed {
-                out.push((z, ends.len() as u64));
-            } else if ends.len() == 1 {
-                self.oversized += 1;
-            } else {
-                let mid = ends.len() / 2;
-                let cut_at = ends[mid - 1];
-                let second: Vec<usize> = ends[mid..].iter().map(|e| e - cut_at).collect();
-                let first = ends[..mid].to_vec();
-                work.push((raw[cut_at..].to_vec(), second));
-                work.push((raw[..cut_at].to_vec(), first));
-            }
-        }
-        Ok((out, self.oversized))
-    }
 }
 
 /// Every payload one batch turns into, and how many points were too large to send.
@@ -355,48 +271,5 @@ impl PayloadEncoder for DatadogEncoder {
 
     fn lost(&self) -> u64 {
         self.oversized
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn items(n: usize, len: usize) -> Splitter {
-        let mut s = Splitter::new(Limits {
-            max_items: 3,
-            max_uncompressed: 100,
-            max_compressed: 60,
-        });
-        for i in 0..n {
-            let mut item = vec![i as u8; len];
-            s.push(&mut item);
-            assert!(item.is_empty());
-        }
-        s
-    }
-
-    #[test]
-    fn splits_by_item_count_and_raw_size() {
-        let (bodies, oversized) = items(7, 10).finish(Compression::None).unwrap();
-        assert_eq!(oversized, 0);
-        let counts: Vec<u64> = bodies.iter().map(|b| b.1).collect();
-        assert_eq!(counts, [3, 3, 1]);
-        let (bodies, _) = items(4, 40).finish(Compression::None).unwrap();
-        // 40-byte items: two per 100-byte body... but 80 > 60 compressed (uncompressed here),
-        // so each body is halved to one item.
-        assert_eq!(bodies.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 1, 1, 1]);
-        assert!(bodies.iter().all(|b| b.0.len() == 40));
-        assert_eq!(bodies[2].0, vec![2u8; 40], "order kept through the halving");
-    }
-
-    #[test]
-    fn an_item_larger_than_any_payload_is_counted() {
-        let (bodies, oversized) = items(2, 101).finish(Compression::None).unwrap();
-        assert!(bodies.is_empty());
-        assert_eq!(oversized, 2);
-        let (bodies, oversized) = items(1, 70).finish(Compression::None).unwrap();
-        assert!(bodies.is_empty(), "fits raw but not compressed");
-        assert_eq!(oversized, 1);
     }
 }

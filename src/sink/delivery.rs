@@ -3,8 +3,8 @@
 //! exponential backoff and jitter, spills to disk what memory cannot hold, and counts everything
 //! it sends, retries or drops.
 //!
-//! Owns the delivery thread, the queue and the spill directory. Must not encode: it moves opaque
-//! `Payload`s. The sink thread only enqueues (never blocks on the network), so a slow intake
+//! Owns the delivery thread and the queue, and decides when to spill (`spill.rs` owns the files).
+//! Must not encode: it moves opaque `Payload`s. The sink thread only enqueues (never blocks on the network), so a slow intake
 //! never stalls the flush, let alone receive.
 //!
 //! Outcome of one POST: 2xx is delivered; 408, 429, 5xx, timeouts and connection errors are
@@ -17,65 +17,15 @@
 //! delivering for `stop_timeout`, then spills (or drops, counted) what is left.
 
 use std::collections::VecDeque;
-use std::fs;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// One request body, encoded and compressed, with what it needs to be sent again later.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload {
-    /// Path under the base URL, e.g. `/api/v2/series`.
-    pub path: String,
-    pub content_type: String,
-    /// `Content-Encoding`, empty for none.
-    pub encoding: String,
-    /// Points (or events, checks) inside, for telemetry.
-    pub points: u64,
-    pub body: Vec<u8>,
-}
-
-impl Payload {
-    fn cost(&self) -> usize {
-        self.body.len() + self.path.len() + self.content_type.len() + 64
-    }
-
-    /// The spill file format: a `corestatsd-payload 1` line, path, content type, encoding and
-    /// points, one per line, then the body.
-    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        write!(
-            out,
-            "corestatsd-payload 1\n{}\n{}\n{}\n{}\n",
-            self.path, self.content_type, self.encoding, self.points
-        )?;
-        out.write_all(&self.body)
-    }
-
-    fn read_from(bytes: &[u8]) -> Option<Payload> {
-        let mut rest = bytes;
-        let mut line = || {
-            let at = memchr::memchr(b'\n', rest)?;
-            let l = std::str::from_utf8(&rest[..at]).ok()?.to_owned();
-            rest = &rest[at + 1..];
-            Some(l)
-        };
-        if line()? != "corestatsd-payload 1" {
-            return None;
-        }
-        let (path, content_type, encoding) = (line()?, line()?, line()?);
-        let points = line()?.parse().ok()?;
-        Some(Payload {
-            path,
-            content_type,
-            encoding,
-            points,
-            body: rest.to_vec(),
-        })
-    }
-}
+use super::payload::Payload;
+use super::spill::{SpillDir, Spilled};
 
 /// Settings of one delivery thread.
 #[derive(Debug, Clone)]
@@ -169,10 +119,7 @@ impl StatsSnapshot {
 struct Queue {
     items: VecDeque<Payload>,
     bytes: usize,
-    /// Spill files, oldest first: (path, size).
-    spilled: VecDeque<(PathBuf, u64)>,
-    spilled_bytes: u64,
-    next_seq: u64,
+    spill: Option<SpillDir>,
     closed: bool,
 }
 
@@ -192,52 +139,25 @@ pub struct Delivery {
 impl Delivery {
     /// Reads the spill directory (creating it) and starts the delivery thread.
     pub fn start(cfg: DeliveryConfig) -> io::Result<Delivery> {
-        let mut queue = Queue {
+        let spill = match &cfg.spill_dir {
+            Some(dir) => Some(SpillDir::open(dir, cfg.spill_max_bytes)?),
+            None => None,
+        };
+        if let Some(sp) = spill.as_ref().filter(|sp| !sp.is_empty()) {
+            eprintln!(
+                "corestatsd: {}: {} spilled payloads ({} bytes) in {} will be sent first",
+                cfg.name,
+                sp.len(),
+                sp.bytes(),
+                sp.dir().display()
+            );
+        }
+        let queue = Queue {
             items: VecDeque::new(),
             bytes: 0,
-            spilled: VecDeque::new(),
-            spilled_bytes: 0,
-            next_seq: 0,
+            spill,
             closed: false,
         };
-        if let Some(dir) = &cfg.spill_dir {
-            fs::create_dir_all(dir)?;
-            let mut files: Vec<(u64, PathBuf, u64)> = Vec::new();
-            for entry in fs::read_dir(dir)? {
-                let entry = entry?;
-                let name = entry.file_name();
-                if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
-                    // A spill cut short by a crash: never renamed, so never complete.
-                    let _ = fs::remove_file(entry.path());
-                    continue;
-                }
-                let Some(seq) = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".payload"))
-                    .and_then(|n| n.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                files.push((seq, entry.path(), entry.metadata()?.len()));
-            }
-            files.sort();
-            if let Some(&(last, _, _)) = files.last() {
-                queue.next_seq = last + 1;
-            }
-            for (_, path, size) in files {
-                queue.spilled_bytes += size;
-                queue.spilled.push_back((path, size));
-            }
-            if !queue.spilled.is_empty() {
-                eprintln!(
-                    "corestatsd: {}: {} spilled payloads ({} bytes) in {} will be sent first",
-                    cfg.name,
-                    queue.spilled.len(),
-                    queue.spilled_bytes,
-                    dir.display()
-                );
-            }
-        }
         let shared = Arc::new(Shared {
             cfg,
             queue: Mutex::new(queue),
@@ -286,7 +206,7 @@ impl Delivery {
             spilled: s.spilled.load(Ordering::Relaxed),
             max_latency_us: s.max_latency_us.swap(0, Ordering::Relaxed),
             queued_bytes: q.bytes as u64,
-            spilled_bytes: q.spilled_bytes,
+            spilled_bytes: q.spill.as_ref().map_or(0, SpillDir::bytes),
         }
     }
 
@@ -334,38 +254,17 @@ impl Shared {
 
     /// Writes `p` as the newest spill file, or drops it (counted) without a spill directory.
     fn spill_or_drop(&self, q: &mut Queue, p: Payload, without_dir: DropReason) {
-        let Some(dir) = &self.cfg.spill_dir else {
+        let Some(spill) = q.spill.as_mut() else {
             self.count_drop(&p, without_dir);
             return;
         };
-        let path = dir.join(format!("{:020}.payload", q.next_seq));
-        q.next_seq += 1;
-        let written = (|| {
-            let tmp = path.with_extension("tmp");
-            let mut f = io::BufWriter::new(fs::File::create(&tmp)?);
-            p.write_to(&mut f)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-            fs::rename(&tmp, &path)?;
-            fs::metadata(&path).map(|m| m.len())
-        })();
-        match written {
-            Ok(size) => {
+        match spill.write(&p) {
+            Ok(evicted) => {
                 self.stats.spilled.fetch_add(1, Ordering::Relaxed);
-                q.spilled_bytes += size;
-                q.spilled.push_back((path, size));
-                while q.spilled_bytes > self.cfg.spill_max_bytes && q.spilled.len() > 1 {
-                    let Some((old, size)) = q.spilled.pop_front() else {
-                        break;
-                    };
-                    q.spilled_bytes -= size;
-                    let points = fs::read(&old)
-                        .ok()
-                        .and_then(|b| Payload::read_from(&b))
-                        .map_or(0, |p| p.points);
-                    let _ = fs::remove_file(&old);
+                for (path, points) in evicted {
                     let gone = Payload {
                         points,
-                        path: old.display().to_string(),
+                        path: path.display().to_string(),
                         ..Payload::default()
                     };
                     self.count_drop(&gone, DropReason::SpillFull);
@@ -375,7 +274,7 @@ impl Shared {
                 eprintln!(
                     "corestatsd: {}: cannot spill to {}: {e}",
                     self.cfg.name,
-                    path.display()
+                    spill.dir().display()
                 );
                 self.count_drop(&p, DropReason::SpillError);
             }
@@ -385,7 +284,7 @@ impl Shared {
 
 /// Where the next payload comes from.
 enum Next {
-    Spilled(PathBuf, u64),
+    Spilled(Spilled),
     Queued(Payload),
 }
 
@@ -409,9 +308,8 @@ fn deliver_loop(s: &Shared) {
                     drain_at_stop(s, &mut q);
                     break None;
                 }
-                if let Some((path, size)) = q.spilled.pop_front() {
-                    q.spilled_bytes -= size;
-                    break Some(Next::Spilled(path, size));
+                if let Some(f) = q.spill.as_mut().and_then(SpillDir::take_oldest) {
+                    break Some(Next::Spilled(f));
                 }
                 if let Some(p) = q.items.pop_front() {
                     q.bytes -= p.cost();
@@ -426,40 +324,38 @@ fn deliver_loop(s: &Shared) {
         let Some(next) = next else { return };
         let (payload, spill_file) = match next {
             Next::Queued(p) => (p, None),
-            Next::Spilled(path, size) => {
-                match fs::read(&path).ok().and_then(|b| Payload::read_from(&b)) {
-                    Some(p) => (p, Some((path, size))),
-                    None => {
-                        eprintln!(
-                            "corestatsd: {}: spill file {} is unreadable; removed",
-                            s.cfg.name,
-                            path.display()
-                        );
-                        let _ = fs::remove_file(&path);
-                        s.count_drop(&Payload::default(), DropReason::SpillError);
-                        continue;
-                    }
+            Next::Spilled(f) => match f.read() {
+                Some(p) => (p, Some(f)),
+                None => {
+                    eprintln!(
+                        "corestatsd: {}: spill file {} is unreadable; removed",
+                        s.cfg.name,
+                        f.path.display()
+                    );
+                    f.remove();
+                    s.count_drop(&Payload::default(), DropReason::SpillError);
+                    continue;
                 }
-            }
+            },
         };
         let delivered = send_with_retries(s, &http, &payload, &mut rng, &mut stop_by);
-        if let Some((path, size)) = spill_file {
-            if delivered {
-                let _ = fs::remove_file(&path);
-            } else {
-                // Still on disk: put it back at the head for the next process.
+        match (spill_file, delivered) {
+            (Some(f), true) => f.remove(),
+            (None, true) => {}
+            (spilled, false) => {
+                // Stop timeout: a spilled file stays on disk, back at the head for the next
+                // process; a queued payload goes back to the queue, to be spilled or dropped.
                 let mut q = s.lock();
-                q.spilled_bytes += size;
-                q.spilled.push_front((path, size));
+                match (spilled, q.spill.as_mut()) {
+                    (Some(f), Some(spill)) => spill.put_back(f),
+                    _ => {
+                        q.bytes += payload.cost();
+                        q.items.push_front(payload);
+                    }
+                }
                 drain_at_stop(s, &mut q);
                 return;
             }
-        } else if !delivered {
-            let mut q = s.lock();
-            q.bytes += payload.cost();
-            q.items.push_front(payload);
-            drain_at_stop(s, &mut q);
-            return;
         }
     }
 }
@@ -613,71 +509,11 @@ impl Jitter {
     }
 }
 
-/// `Content-Encoding` choices of the Datadog sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Zstd,
-    Deflate,
-    /// Snappy's block format, as remote write requires.
-    Snappy,
-    None,
-}
-
-impl Compression {
-    pub fn header(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::Deflate => "deflate",
-            Compression::Snappy => "snappy",
-            Compression::None => "",
-        }
-    }
-
-    /// zstd at level 1 (the Agent's default), zlib-wrapped deflate at the default level.
-    pub fn compress(self, raw: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Compression::Zstd => zstd::bulk::compress(raw, 1),
-            Compression::Deflate => {
-                let mut e = flate2::write::ZlibEncoder::new(
-                    Vec::with_capacity(raw.len() / 4),
-                    flate2::Compression::default(),
-                );
-                e.write_all(raw)?;
-                e.finish()
-            }
-            Compression::Snappy => snap::raw::Encoder::new()
-                .compress_vec(raw)
-                .map_err(io::Error::other),
-            Compression::None => Ok(raw.to_vec()),
-        }
-    }
-}
-
-/// Whether `dir` holds no spill files (for tests and the stop log).
-pub fn spill_is_empty(dir: &Path) -> bool {
-    fs::read_dir(dir).map_or(true, |mut d| {
-        !d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "payload")))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spill_format_round_trips() {
-        let p = Payload {
-            path: "/api/v2/series".into(),
-            content_type: "application/x-protobuf".into(),
-            encoding: "zstd".into(),
-            points: 12,
-            body: b"\x00\n\xffbody".to_vec(),
-        };
-        let mut out = Vec::new();
-        p.write_to(&mut out).unwrap();
-        assert_eq!(Payload::read_from(&out), Some(p));
-        assert_eq!(Payload::read_from(b"something else\n"), None);
-    }
+    use std::fs;
+    use std::path::Path;
 
     fn payload(i: u8) -> Payload {
         Payload {
@@ -714,7 +550,11 @@ mod tests {
         files.sort();
         files
             .iter()
-            .map(|f| Payload::read_from(&fs::read(f).unwrap()).unwrap().body[0])
+            .map(|f| {
+                let bytes = fs::read(f).unwrap();
+                // The body (100 bytes of the payload's number) ends the file.
+                bytes[bytes.len() - 100]
+            })
             .collect()
     }
 
@@ -769,19 +609,5 @@ mod tests {
             let x = j.next_unit();
             assert!((0.0..1.0).contains(&x));
         }
-    }
-
-    #[test]
-    fn compression_round_trips() {
-        let raw = b"series series series series".repeat(100);
-        let z = Compression::Zstd.compress(&raw).unwrap();
-        assert!(z.len() < raw.len());
-        assert_eq!(zstd::bulk::decompress(&z, raw.len()).unwrap(), raw);
-        let d = Compression::Deflate.compress(&raw).unwrap();
-        let mut back = Vec::new();
-        flate2::read::ZlibDecoder::new(&d[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, raw);
     }
 }

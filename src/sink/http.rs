@@ -5,7 +5,8 @@
 
 use std::io;
 
-use super::delivery::{Delivery, DropReason, Payload, StatsSnapshot};
+use super::delivery::{Delivery, DropReason, StatsSnapshot};
+use super::payload::Payload;
 use super::{FlushBatch, OutKind, PointWriter, Sink};
 
 /// What an HTTP downstream's encoder provides.

@@ -13,9 +13,11 @@ pub mod datadog;
 pub mod delivery;
 pub mod http;
 pub mod jsonl;
+pub mod payload;
 pub mod prometheus;
 pub mod proto;
 pub mod relay;
+pub mod spill;
 
 use std::io;
 use std::sync::mpsc;

@@ -23,9 +23,8 @@ use std::ops::Range;
 
 use hashbrown::HashMap;
 
-use super::datadog::{Limits, Splitter};
-use super::delivery::{Compression, Payload};
 use super::http::PayloadEncoder;
+use super::payload::{Compression, Limits, Payload, Splitter};
 use super::{FlushBatch, FlushedMetric, OutKind, PointWriter, Suffix, full_name, proto};
 
 /// Remote-write payload limits: 4 MiB raw like the Datadog sink, and at most 5000 series.
