@@ -93,17 +93,15 @@ impl<E: PayloadEncoder> Sink for HttpSink<E> {
         );
         let tag = format!("downstream:{}", self.name);
         let mut w = PointWriter::new(self.host.as_deref(), window, self.interval);
-        for (name, now, last) in [
+        let counters = [
             ("payloads", now.payloads, last.payloads),
             ("bytes", now.bytes, last.bytes),
             ("points", now.points, last.points),
             ("retries", now.retries, last.retries),
             ("dropped_points", now.dropped_points, last.dropped_points),
             ("spilled_payloads", now.spilled, last.spilled),
-        ] {
-            let name = format!("corestatsd.downstream.{name}");
-            w.point(&name, &tag, None, OutKind::Count, d(now, last) as f64);
-        }
+        ];
+        w.deltas("corestatsd.downstream", &tag, &counters);
         for (name, value) in [
             ("queue_bytes", now.queued_bytes),
             ("spill_bytes", now.spilled_bytes),

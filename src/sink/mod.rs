@@ -235,6 +235,16 @@ impl<'h> PointWriter<'h> {
         });
     }
 
+    /// Counts since the last window, from cumulative counters: `<prefix>.<name>` is `now - last`
+    /// for each `(name, now, last)`.
+    pub fn deltas(&mut self, prefix: &str, tag: &str, counters: &[(&str, u64, u64)]) {
+        for &(name, now, last) in counters {
+            let name = format!("{prefix}.{name}");
+            let delta = now.saturating_sub(last) as f64;
+            self.point(&name, tag, None, OutKind::Count, delta);
+        }
+    }
+
     pub fn finish(self, out: &mut FlushBatch) {
         let arena = out.arenas.len() as u32;
         out.arenas.push(self.arena);
