@@ -42,19 +42,19 @@ pub fn headers() -> Vec<(String, String)> {
 }
 
 /// Replaces what the metric-name charset forbids.
-pub fn metric_name(raw: &[u8], out: &mut String) {
-    out.clear();
-    for (i, &b) in raw.iter().enumerate() {
-        let ok = b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit());
-        if i == 0 && b.is_ascii_digit() {
-            out.push('_');
-            out.push(b as char);
-        } else {
-            out.push(if ok { b as char } else { '_' });
-        }
-    }
-    if out.is_empty() {
+pub fn metric_name(raw: &[u8]) -> String {
+    let mut out = String::new();
+    push_metric_name(&mut out, raw);
+    out
+}
+
+fn push_metric_name(out: &mut String, raw: &[u8]) {
+    if raw.first().is_none_or(u8::is_ascii_digit) {
         out.push('_');
+    }
+    for &b in raw {
+        let ok = b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+        out.push(if ok { b as char } else { '_' });
     }
 }
 
@@ -258,11 +258,8 @@ impl Encoder {
     fn push_name(&mut self, d: &super::Desc<'_>, m: &FlushedMetric, suffix: &str) -> Range<usize> {
         full_name(&mut self.raw_name, d.name, m.suffix);
         let start = self.text.len();
-        let mut name = std::mem::take(&mut self.pairs_text);
-        metric_name(&self.raw_name, &mut name);
-        self.text.push_str(&name);
+        push_metric_name(&mut self.text, &self.raw_name);
         self.text.push_str(suffix);
-        self.pairs_text = name;
         start..self.text.len()
     }
 
@@ -444,11 +441,9 @@ mod tests {
 
     #[test]
     fn names_and_labels_fit_the_prometheus_charset() {
-        let mut s = String::new();
-        metric_name(b"page.views-total", &mut s);
-        assert_eq!(s, "page_views_total");
-        metric_name(b"9lives:x", &mut s);
-        assert_eq!(s, "_9lives:x");
+        assert_eq!(metric_name(b"page.views-total"), "page_views_total");
+        assert_eq!(metric_name(b"9lives:x"), "_9lives:x");
+        assert_eq!(metric_name(b""), "_");
         assert_eq!(label_name(b"k8s.pod-name"), "k8s_pod_name");
         assert_eq!(label_name(b"2fa"), "_2fa");
         assert_eq!(label_name(b"__name__"), "tag__name__");
