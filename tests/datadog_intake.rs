@@ -47,6 +47,14 @@ fn series(reqs: &[Request]) -> HashMap<String, Msg> {
     out
 }
 
+/// The delivery's stop line: `delivered N payloads (...), R retries, D payloads (P points) dropped`.
+fn stop_summary(done: &common::Finished) -> &str {
+    done.stderr
+        .iter()
+        .find(|l| l.starts_with("corestatsd: datadog: delivered"))
+        .expect("a stop summary")
+}
+
 #[test]
 fn series_sketches_events_and_checks_reach_the_intake_as_the_agent_sends_them() {
     let intake = Intake::start(|_, _| 200);
@@ -245,11 +253,7 @@ fn a_503_a_429_and_a_timeout_are_retried_with_the_same_payload() {
             done.stderr
         );
     }
-    let summary = done
-        .stderr
-        .iter()
-        .find(|l| l.starts_with("corestatsd: datadog: delivered"))
-        .expect("a stop summary");
+    let summary = stop_summary(&done);
     assert!(
         summary.contains("delivered 1 payloads") && summary.contains("3 retries"),
         "{summary}"
@@ -273,11 +277,7 @@ fn a_403_is_dropped_counted_and_not_retried() {
             .iter()
             .any(|l| l.contains("refused a payload with HTTP 403"))
     );
-    let summary = done
-        .stderr
-        .iter()
-        .find(|l| l.starts_with("corestatsd: datadog: delivered"))
-        .expect("a stop summary");
+    let summary = stop_summary(&done);
     assert!(
         summary.contains("delivered 0 payloads") && summary.contains(&format!("{n} payloads (")),
         "{summary}"
