@@ -250,8 +250,8 @@ impl Merger {
                     raw: Some(Box::new(Agg::Set(members))),
                     ..base
                 }),
+                // The downstream reads the samples; no summary is worked out on this core.
                 Agg::Histogram(h) if self.keep_raw => out.metrics.push(FlushedMetric {
-                    value: h.summary().count,
                     raw: Some(Box::new(Agg::Histogram(h))),
                     ..base
                 }),

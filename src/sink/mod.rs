@@ -104,7 +104,8 @@ pub struct FlushedMetric {
     pub ts: u64,
     pub interval: u32,
     pub sketch: Option<Box<Sketch>>,
-    /// With `Merger::keep_raw` (the relay): set members and histogram samples, whole.
+    /// With `Merger::keeping_raw` (the relay): set members and histogram samples, whole. `value`
+    /// is then a set's member count, and 0 for a histogram.
     pub raw: Option<Box<Agg>>,
 }
 
