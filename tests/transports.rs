@@ -349,6 +349,50 @@ fn unix_datagram_paths_are_shared_or_dealt_and_eol_is_checked_per_transport() {
     assert_eq!(value(&done, "shared"), 200.0);
 }
 
+/// Sum of a (non-self) metric over every window it was flushed in.
+fn total(done: &Finished, name: &str) -> f64 {
+    metric_lines(&done.lines)
+        .iter()
+        .filter(|l| l["name"] == name)
+        .map(|l| l["value"].as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn empty_unix_datagrams_are_counted_and_freeze_nothing() {
+    // Regression: 10 000 empty datagrams latched glommio's end of stream on the readiness
+    // wrapper, the receive loop spun without yielding, and no window closed nor SIGTERM
+    // worked on any shard; well-behaved UDP traffic was lost with them.
+    let dir = temp_dir("empty-datagrams");
+    let path = dir.join("dsd.socket");
+    let mut server = Server::start(&["--uds-path", path.to_str().unwrap(), "--bucket-secs", "1"]);
+    let tx = UnixDatagram::unbound().unwrap();
+    // A frozen server stops reading and the 10-deep queue fills: fail, do not hang.
+    tx.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..10_000 {
+        tx.send_to(b"", &path)
+            .unwrap_or_else(|e| panic!("empty datagram {i} not taken: {e}"));
+    }
+    tx.send_to(b"uds.after:1|c", &path).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..600 {
+        udp.send_to(b"udp.after:1|c", server.addr).unwrap();
+    }
+    // Windows go on closing while the server runs.
+    server.wait_for_stderr("a window that saw metrics", |l| {
+        l.contains(": window ") && !l.contains(" metrics=0 ")
+    });
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    assert_eq!(total(&done, "uds.after"), 1.0);
+    assert_eq!(total(&done, "udp.after"), 600.0);
+    assert_eq!(
+        self_metric(&done.lines, "corestatsd.packets", &["transport:uds"]),
+        10_001.0,
+        "every empty datagram is counted as a packet"
+    );
+}
+
 #[test]
 fn a_uds_path_that_is_not_a_socket_is_refused_by_name() {
     let path = temp_dir("not-socket").join("file");

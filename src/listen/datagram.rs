@@ -179,8 +179,12 @@ impl DatagramReceiver {
 pub enum Readiness {
     Udp(glommio::net::UdpSocket),
     /// glommio's `UnixDatagram` cannot wrap a descriptor; its `UnixStream` can, and a 1-byte
-    /// `peek` works the same on a datagram socket.
-    Unix(glommio::net::UnixStream),
+    /// `peek` works the same on a datagram socket, but for one trap: see `wait`. `fd` is the
+    /// stream's own descriptor (glommio's `UnixStream` does not expose it).
+    Unix {
+        stream: glommio::net::UnixStream,
+        fd: std::os::fd::RawFd,
+    },
 }
 
 impl Readiness {
@@ -192,7 +196,10 @@ impl Readiness {
         // glommio value takes ownership and closes it.
         unsafe {
             if unix {
-                Readiness::Unix(glommio::net::UnixStream::from_raw_fd(raw))
+                Readiness::Unix {
+                    stream: glommio::net::UnixStream::from_raw_fd(raw),
+                    fd: raw,
+                }
             } else {
                 Readiness::Udp(glommio::net::UdpSocket::from_raw_fd(raw))
             }
@@ -200,7 +207,16 @@ impl Readiness {
     }
 
     /// Returns once a datagram is waiting (or the socket reports an error).
-    pub async fn wait(&self) {
+    ///
+    /// A zero-length datagram at the head of a unix socket peeks as 0 bytes, which glommio's
+    /// stream takes for the end of the stream and remembers: every later `peek` on that wrapper
+    /// returned at once, and a receive loop alternating it with an empty `recvmmsg` starved its
+    /// shard (10 000 empty datagrams froze the server, SIGTERM included). A datagram socket has
+    /// no end of stream, so a 0 here means "an empty datagram is waiting": it is reported as
+    /// ready, and the wrapper is replaced by one on a fresh descriptor so the next wait really
+    /// waits. If that descriptor cannot be had, later waits may keep returning at once; the
+    /// receive loop bounds that case itself (`shard/receive.rs`).
+    pub async fn wait(&mut self) {
         let mut byte = [0u8; 1];
         match self {
             // `peek_from`, not `peek`: the latter asks for a peer address and fails with
@@ -208,9 +224,81 @@ impl Readiness {
             Readiness::Udp(s) => {
                 let _ = s.peek_from(&mut byte).await;
             }
-            Readiness::Unix(s) => {
-                let _ = s.peek(&mut byte).await;
+            Readiness::Unix { stream, fd } => {
+                if let Ok(0) = stream.peek(&mut byte).await
+                    && let Ok(fresh) = dup_unix(*fd)
+                {
+                    (*stream, *fd) = fresh;
+                }
             }
         }
+    }
+}
+
+/// A new glommio wrapper over a duplicate of `fd` (the wrapper it replaces closes `fd` when
+/// dropped), and its descriptor.
+fn dup_unix(fd: std::os::fd::RawFd) -> io::Result<(glommio::net::UnixStream, std::os::fd::RawFd)> {
+    use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
+    // SAFETY: `fd` belongs to the live wrapper being replaced, open for this call.
+    let fresh = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+    let raw = fresh.into_raw_fd();
+    // SAFETY: `raw` is a fresh, open descriptor of the same unix socket, owned by nothing else;
+    // the glommio value takes ownership and closes it.
+    Ok((unsafe { glommio::net::UnixStream::from_raw_fd(raw) }, raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    /// Whether `wait` returns within `limit` (a bound for the "nothing to read" case, not a
+    /// wait for a condition).
+    async fn waits_within(ready: &mut Readiness, limit: Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                ready.wait().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(limit).await;
+                false
+            },
+        )
+        .await
+    }
+
+    #[test]
+    fn an_empty_unix_datagram_wakes_one_wait_and_later_waits_still_wait() {
+        let dir = std::env::temp_dir().join(format!("corestatsd-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dsd.socket");
+        let fd = crate::listen::bind_uds_datagram(&path, 0o700, 0, false).unwrap();
+        let tx = UnixDatagram::unbound().unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut rx = DatagramReceiver::new(fd, 4, 64);
+                let mut ready = Readiness::new(rx.readiness_fd().unwrap(), true);
+                for round in 0..3 {
+                    tx.send_to(b"", &path).unwrap();
+                    assert!(waits_within(&mut ready, Duration::from_secs(5)).await);
+                    let Ok(Received::Datagrams(1)) = rx.recv_batch() else {
+                        panic!("round {round}: the empty datagram is received");
+                    };
+                    assert_eq!(rx.datagram(0), (&b""[..], false));
+                    assert!(matches!(rx.recv_batch(), Ok(Received::WouldBlock)));
+                    assert!(
+                        !waits_within(&mut ready, Duration::from_millis(50)).await,
+                        "round {round}: an empty socket must not read as ready"
+                    );
+                }
+                tx.send_to(b"a:1|c", &path).unwrap();
+                assert!(waits_within(&mut ready, Duration::from_secs(5)).await);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

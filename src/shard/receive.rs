@@ -28,6 +28,12 @@ use crate::telemetry::{Counters, Unresolved, stream_index};
 /// Longest a datagram task waits on readiness before looking at its socket again anyway.
 const READINESS_RECHECK: Duration = Duration::from_millis(10);
 
+/// Readiness wake-ups in a row that find nothing before the task polls on a timer instead.
+const FALSE_WAKES_TO_POLL: u32 = 4;
+
+/// The poll interval while readiness cannot be trusted.
+const FALSE_WAKE_POLL: Duration = Duration::from_millis(1);
+
 /// How long a stopping connection waits for more bytes before it counts as drained.
 const STREAM_DRAIN_WAIT: Duration = Duration::from_millis(20);
 
@@ -109,19 +115,34 @@ async fn stopped(shard: &Shard) {
     let _ = shard.stop_signal.acquire(1).await;
 }
 
+/// What ended a datagram task's wait on an empty socket.
+enum Woke {
+    /// The readiness wait returned: a datagram should be waiting.
+    Ready,
+    /// The re-check timer, or the poll that replaces a readiness wait that keeps lying.
+    Timer,
+    Stop,
+}
+
 async fn datagram_loop(
     shard: Rc<Shard>,
     mut rx: DatagramReceiver,
-    ready: Readiness,
+    mut ready: Readiness,
     transport: Transport,
 ) {
     let base = shard.clock_base;
     let mut errors = 0u64;
     let mut drain_deadline: Option<Instant> = None;
     let mut containers: Vec<Option<Rc<[u8]>>> = Vec::with_capacity(rx.slots());
+    // Readiness wake-ups in a row that found the socket empty (shards sharing one unix socket
+    // lose races for a datagram now and then), and how often that turned into polling.
+    let mut false_wakes = 0u32;
+    let mut polling_spells = 0u64;
+    let mut woke = Woke::Timer;
     loop {
         match rx.recv_batch() {
             Ok(Received::Datagrams(n)) => {
+                false_wakes = 0;
                 let at = base.elapsed().as_nanos() as u64;
                 handle_batch(&shard, &mut rx, transport, n, at, &mut containers);
                 if shard.stop.get() {
@@ -143,16 +164,47 @@ async fn datagram_loop(
                 if shard.stop.get() {
                     break;
                 }
-                // The re-check bounds the damage of a readiness wake-up that never comes: flat
-                // out with one line per datagram, a shard once sat idle while its socket
-                // overflowed (docs/BENCHMARKS.md). 10 ms at 450k datagrams/s is ~4.5 MB, well
-                // within the default 4 MiB..16 MiB buffers' reach; idle, it is 100 wake-ups/s.
-                let recheck = glommio::timer::sleep(READINESS_RECHECK);
-                futures_lite::future::or(
-                    ready.wait(),
-                    futures_lite::future::or(stopped(&shard), recheck),
-                )
-                .await;
+                if matches!(woke, Woke::Ready) {
+                    false_wakes += 1;
+                    if false_wakes == FALSE_WAKES_TO_POLL {
+                        polling_spells += 1;
+                        if polling_spells.is_power_of_two() {
+                            eprintln!(
+                                "corestatsd: shard {}: {} readiness woke {false_wakes} times in a \
+                                 row with nothing to read ({polling_spells} times so far); \
+                                 polling every {} ms until data arrives",
+                                shard.index,
+                                transport.name(),
+                                FALSE_WAKE_POLL.as_millis()
+                            );
+                        }
+                    }
+                }
+                woke = if false_wakes >= FALSE_WAKES_TO_POLL {
+                    // A wait that returns at once with nothing to read would make this loop
+                    // spin without ever yielding, so the window and stop tasks would never run
+                    // (it once froze a shard, SIGTERM included). A timer always suspends.
+                    let poll = async {
+                        glommio::timer::sleep(FALSE_WAKE_POLL).await;
+                        Woke::Timer
+                    };
+                    wait_or_stop(&shard, poll).await
+                } else {
+                    // The re-check bounds the damage of a readiness wake-up that never comes:
+                    // flat out with one line per datagram, a shard once sat idle while its
+                    // socket overflowed (docs/BENCHMARKS.md). 10 ms at 450k datagrams/s is
+                    // ~4.5 MB, well within the default 4 MiB..16 MiB buffers' reach; idle, it
+                    // is 100 wake-ups/s.
+                    let recheck = async {
+                        glommio::timer::sleep(READINESS_RECHECK).await;
+                        Woke::Timer
+                    };
+                    let readable = async {
+                        ready.wait().await;
+                        Woke::Ready
+                    };
+                    wait_or_stop(&shard, futures_lite::future::or(readable, recheck)).await
+                };
             }
             Err(e) => {
                 socket_error(&shard, transport, "receive", &mut errors, &e);
@@ -163,6 +215,15 @@ async fn datagram_loop(
             }
         }
     }
+}
+
+/// `wait`, or the shard's stop, whichever comes first.
+async fn wait_or_stop(shard: &Shard, wait: impl Future<Output = Woke>) -> Woke {
+    let stop = async {
+        stopped(shard).await;
+        Woke::Stop
+    };
+    futures_lite::future::or(wait, stop).await
 }
 
 /// Counts a socket error for its transport and logs it when this task's count of them is a power
@@ -308,6 +369,9 @@ async fn accept_loop(
     let si = stream_index(transport);
     let mut errors = 0u64;
     loop {
+        // A flood of connections (refused ones above all) keeps every accept ready at once:
+        // without this the loop would never give the shard's other tasks a turn.
+        glommio::yield_if_needed().await;
         let accepted =
             futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
                 stopped(&shard).await;

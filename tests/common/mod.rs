@@ -97,6 +97,40 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for a stderr line that satisfies `pred` and returns it; every line read
+    /// on the way is kept for `stop`.
+    pub fn wait_for_stderr(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.stderr_lines.recv_timeout(left) else {
+                panic!(
+                    "no stderr line with {what}; so far: {:#?}",
+                    self.stderr_seen
+                );
+            };
+            self.stderr_seen.push(line.clone());
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The most resident memory the server has used so far (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib << 10
+    }
+
     /// SIGTERM, then waits (bounded) for exit and collects stdout and stderr.
     pub fn stop(mut self) -> Finished {
         // SAFETY: plain kill(2) on our own child's pid.
