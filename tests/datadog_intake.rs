@@ -396,3 +396,48 @@ fn a_missing_or_unreadable_api_key_is_a_startup_error() {
             .contains("cannot read --dd-api-key-file /nonexistent/key")
     );
 }
+
+#[test]
+fn a_tiny_sample_rate_is_refused_and_costs_no_memory() {
+    // Regression: one `weight.d:1|d|@1e-18` made the sketch encoder write a bin of weight 1e18
+    // as 2.3e8 uint32 pieces (3.3 GiB RSS, then the point was dropped); `@1e-300` ran out of
+    // memory. Rates below 1e-6 are now refused and counted; the lowest accepted rate still
+    // arrives with its exact weight.
+    let intake = Intake::start(|_, _| 200);
+    let mut server = start(&intake.url(), &["--bucket-secs", "1"]);
+    let lines = "weight.d:1|d|@1e-18\nweight.d:1|d|@1e-300\nweight.d:1|d|@0.000001\n\
+                 weight.d:1|d|@0.000001\nweight.d:1|d|@0.000001\nweight.d:2|d";
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(lines.as_bytes(), server.addr).unwrap();
+    let is_weight = |r: &Request| {
+        r.path == "/api/beta/sketches"
+            && Msg::parse(&r.decoded())
+                .msgs(1)
+                .iter()
+                .any(|sk| sk.str(1) == "weight.d")
+    };
+    let reqs = intake.wait_for("the weight.d sketch", |rs| rs.iter().any(is_weight));
+    server.wait_for_stderr("the window's rejected lines", |l| {
+        l.contains("parse_errors=2 ") && l.contains("(bad_sample_rate)")
+    });
+    assert!(
+        server.peak_rss_bytes() < 256 << 20,
+        "peak RSS {} bytes",
+        server.peak_rss_bytes()
+    );
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    let sketch = reqs
+        .iter()
+        .filter(|r| is_weight(r))
+        .flat_map(|r| Msg::parse(&r.decoded()).msgs(1))
+        .find(|sk| sk.str(1) == "weight.d")
+        .unwrap();
+    let d = sketch.msg(7);
+    assert_eq!(
+        d.uint(2),
+        3_000_001,
+        "three samples weigh 1e6 each, one weighs 1"
+    );
+    assert_eq!(d.packed(8), [3_000_000, 1]);
+}

@@ -1,7 +1,8 @@
 //! The metric line: `name:value[:value...]|type[|@rate][|#tags][|T<unix>][|c:..][|e:..][|card:..]`.
 //!
 //! Validation is complete here, so later stages can trust every field: a `Metric` that comes out
-//! has a non-empty name, a known type, finite values, a rate in (0, 1] and a positive timestamp.
+//! has a non-empty name, a known type, finite values, a rate in [`MIN_SAMPLE_RATE`, 1] and a
+//! positive timestamp.
 
 use super::origin::OriginFields;
 
@@ -126,6 +127,21 @@ impl ParseError {
     }
 }
 
+/// The smallest sample rate accepted, so one sample weighs at most `MAX_SAMPLE_WEIGHT`.
+///
+/// A sample's weight is `1/rate`, and every later stage's cost can grow with weight: the Datadog
+/// sketch encoder writes a bin in pieces of at most 2^32 - 1, the relay writes a heavy bin as
+/// several lines. `@1e-18` once made a single distribution line cost 3.3 GiB there. With this
+/// floor a sample is at most one piece, and a point's encoding is linear in the samples received
+/// (docs/DOWNSTREAMS.md). The Agent accepts any rate in (0, 1] (and has the same memory blow-up
+/// in its own sketch, datadog-agent PR #57762); ADP clamps rates to 3.845e-9. One in a million is
+/// far below what clients sample at, so a smaller rate is rejected and counted (`bad_sample_rate`)
+/// rather than silently clamped.
+pub const MIN_SAMPLE_RATE: f64 = 1e-6;
+
+/// The heaviest a single sample can be: `1 / MIN_SAMPLE_RATE`.
+pub const MAX_SAMPLE_WEIGHT: f64 = 1e6;
+
 /// Packed values kept parsed in the `Metric`; longer lists are parsed again when walked.
 const INLINE_VALUES: usize = 4;
 
@@ -140,7 +156,7 @@ pub struct Metric<'a> {
     /// How many numbers the line holds (0 for sets).
     value_count: u32,
     pub metric_type: MetricType,
-    /// Sample rate in (0, 1]; 1 when absent.
+    /// Sample rate in [`MIN_SAMPLE_RATE`, 1]; 1 when absent.
     pub sample_rate: f64,
     /// The raw tag list after `#`, comma separated; empty when absent.
     pub tags: &'a [u8],
@@ -351,7 +367,7 @@ fn parse_number(item: &[u8]) -> Result<f64, ParseError> {
 
 fn parse_sample_rate(raw: &[u8]) -> Result<f64, ParseError> {
     match parse_f64(raw) {
-        Some(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        Some(r) if (MIN_SAMPLE_RATE..=1.0).contains(&r) => Ok(r),
         _ => Err(ParseError::BadSampleRate),
     }
 }
@@ -523,6 +539,9 @@ mod tests {
             ("a:1|c|@1.5", ParseError::BadSampleRate),
             ("a:1|c|@x", ParseError::BadSampleRate),
             ("a:1|c|@nan", ParseError::BadSampleRate),
+            ("weight.d:1|d|@1e-18", ParseError::BadSampleRate),
+            ("a:1|d|@1e-300", ParseError::BadSampleRate),
+            ("a:1|c|@9.99e-7", ParseError::BadSampleRate),
             ("a:1|g|T", ParseError::BadTimestamp),
             ("a:1|g|TABCD", ParseError::BadTimestamp),
             ("a:1|g|T-1", ParseError::BadTimestamp),
@@ -538,6 +557,8 @@ mod tests {
         assert_eq!(ok("a:1|c").sample_rate, 1.0);
         assert_eq!(ok("a:1|c|@1").sample_rate, 1.0);
         assert_eq!(ok("a:1|c|@1e-3").sample_rate, 0.001);
+        assert_eq!(ok("a:1|d|@1e-6").sample_rate, MIN_SAMPLE_RATE);
+        assert_eq!(1.0 / MIN_SAMPLE_RATE, MAX_SAMPLE_WEIGHT);
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub mod origin;
 pub mod service_check;
 
 pub use event::{Event, EventError, parse_event};
-pub use metric::{Metric, MetricType, ParseError, TagIter, parse_metric, parse_metric_into};
+pub use metric::{
+    MAX_SAMPLE_WEIGHT, MIN_SAMPLE_RATE, Metric, MetricType, ParseError, TagIter, parse_metric,
+    parse_metric_into,
+};
 pub use service_check::{ServiceCheck, ServiceCheckError, parse_service_check};
 
 /// What a single line of a datagram holds, chosen by its prefix as the Agent does.

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
 use super::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name, proto};
+use crate::aggregate::sketch::Sketch;
 use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
 
@@ -102,18 +103,7 @@ fn encode_series(
 fn encode_sketch(out: &mut Vec<u8>, batch: &FlushBatch, m: &FlushedMetric) {
     let Some(sk) = &m.sketch else { return };
     let d = batch.desc(m);
-    // The Agent's bins hold uint32 counts; a heavier bin is written as several of the same key.
-    let mut keys = Vec::new();
-    let mut counts = Vec::new();
-    for (k, n) in sk.bins() {
-        let mut n = n.round().max(1.0) as u64;
-        while n > 0 {
-            let part = n.min(u64::from(u32::MAX));
-            keys.push(k);
-            counts.push(part as u32);
-            n -= part;
-        }
-    }
+    let (keys, counts) = sketch_bins(sk);
     proto::message(out, 1, |s| {
         proto::bytes(s, 1, d.name);
         proto::bytes(s, 2, d.host.unwrap_or_default());
@@ -131,6 +121,28 @@ fn encode_sketch(out: &mut Vec<u8>, batch: &FlushBatch, m: &FlushedMetric) {
             proto::packed_uint32(g, 8, counts.iter().copied());
         });
     });
+}
+
+/// A sketch's bins as the Dogsketch's parallel `k` and `n` lists. Its counts are uint32, so a
+/// bin heavier than 2^32 - 1 is written as several bins of the same key, as the Agent does.
+///
+/// That is bounded by the input: a sample weighs at most `MAX_SAMPLE_WEIGHT` (the parser's rate
+/// floor), so a bin needs over 4295 samples for each piece past its first, and a sketch of `b`
+/// bins from `s` samples takes at most `b + s / 4295` pieces. (Without the floor one line with
+/// `@1e-18` once took 2.3e8 pieces, 3.3 GiB.)
+fn sketch_bins(sk: &Sketch) -> (Vec<i32>, Vec<u32>) {
+    let mut keys = Vec::new();
+    let mut counts = Vec::new();
+    for (k, n) in sk.bins() {
+        let mut n = n.round().max(1.0) as u64;
+        while n > 0 {
+            let part = n.min(u64::from(u32::MAX));
+            keys.push(k);
+            counts.push(part as u32);
+            n -= part;
+        }
+    }
+    (keys, counts)
 }
 
 /// Every payload one batch turns into, and how many points were too large to send.
@@ -271,5 +283,29 @@ impl PayloadEncoder for DatadogEncoder {
 
     fn lost(&self) -> u64 {
         self.oversized
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::sketch;
+    use crate::protocol::MAX_SAMPLE_WEIGHT;
+
+    #[test]
+    fn a_bin_heavier_than_a_uint32_is_split_and_bounded_by_its_samples() {
+        let mut sk = Sketch::default();
+        // 10 000 samples at the heaviest weight a line may carry, all in one bin: 1e10.
+        for _ in 0..10_000 {
+            sk.insert(3.0, MAX_SAMPLE_WEIGHT);
+        }
+        sk.insert(100.0, 1.0);
+        let (keys, counts) = sketch_bins(&sk);
+        let k = sketch::key(3.0);
+        assert_eq!(keys, [k, k, k, sketch::key(100.0)]);
+        assert_eq!(counts[..3], [u32::MAX, u32::MAX, 1_410_065_410]);
+        let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+        assert_eq!(total, 10_000_000_000 + 1);
+        assert!(keys.len() <= 2 + 10_001 / 4295);
     }
 }

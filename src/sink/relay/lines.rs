@@ -6,9 +6,9 @@ use crate::aggregate::Agg;
 use crate::aggregate::histogram::Histogram;
 use crate::aggregate::sketch::{self, Sketch};
 use crate::merge::desc::Desc;
-use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
 use crate::protocol::origin::Origin;
+use crate::protocol::{MAX_SAMPLE_WEIGHT, MetricType};
 use crate::sink::{
     FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, full_name,
 };
@@ -267,28 +267,55 @@ impl Encoder {
 
 /// A sketch as weighted values: its exact min and max (weight 1 each, taken from the lowest and
 /// highest bins) and each bin's value (clamped to [min, max]) with what remains of its weight.
+///
+/// Every weight is one the next tier accepts as `@1/weight`: at least 1 (a rate above 1 is
+/// rejected) and at most `MAX_SAMPLE_WEIGHT` (the rate floor), so a heavy bin goes out as
+/// several values (`split_weight`). A bin's weight is the sum of its samples' weights, each at
+/// most `MAX_SAMPLE_WEIGHT`, so the values sent are never more than the samples received plus
+/// two per bin.
 pub fn sketch_samples(sk: &Sketch) -> Vec<(f64, f64)> {
     let bins: Vec<(i32, f64)> = sk.bins().filter(|&(_, n)| n > 0.0).collect();
     let mut out = Vec::with_capacity(bins.len() + 2);
     let last = bins.len().saturating_sub(1);
+    // The extremes take weight 1 from their bin unless what would be left weighs under 1:
+    // then they take the whole bin.
+    let extreme = |n: &mut f64| {
+        let take = if *n >= 2.0 { 1.0 } else { *n };
+        *n -= take;
+        take
+    };
     for (i, &(k, mut n)) in bins.iter().enumerate() {
         if i == 0 {
-            let take = n.min(1.0);
-            out.push((sk.min, take));
-            n -= take;
+            out.push((sk.min, extreme(&mut n)));
         }
         if i == last && n > 0.0 {
-            let take = n.min(1.0);
-            out.push((sk.max, take));
-            n -= take;
+            out.push((sk.max, extreme(&mut n)));
         }
         if n > 0.0 {
             // A bin's value may lie past the extreme sample it holds; the extreme is in the same
             // bin, so clamping keeps the key and keeps the downstream's min and max exact.
-            out.push((sketch::value(k).clamp(sk.min, sk.max), n));
+            let v = sketch::value(k).clamp(sk.min, sk.max);
+            out.extend(split_weight(n).map(|w| (v, w)));
         }
     }
     out
+}
+
+/// `n` (at least 1) as weights in [1, `MAX_SAMPLE_WEIGHT`] that sum to it: as many whole
+/// `MAX_SAMPLE_WEIGHT`s as fit and the rest, the rest shared with one of them when it is under 1.
+/// Whole weights stay whole, so counts come back exact.
+fn split_weight(n: f64) -> impl Iterator<Item = f64> {
+    let full = (n / MAX_SAMPLE_WEIGHT).floor();
+    let rest = n - full * MAX_SAMPLE_WEIGHT;
+    let (full, tail) = if rest == 0.0 {
+        (full, [None, None])
+    } else if rest >= 1.0 || full == 0.0 {
+        (full, [Some(rest), None])
+    } else {
+        let half = (MAX_SAMPLE_WEIGHT + rest) / 2.0;
+        (full - 1.0, [Some(half), Some(half)])
+    };
+    std::iter::repeat_n(MAX_SAMPLE_WEIGHT, full as usize).chain(tail.into_iter().flatten())
 }
 
 fn push_tags(l: &mut Vec<u8>, tags: &[Vec<u8>], origin: Option<&[u8]>) {
@@ -497,6 +524,52 @@ mod tests {
         for q in [0.5, 0.9, 0.99] {
             assert_eq!(back.quantile(q), sk.quantile(q));
         }
+    }
+
+    #[test]
+    fn heavy_weights_split_into_ones_the_next_tier_accepts() {
+        for (n, want) in [
+            (1.0, vec![1.0]),
+            (1.5, vec![1.5]),
+            (1e6, vec![1e6]),
+            (2.5e6, vec![1e6, 1e6, 5e5]),
+            (3e6, vec![1e6, 1e6, 1e6]),
+            (2e6 + 0.5, vec![1e6, 500_000.25, 500_000.25]),
+        ] {
+            let got: Vec<f64> = split_weight(n).collect();
+            assert_eq!(got, want, "{n}");
+            assert_eq!(got.iter().sum::<f64>(), n);
+        }
+    }
+
+    #[test]
+    fn a_sketch_heavier_than_any_one_sample_is_relayed_in_pieces_that_parse_back() {
+        // 3 samples at the lowest rate land in one bin, plus a fractional weight in another:
+        // every line must carry a rate in [MIN_SAMPLE_RATE, 1] and the totals must survive.
+        let mut sk = Sketch::default();
+        for _ in 0..3 {
+            sk.insert(1.0, MAX_SAMPLE_WEIGHT);
+        }
+        sk.insert(5.0, 1.5);
+        let b = batch_of(
+            MetricType::Distribution,
+            FlushedMetric {
+                kind: OutKind::Distribution,
+                value: sk.count,
+                sketch: Some(Box::new(sk.clone())),
+                ..point()
+            },
+        );
+        let ps = packets(&b, 1432);
+        let Agg::Distribution(back) = reaggregate(MetricType::Distribution, &ps) else {
+            unreachable!()
+        };
+        assert_eq!(back.count, sk.count);
+        assert_eq!((back.min, back.max), (sk.min, sk.max));
+        assert_eq!(
+            back.bins().collect::<Vec<_>>(),
+            sk.bins().collect::<Vec<_>>()
+        );
     }
 
     #[test]
