@@ -179,7 +179,7 @@ def write_netdata_conf(work, port):
 
 
 def statsd_bin():
-    return os.path.join(ROOT, "bench/peers/node_modules/statsd/bin/statsd")
+    return os.path.join(ROOT, "harness/peers/node_modules/statsd/bin/statsd")
 
 
 def peers_available():
@@ -421,7 +421,7 @@ def main():
     if args.peers == "auto" and missing:
         print(f"peers not installed, left out: {', '.join(missing)}. To include them: "
               "apt-get install --no-install-recommends netdata; "
-              "(cd bench/peers && npm install statsd@0.9.0)", file=sys.stderr)
+              "(cd harness/peers && npm install statsd@0.9.0)", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="corestatsd-bench-")
     rows, steps = [], []
