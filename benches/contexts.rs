@@ -11,10 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use corestatsd::merge::{HistogramOutput, Merger};
-use corestatsd::shard::{CHUNK, ingest};
-use corestatsd::sink::Suffix;
-use corestatsd::telemetry::Counters;
+use corestatsd::bench_api::{CHUNK, Counters, HistogramOutput, Merger, Suffix, ingest};
 
 struct Counting;
 

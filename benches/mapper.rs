@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use corestatsd::map::{Mapper, NameConfig, NameOut, ProfileSpec, Reference, Stage, check};
+use corestatsd::bench_api::{Mapper, NameConfig, NameOut, ProfileSpec, Reference, Stage, check};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// `rules` rules over 4 profiles: mostly wildcards of 3-5 segments, every 10th a regex.

@@ -6,7 +6,7 @@ mod workloads;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
-use corestatsd::protocol::{Metric, parse_metric_into};
+use corestatsd::bench_api::{Metric, parse_metric_into};
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");

@@ -10,14 +10,11 @@ mod workloads;
 
 use std::hint::black_box;
 
-use corestatsd::aggregate::GROUP;
-use corestatsd::merge::{ContextBatch, HistogramOutput, Merger};
-use corestatsd::protocol::{Metric, parse_metric};
-use corestatsd::sink::datadog::{AGENT_LIMITS, CountersAs, Encoding, encode_batch};
-use corestatsd::sink::jsonl::JsonlSink;
-use corestatsd::sink::payload::Compression;
-use corestatsd::sink::{FlushBatch, FlushedMetric, Sink, Suffix};
-use corestatsd::sink::{prometheus, relay};
+use corestatsd::bench_api::{
+    AGENT_LIMITS, Aggregator, Compression, ContextBatch, CountersAs, Encoding, FlushBatch,
+    FlushedMetric, GROUP, HistogramOutput, JsonlSink, Merger, Metric, Sink, Suffix, encode_batch,
+    parse_metric, prometheus, relay,
+};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn parsed(lines: &[Vec<u8>]) -> Vec<Metric<'_>> {
@@ -27,7 +24,7 @@ fn parsed(lines: &[Vec<u8>]) -> Vec<Metric<'_>> {
         .collect()
 }
 
-fn insert_all(agg: &mut corestatsd::aggregate::Aggregator, ms: &[Metric<'_>]) {
+fn insert_all(agg: &mut Aggregator, ms: &[Metric<'_>]) {
     for g in ms.chunks(GROUP) {
         agg.insert_group(g, 0, |_| {});
     }
@@ -151,7 +148,7 @@ fn stages(c: &mut Criterion) {
         )
     });
     let whole = Merger::new(1, 10, 512, output())
-        .keeping_raw(true)
+        .keeping_whole(true)
         .add(closed_batch(10_000))
         .expect("one owner: ready at once");
     let mut relay = relay::Encoder::new(1432);

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use corestatsd::aggregate::{AggregateConfig, Aggregator};
+use corestatsd::bench_api::{AggregateConfig, Aggregator};
 
 /// Ten tags of realistic length; with the name and value the line is about 250 bytes.
 pub fn tagged_line(ctx: usize, kind: &str, value: u64) -> String {

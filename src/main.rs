@@ -3,7 +3,7 @@
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use corestatsd::config::{Config, Flags};
+use corestatsd::{Config, Flags};
 
 fn main() {
     let flags = match Flags::try_parse() {
@@ -26,7 +26,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = corestatsd::run::run(cfg) {
+    if let Err(e) = corestatsd::run(cfg) {
         eprintln!("corestatsd: {e}");
         std::process::exit(e.status);
     }

@@ -16,6 +16,7 @@ use crate::sink::http::HttpSink;
 use crate::sink::prometheus;
 use crate::sink::relay::RelaySink;
 use crate::sink::{self, Sink, jsonl::JsonlSink};
+use crate::telemetry::TelemetryConfig;
 
 /// A start-up or run failure, worded for the operator.
 #[derive(Debug)]
@@ -36,31 +37,12 @@ fn usage(message: String) -> RunError {
 }
 
 /// Runs until SIGINT/SIGTERM, then drains, flushes every window and returns.
+///
+/// Everything a flag or the machine can make fail is checked before a socket is bound (the
+/// downstream, its API key and spill directory included); the start-up line, with every bound
+/// address, is printed once every shard runs: tests and scripts wait for it.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     check_io_uring()?;
-    let (sockets, listening) = bind_all(&cfg)?;
-    eprintln!(
-        "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
-         windows of {} s; downstream {}{}{}",
-        cfg.cores.len(),
-        cfg.cores,
-        listening.join(", "),
-        cfg.recv_batch_datagrams,
-        cfg.buffer_size_bytes,
-        cfg.aggregate.bucket_secs,
-        cfg.downstream,
-        cfg.forward_addr
-            .map(|a| format!("; forwarding raw packets to {a}"))
-            .unwrap_or_default(),
-        cfg.origin
-            .as_ref()
-            .map(|o| format!(
-                "; origin detection on unix sockets ({}/<pid>/cgroup, cached {} s)",
-                o.proc_root.display(),
-                o.cache_ttl.as_secs()
-            ))
-            .unwrap_or_default(),
-    );
     if !cfg.ignored_config_keys.is_empty() {
         eprintln!(
             "corestatsd: --config: ignoring keys corestatsd does not use: {}",
@@ -86,12 +68,43 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     }
     // Opened once this thread is off the ingest cores: a delivery thread started here inherits
     // that placement.
-    let sink = open_sink(&cfg).inspect_err(|_| remove_socket_files(&cfg))?;
-    let (tx, sink_thread) = sink::spawn(sink, cfg.cores.len()).map_err(|e| RunError {
+    let sink = open_sink(&cfg)?;
+    let (sockets, listening) = bind_all(&cfg)?;
+    let ready_line = format!(
+        "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
+         windows of {} s; downstream {}{}{}",
+        cfg.cores.len(),
+        cfg.cores,
+        listening.join(", "),
+        cfg.recv_batch_datagrams,
+        cfg.buffer_size_bytes,
+        cfg.aggregate.bucket_secs,
+        cfg.downstream,
+        cfg.forward_addr
+            .map(|a| format!("; forwarding raw packets to {a}"))
+            .unwrap_or_default(),
+        cfg.origin
+            .as_ref()
+            .map(|o| format!(
+                "; origin detection on unix sockets ({}/<pid>/cgroup, cached {} s)",
+                o.proc_root.display(),
+                o.cache_ttl.as_secs()
+            ))
+            .unwrap_or_default(),
+    );
+    let telemetry = TelemetryConfig {
+        shards: cfg.cores.len(),
+        points: cfg.self_metrics,
+        per_shard: cfg.self_metrics_per_shard,
+        transports: cfg.transports(),
+        host: cfg.aggregate.default_host.clone(),
+        interval: cfg.aggregate.bucket_secs,
+    };
+    let (tx, sink_thread) = sink::spawn(sink, telemetry).map_err(|e| RunError {
         message: format!("cannot start the sink thread: {e}"),
         status: 1,
     })?;
-    let result = shard::run_shards(&cfg, sockets, tx);
+    let result = shard::run_shards(&cfg, sockets, tx, || eprintln!("{ready_line}"));
     remove_socket_files(&cfg);
     let stats = sink_thread.join().unwrap_or_default();
     eprintln!(
@@ -124,6 +137,22 @@ fn remove_socket_files(cfg: &Config) {
 
 /// Binds every listener, deals the sockets to the shards, and describes them for the log.
 fn bind_all(cfg: &Config) -> Result<(Vec<Sockets>, Vec<String>), RunError> {
+    let mut created = Vec::new();
+    let bound = bind_each(cfg, &mut created);
+    if bound.is_err() {
+        // Only the files this process made: a path refused as another process' stays.
+        for path in created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    bound
+}
+
+/// `bind_all`'s work; the socket files it creates go into `created` as they are made.
+fn bind_each(
+    cfg: &Config,
+    created: &mut Vec<std::path::PathBuf>,
+) -> Result<(Vec<Sockets>, Vec<String>), RunError> {
     let shards = cfg.cores.len();
     let mut sockets: Vec<Sockets> = (0..shards).map(|_| Sockets::default()).collect();
     let mut listening = Vec::new();
@@ -150,6 +179,7 @@ fn bind_all(cfg: &Config) -> Result<(Vec<Sockets>, Vec<String>), RunError> {
             cfg.origin.is_some(),
         )
         .map_err(|e| usage(format!("cannot bind --uds-path {}: {e}", path.display())))?;
+        created.push(path.clone());
         listening.push(format!("uds {} (mode {:o})", path.display(), cfg.uds_mode));
         uds.push(fd);
     }
@@ -177,6 +207,7 @@ fn bind_all(cfg: &Config) -> Result<(Vec<Sockets>, Vec<String>), RunError> {
                 path.display()
             ))
         })?;
+        created.push(path.clone());
         listening.push(format!(
             "uds_stream {} (mode {:o}, 4-byte length framing)",
             path.display(),

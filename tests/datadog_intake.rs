@@ -29,8 +29,6 @@ fn send(server: &Server, lines: &[&str]) {
     for l in lines {
         s.send_to(l.as_bytes(), server.addr).unwrap();
     }
-    // Let the shard read them before a stop.
-    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// Every `MetricSeries` in the series requests that the intake accepted, by metric name.
@@ -287,7 +285,7 @@ fn a_403_is_dropped_counted_and_not_retried() {
 #[test]
 fn queue_overflow_drops_the_oldest_and_counts_them() {
     let intake = Intake::start(|_, _| 503);
-    let server = start(
+    let mut server = start(
         &intake.url(),
         &[
             "--retry-queue-bytes",
@@ -301,9 +299,12 @@ fn queue_overflow_drops_the_oldest_and_counts_them() {
             "--no-self-metrics",
         ],
     );
+    // One payload per window: each point is sent once the window before it has closed.
     for i in 0..4 {
         send(&server, &[&format!("window{i}:1|c")]);
-        std::thread::sleep(Duration::from_millis(1000));
+        server.wait_for_stderr("the window of the point", |l| {
+            l.contains(": window ") && l.contains(" metrics=1 ")
+        });
     }
     let done = server.stop();
     assert_eq!(done.status, 1);

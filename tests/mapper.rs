@@ -43,7 +43,6 @@ dogstatsd_tags: ["from:file"]
 fn run(args: &[&str], lines: &[u8]) -> (Vec<Value>, Vec<String>, Vec<Value>) {
     let server = Server::start(args);
     common::send_spread(server.addr, &[lines]);
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let done = server.stop();
     assert_eq!(done.status, 0, "{:#?}", done.stderr);
     let metrics = metric_lines(&done.lines).into_iter().cloned().collect();
@@ -170,7 +169,6 @@ fn profiles_from_the_environment_variable_as_json() {
         &[("DD_DOGSTATSD_MAPPER_PROFILES", json)],
     );
     common::send_spread(server.addr, &[b"e.one:1|c"]);
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let done = server.stop();
     let metrics = metric_lines(&done.lines);
     assert_eq!(metrics[0]["name"], "env.mapped");

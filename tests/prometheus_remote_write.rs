@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, align_to_second, temp_dir};
+use common::{Server, temp_dir};
 use serde_json::Value;
 
 struct Prometheus {
@@ -85,18 +85,17 @@ impl Prometheus {
     }
 }
 
-fn send(server: &Server, lines: &[&str]) {
+/// The lines in one datagram, so in one window.
+fn send_one(server: &Server, lines: &[&str]) {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for l in lines {
-        s.send_to(l.as_bytes(), server.addr).unwrap();
-    }
+    s.send_to(lines.join("\n").as_bytes(), server.addr).unwrap();
 }
 
 #[test]
 fn counters_accumulate_and_every_type_lands_in_prometheus() {
     let prom = Prometheus::start();
     let target = format!("prometheus-remote-write:{}/api/v1/write", prom.url);
-    let server = Server::start(&[
+    let mut server = Server::start(&[
         "--downstream",
         &target,
         "--bucket-secs",
@@ -108,8 +107,8 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
         "--no-self-metrics",
     ]);
     let past = common::now_secs() - 30;
-    align_to_second();
-    send(
+    // One datagram, so one window: the second half goes to a later one.
+    send_one(
         &server,
         &[
             "req:3|c|#env:prod,k8s.pod-name:web",
@@ -125,8 +124,10 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
             &format!("late:1|g|T{past}"),
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    send(
+    server.wait_for_stderr("the first window's close", |l| {
+        l.contains(": window ") && l.contains(" metrics=9 ")
+    });
+    send_one(
         &server,
         &[
             "req:4|c|#env:prod,k8s.pod-name:web",
@@ -136,7 +137,6 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
             &format!("stamped:4|c|T{}", past - 60),
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let done = server.stop();
     assert_eq!(
         done.status, 1,

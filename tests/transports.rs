@@ -18,8 +18,6 @@ fn value(done: &Finished, name: &str) -> f64 {
 }
 
 fn stopped_ok(server: Server) -> Finished {
-    // Let the kernel hand over what was sent before the stop.
-    std::thread::sleep(Duration::from_millis(200));
     let done = server.stop();
     assert_eq!(done.status, 0, "{:#?}", done.stderr);
     done
@@ -213,8 +211,8 @@ fn idle_tcp_clients_are_closed_and_connections_beyond_the_limit_refused() {
     let addr = server.tcp.unwrap();
     let mut first = TcpStream::connect(addr).unwrap();
     first.write_all(b"idle.sent:1|c\n").unwrap();
-    // The first connection is registered before the second is accepted.
-    std::thread::sleep(Duration::from_millis(200));
+    // One shard accepts its backlog in order: the first connection is counted open before the
+    // second is accepted (and refused).
     let mut second = TcpStream::connect(addr).unwrap();
     let _ = second.write_all(b"refused:1|c\n");
     second
@@ -242,7 +240,7 @@ fn idle_tcp_clients_are_closed_and_connections_beyond_the_limit_refused() {
 #[test]
 fn a_stop_reads_what_open_connections_sent_and_the_gauge_counts_them() {
     let path = temp_dir("stream-stop").join("s.sock");
-    let server = Server::start(&[
+    let mut server = Server::start(&[
         "--cores",
         "0,1",
         "--uds-stream-path",
@@ -256,8 +254,10 @@ fn a_stop_reads_what_open_connections_sent_and_the_gauge_counts_them() {
     let mut tcp = TcpStream::connect(server.tcp.unwrap()).unwrap();
     unix.write_all(&frame(b"open.unix:1|c")).unwrap();
     tcp.write_all(&frame(b"open.tcp:1|c")).unwrap();
-    // At least one window closes while both are open.
-    std::thread::sleep(Duration::from_millis(2200));
+    // A window closes while both are open.
+    server.wait_for_stderr("a window with both connections open", |l| {
+        l.contains(": window ") && l.contains(" connections=2 ")
+    });
     unix.write_all(&frame(b"open.unix:2|c")).unwrap();
     tcp.write_all(&frame(b"open.tcp:2|c")).unwrap();
     let done = stopped_ok(server);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, align_to_second, metric_lines, one, self_metric, send_spread};
+use common::{Server, metric_lines, one, self_metric, send_spread};
 use serde_json::json;
 
 const TWO_SHARDS: [&str; 2] = ["--cores", "0,1"];
@@ -13,12 +13,15 @@ fn every_metric_type_aggregates_exactly_across_two_shards() {
         &[
             &TWO_SHARDS[..],
             &[
+                // One window for the whole test, flushed at the stop.
                 "--bucket-secs",
-                "1",
+                "3600",
                 "--hostname",
                 "test-host",
                 "--counter-zero-fill-secs",
                 "0",
+                // To see that both shards received.
+                "--self-metrics-per-shard",
             ],
         ]
         .concat(),
@@ -46,7 +49,6 @@ fn every_metric_type_aggregates_exactly_across_two_shards() {
         );
     }
     let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    align_to_second();
     send_spread(server.addr, &refs);
     let done = server.stop();
     assert_eq!(done.status, 0, "stderr: {:?}", done.stderr);
@@ -99,7 +101,7 @@ fn every_metric_type_aggregates_exactly_across_two_shards() {
         let p = one(&metrics, name);
         assert_eq!(
             (*p).clone(),
-            json!({"kind":"metric","name":name,"type":ty,"value":value,"ts":ts,"interval":1,"host":host,"tags":tags}),
+            json!({"kind":"metric","name":name,"type":ty,"value":value,"ts":ts,"interval":3600,"host":host,"tags":tags}),
         );
     };
     expect(
@@ -156,7 +158,6 @@ fn a_clean_stop_flushes_the_open_window_and_timestamped_points() {
         server.addr,
         &[b"held:3|c\nheld:4|c\nstamped:7|g|T1700000000|#b,a\nstamped.h:1|h|T1700000000"],
     );
-    std::thread::sleep(std::time::Duration::from_millis(100));
     let done = server.stop();
     assert_eq!(done.status, 0);
     assert!(
@@ -199,7 +200,6 @@ fn a_datagram_longer_than_the_buffer_is_counted_and_its_cut_line_dropped() {
         format!("cut.metric.with.a.long.name:1|c|#{}\n", "t".repeat(80)).as_bytes(),
     );
     send_spread(server.addr, &[&long]);
-    std::thread::sleep(std::time::Duration::from_millis(100));
     let done = server.stop();
     assert_eq!(
         self_metric(&done.lines, "corestatsd.truncated_datagrams", &[]),
@@ -257,6 +257,7 @@ fn a_stop_under_continuous_traffic_drains_and_exits() {
     ]);
     let addr = server.addr;
     let stop = Arc::new(AtomicBool::new(false));
+    let (busy_tx, busy) = std::sync::mpsc::channel();
     let sender = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -271,11 +272,16 @@ fn a_stop_under_continuous_traffic_drains_and_exits() {
                 if s.send_to(datagram.as_bytes(), addr).is_ok() {
                     sent += 800;
                 }
+                if sent == 800 * 200 {
+                    let _ = busy_tx.send(());
+                }
             }
             sent
         })
     };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The stop comes while traffic flows: 200 datagrams in.
+    busy.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the sender got going");
     // `stop` panics if the server is still running 20 s after SIGTERM.
     let done = server.stop();
     stop.store(true, Ordering::Relaxed);
@@ -346,7 +352,6 @@ fn eol_required_drops_and_counts_an_unterminated_last_line() {
             b"eol.d:1|c\r\neol.e:1|c\r",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let done = server.stop();
     let metrics = metric_lines(&done.lines);
     let mut names: Vec<&str> = metrics

@@ -97,12 +97,9 @@ impl Interner {
         (sym != NO_SYM).then(|| self.get(sym))
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
     }
 }
 

@@ -1,62 +1,65 @@
-//! Per-shard aggregation: the context table, per-type aggregators and the open time window.
+//! Per-shard aggregation: parsed lines in (`ingest`), the context table, each context's value for
+//! the open window (`values`), and at each close one `ContextBatch` per owning shard out
+//! (`batch`); what skips the windows waits in `pending`.
 //!
 //! Owns every context its shard has seen (interned name, host, origin and sorted tags) and
 //! each context's aggregate for the open window. Synchronous and clock-free: the caller passes the
-//! receive time and decides when a window closes. Must not do I/O or know about other shards except
-//! through `merge::owner_of` when it hands closed partials out.
+//! receive time and decides when a window closes. Must not do I/O or know about other shards
+//! beyond `owner_of`, which says whose batch a context's partial goes into.
 //!
-//! Hot path (`insert`): one hash over the raw name, type, tag list and origin fields, one probe of
-//! the raw-key table, one aggregator update. Only when that misses (a new context, or tags in a new
-//! order) are the tags hashed one by one, sorted and deduplicated into the canonical key that every
-//! shard agrees on. Sorting, interning and allocation happen only when a context is created.
+//! Hot path (`insert`): one hash over the name, type, tag list and origin fields as sent (the
+//! alias key), one probe of the alias table, one aggregator update. Only when that misses (a new
+//! context, or tags in a new order) are the tags hashed one by one, sorted and deduplicated into
+//! the canonical key that every shard agrees on. Sorting, interning and allocation happen only
+//! when a context is created.
 
-mod agg;
-pub mod histogram;
+mod batch;
+mod ingest;
 pub mod intern;
-mod passthrough;
-pub mod sketch;
+mod pending;
 
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
-pub use agg::Agg;
+pub use batch::{ContextBatch, Partial, owner_of};
+pub use ingest::{Packet, ingest};
 
+use crate::flushed::{FlushBatch, desc};
 use crate::map::{NameConfig, NameOut, Stage};
-use crate::merge::{self, ContextBatch, Partial, desc};
 use crate::protocol::origin::{self, InternalTags, MagicTag, Precedence, magic_tag};
 use crate::protocol::{Metric, MetricType, TagIter};
-use crate::sink::FlushBatch;
-use crate::telemetry::Unsupported;
+use crate::values::{Agg, prefetch};
 use intern::{Interner, NO_SYM, Sym};
+
+/// Why the aggregator did not take a well-formed message (counted by `ingest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// `|T` on a histogram, timer, set or distribution: only gauges and counters may carry one.
+    TimestampedType,
+    /// An event beyond `--max-pending-events` in one window.
+    EventOverflow,
+    /// A service check beyond `--max-pending-events` in one window.
+    ServiceCheckOverflow,
+    /// A metric whose final name is on the block list.
+    Blocked,
+}
 
 /// Metrics resolved together by `insert_group`: enough to overlap a handful of cache misses.
 pub const GROUP: usize = 16;
 
 const NO_CONTEXT: u32 = u32::MAX;
 
-/// Blocked raw keys remembered per shard before the set starts over.
+/// Blocked alias keys remembered per shard before the set starts over.
 const MAX_BLOCKED_KEYS: usize = 1 << 16;
 
-/// The raw-key table's per-entry check: the high half (the table's bucket comes from the low bits).
-fn fingerprint(raw: u64) -> u32 {
-    (raw >> 32) as u32
+/// The alias table's per-entry check: the high half (the table's bucket comes from the low bits).
+fn fingerprint(alias: u64) -> u32 {
+    (alias >> 32) as u32
 }
 
-/// Hints the CPU to start loading `p`'s cache line. Never dereferences: `p` may dangle.
-#[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// A raw tag list split into its magic tags and the tags a context (or event, or check) keeps,
+/// A tag list as sent split into its magic tags and the tags a context (or event, or check) keeps,
 /// sorted and deduplicated.
 struct SplitTags<'a> {
     /// The last `host:` value.
@@ -68,7 +71,7 @@ struct SplitTags<'a> {
 /// Splits the client's tags and the mapper's (both may hold magic tags), plus extra tags, which
 /// are always plain.
 fn split_tags_with<'a>(
-    raw: &'a [u8],
+    sent: &'a [u8],
     mapped: &'a [Vec<u8>],
     extra: &'a [Box<[u8]>],
 ) -> SplitTags<'a> {
@@ -77,7 +80,7 @@ fn split_tags_with<'a>(
         internal: InternalTags::default(),
         tags: Vec::new(),
     };
-    let all = TagIter::new(raw).chain(mapped.iter().map(Vec::as_slice));
+    let all = TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice));
     for tag in all {
         match magic_tag(tag) {
             Some(MagicTag::Host(h)) => out.host = Some(h),
@@ -103,8 +106,8 @@ fn resolve_host<'a>(host_tag: Option<&'a [u8]>, default: Option<&'a [u8]>) -> Op
 
 /// Seed shared by every shard so a context hashes to the same owner everywhere.
 const KEY_SEED: u64 = 0x636f_7265_7374_6174;
-/// Seed of the per-shard raw-order key (never crosses cores).
-const RAW_SEED: u64 = 0x7261_775f_6f72_6465;
+/// Seed of the per-shard alias key (never crosses cores).
+const ALIAS_SEED: u64 = 0x7261_775f_6f72_6465;
 
 /// Settings of the aggregation stage.
 #[derive(Debug, Clone)]
@@ -135,7 +138,7 @@ pub struct AggregateConfig {
 /// reads of names and tags off the lines the receive path writes.)
 #[repr(align(32))]
 struct Slot {
-    /// Low half of the raw key; the high half is the fingerprint in `by_raw`.
+    /// Low half of the alias key; the high half is the fingerprint in `by_alias`.
     alias_lo: u32,
     /// Window index of the last sample; `agg` (when set) belongs to that window.
     last_seen: u32,
@@ -146,7 +149,7 @@ struct Slot {
 struct Meta {
     /// Canonical key: identical on every shard for the same context, used for ownership.
     key: u64,
-    /// Raw key of the tag order first seen: its entry in `by_raw`, for the fast path.
+    /// Alias key of the tag order first seen: its entry in `by_alias`, for the fast path.
     alias: u64,
     name: Sym,
     host: Sym,
@@ -173,17 +176,17 @@ struct Closing {
 pub struct Aggregator {
     cfg: AggregateConfig,
     state: FixedState,
-    raw_state: FixedState,
+    alias_state: FixedState,
     interner: Interner,
     /// Contexts by slot id, in two parallel halves.
     slots: Vec<Slot>,
     metas: Vec<Meta>,
     free: Vec<u32>,
-    /// (fingerprint of the raw key, context slot): the table the fast path probes. Probing
+    /// (fingerprint of the alias key, context slot): the table the fast path probes. Probing
     /// compares fingerprints only, so it touches no context; the full key is checked when the
     /// context is loaded to be aggregated anyway.
-    by_raw: HashTable<(u32, u32)>,
-    /// Context slots by canonical key, probed only when the raw key misses.
+    by_alias: HashTable<(u32, u32)>,
+    /// Context slots by canonical key, probed only when the alias key misses.
     by_key: HashTable<u32>,
     live: usize,
     /// Index of the open window (`start / bucket_secs`).
@@ -194,15 +197,15 @@ pub struct Aggregator {
     /// Names and tags before aggregation (`map`), run when a context is created.
     stage: Stage,
     name_out: NameOut,
-    /// Raw keys of blocked metrics: a blocked metric costs two probes, not a trip through the
+    /// Alias keys of blocked metrics: a blocked metric costs two probes, not a trip through the
     /// stage. Cleared when it reaches `MAX_BLOCKED_KEYS`.
-    blocked_raw: HashSet<u64>,
+    blocked_aliases: HashSet<u64>,
     /// Sizes of the last closed window's batches per owner (descs bytes, partials), so the next
     /// close allocates once instead of growing (and copying) mid-sweep.
     last_batch_sizes: Vec<(usize, usize)>,
-    /// What bypasses the windows until the next flush: `|T` gauges and counters (with their own
-    /// timestamps), events and service checks.
-    timestamped: FlushBatch,
+    /// What bypasses the windows and waits for the next flush, in arrival order: `|T` gauges and
+    /// counters (with their own timestamps), events and service checks.
+    pending: FlushBatch,
 }
 
 impl Aggregator {
@@ -213,12 +216,12 @@ impl Aggregator {
         Aggregator {
             cfg,
             state: FixedState::with_seed(KEY_SEED),
-            raw_state: FixedState::with_seed(RAW_SEED),
+            alias_state: FixedState::with_seed(ALIAS_SEED),
             interner: Interner::default(),
             slots: Vec::new(),
             metas: Vec::new(),
             free: Vec::new(),
-            by_raw: HashTable::new(),
+            by_alias: HashTable::new(),
             by_key: HashTable::new(),
             live: 0,
             window,
@@ -226,9 +229,9 @@ impl Aggregator {
             origin_buf: Vec::new(),
             stage,
             name_out: NameOut::default(),
-            blocked_raw: HashSet::new(),
+            blocked_aliases: HashSet::new(),
             last_batch_sizes: Vec::new(),
-            timestamped: FlushBatch {
+            pending: FlushBatch {
                 arenas: vec![Vec::new()],
                 ..FlushBatch::default()
             },
@@ -248,26 +251,31 @@ impl Aggregator {
         self.live
     }
 
+    /// The map stage's counts (mapper cache hits and misses, names mapped) since the last call.
+    pub fn take_name_stats(&mut self) -> crate::map::StageStats {
+        self.stage.take_stats()
+    }
+
     /// Adds one parsed metric. `at` is the monotonic receive time in ns, ordering gauges.
-    pub fn insert(&mut self, m: &Metric<'_>, at: u64) -> Result<(), Unsupported> {
+    pub fn insert(&mut self, m: &Metric<'_>, at: u64) -> Result<(), Discard> {
         let mut result = Ok(());
         self.insert_group(std::slice::from_ref(m), at, |u| result = Err(u));
         result
     }
 
     /// Adds up to `GROUP` metrics in three passes so their cache misses overlap instead of
-    /// following one another: find each context in the raw-key table (4-byte fingerprints, no
+    /// following one another: find each context in the alias table (4-byte fingerprints, no
     /// context touched) and prefetch its entry; prefetch each boxed aggregate; then check each
-    /// context's full raw key and aggregate.
+    /// context's full alias key and aggregate.
     ///
-    /// The raw key hashes the name, type, tag list and origin fields as sent, so a client that
+    /// The alias key hashes the name, type, tag list and origin fields as sent, so a client that
     /// repeats its tag order (nearly all do) never pays for per-tag hashing and sorting. A miss
     /// (new context, tags in a new order, fingerprint collision) takes `resolve_slow`.
     pub fn insert_group(
         &mut self,
         ms: &[Metric<'_>],
         at: u64,
-        mut unsupported: impl FnMut(Unsupported),
+        mut unsupported: impl FnMut(Discard),
     ) {
         debug_assert!(ms.len() <= GROUP);
         let mut found = [(0u64, NO_CONTEXT); GROUP];
@@ -275,23 +283,23 @@ impl Aggregator {
             if m.timestamp.is_some() {
                 continue;
             }
-            let raw = self.raw_key(m);
-            let fp = fingerprint(raw);
+            let alias = self.alias_key(m);
+            let fp = fingerprint(alias);
             let id = self
-                .by_raw
-                .find(raw, |&(f, _)| f == fp)
+                .by_alias
+                .find(alias, |&(f, _)| f == fp)
                 .map_or(NO_CONTEXT, |&(_, id)| id);
             if id != NO_CONTEXT {
                 prefetch(self.slots.as_ptr().wrapping_add(id as usize));
             }
-            *f = (raw, id);
+            *f = (alias, id);
         }
         for &(_, id) in &found[..ms.len()] {
             if let Some(agg) = self.slots.get(id as usize).and_then(|c| c.agg.as_ref()) {
                 agg.prefetch();
             }
         }
-        for (m, &(raw, id)) in ms.iter().zip(found.iter()) {
+        for (m, &(alias, id)) in ms.iter().zip(found.iter()) {
             if let Some(ts) = m.timestamp {
                 if let Err(u) = self.insert_timestamped(m, ts) {
                     unsupported(u);
@@ -299,11 +307,11 @@ impl Aggregator {
                 continue;
             }
             let id = match self.slots.get(id as usize) {
-                Some(c) if c.alias_lo == raw as u32 => id,
-                _ => self.resolve_slow(m, raw),
+                Some(c) if c.alias_lo == alias as u32 => id,
+                _ => self.resolve_slow(m, alias),
             };
             if id == NO_CONTEXT {
-                unsupported(Unsupported::Blocked);
+                unsupported(Discard::Blocked);
                 continue;
             }
             self.aggregate(id, m, at);
@@ -311,16 +319,16 @@ impl Aggregator {
     }
 
     /// Finds or creates the context of `m` the thorough way; `NO_CONTEXT` if it is blocked.
-    fn resolve_slow(&mut self, m: &Metric<'_>, raw: u64) -> u32 {
+    fn resolve_slow(&mut self, m: &Metric<'_>, alias: u64) -> u32 {
         let metas = &self.metas;
-        // Exact raw match: a fingerprint collision, or a context created earlier in this group.
+        // Exact alias match: a fingerprint collision, or a context created earlier in this group.
         if let Some(&(_, id)) = self
-            .by_raw
-            .find(raw, |&(_, id)| metas[id as usize].alias == raw)
+            .by_alias
+            .find(alias, |&(_, id)| metas[id as usize].alias == alias)
         {
             return id;
         }
-        if self.blocked_raw.contains(&raw) {
+        if self.blocked_aliases.contains(&alias) {
             return NO_CONTEXT;
         }
         let mut out = std::mem::take(&mut self.name_out);
@@ -331,25 +339,25 @@ impl Aggregator {
             let key = self.context_key(name, m, &split);
             let metas = &self.metas;
             match self.by_key.find(key, |&id| metas[id as usize].key == key) {
-                // Same context, tags in another order (or another raw name mapped to it):
+                // Same context, tags in another order (or another name as sent mapped to it):
                 // served by this path each time rather than adding aliases that would have to
                 // be tracked and freed.
                 Some(&id) => id,
-                None => self.create_context(key, raw, name, m.metric_type, &split),
+                None => self.create_context(key, alias, name, m.metric_type, &split),
             }
         } else {
-            if self.blocked_raw.len() >= MAX_BLOCKED_KEYS {
-                self.blocked_raw.clear();
+            if self.blocked_aliases.len() >= MAX_BLOCKED_KEYS {
+                self.blocked_aliases.clear();
             }
-            self.blocked_raw.insert(raw);
+            self.blocked_aliases.insert(alias);
             NO_CONTEXT
         };
         self.name_out = out;
         id
     }
 
-    fn raw_key(&self, m: &Metric<'_>) -> u64 {
-        let mut h = self.raw_state.build_hasher();
+    fn alias_key(&self, m: &Metric<'_>) -> u64 {
+        let mut h = self.alias_state.build_hasher();
         h.write(m.name);
         h.write(m.tags);
         let o = &m.origin;
@@ -457,7 +465,7 @@ impl Aggregator {
         let metas = &self.metas;
         self.by_key
             .insert_unique(key, id, |&i| metas[i as usize].key);
-        self.by_raw
+        self.by_alias
             .insert_unique(alias, (fingerprint(alias), id), |&(_, i)| {
                 metas[i as usize].alias
             });
@@ -560,7 +568,7 @@ impl Aggregator {
             return;
         };
         let ctx = &self.metas[id as usize];
-        let owner = merge::owner_of(ctx.key, self.cfg.owners);
+        let owner = owner_of(ctx.key, self.cfg.owners);
         let batch = &mut closing.batches[owner];
         let i = &self.interner;
         let desc = desc::encode(
@@ -591,7 +599,7 @@ impl Aggregator {
         if let Ok(e) = self.by_key.find_entry(key, |&c| c == id) {
             e.remove();
         }
-        if let Ok(e) = self.by_raw.find_entry(alias, |&(_, c)| c == id) {
+        if let Ok(e) = self.by_alias.find_entry(alias, |&(_, c)| c == id) {
             e.remove();
         }
         self.live -= 1;
@@ -600,4 +608,12 @@ impl Aggregator {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_sample_half_of_a_context_fills_exactly_one_half_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::align_of::<Slot>(), 32);
+    }
+}

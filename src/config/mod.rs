@@ -14,10 +14,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::aggregate::AggregateConfig;
+use crate::flushed::Suffix;
 use crate::listen::{Framing, Transport};
 use crate::merge::HistogramOutput;
 use crate::protocol::origin::Precedence;
-use crate::sink::Suffix;
 use crate::sink::datadog::CountersAs;
 use crate::sink::payload::Compression;
 
@@ -216,6 +216,11 @@ pub struct Flags {
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
     #[arg(long)]
     pub no_self_metrics: bool,
+
+    /// Emit self metrics per shard, tagged `shard:N`, instead of summed over the process.
+    /// Defaults to off.
+    #[arg(long)]
+    pub self_metrics_per_shard: bool,
 
     /// `--downstream datadog`: the intake's base URL (any http or https URL, e.g. a local
     /// intake). Defaults to https://api.datadoghq.com.
@@ -436,12 +441,26 @@ pub struct Config {
     pub forward_addr: Option<SocketAddr>,
     pub eol_required: EolRequired,
     pub self_metrics: bool,
+    pub self_metrics_per_shard: bool,
     pub spin_before_park: Duration,
     /// Keys of `--config` that corestatsd does not use (logged at start-up).
     pub ignored_config_keys: Vec<String>,
 }
 
 impl Config {
+    /// The transports something listens on.
+    pub fn transports(&self) -> Vec<Transport> {
+        Transport::ALL
+            .into_iter()
+            .filter(|t| match t {
+                Transport::Udp => self.udp_addr.is_some(),
+                Transport::Uds => !self.uds_paths.is_empty(),
+                Transport::UdsStream => self.uds_stream_path.is_some(),
+                Transport::Tcp => self.tcp_addr.is_some(),
+            })
+            .collect()
+    }
+
     /// Resolves defaults that need the machine (CPUs, hostname).
     pub fn from_flags(f: Flags) -> Result<Config, String> {
         let file = match &f.config {
@@ -533,6 +552,7 @@ impl Config {
             forward_addr: f.forward_addr,
             eol_required: f.eol_required.unwrap_or_default(),
             self_metrics: !f.no_self_metrics,
+            self_metrics_per_shard: f.self_metrics_per_shard,
             spin_before_park: Duration::from_micros(f.spin_before_park_us),
         })
     }

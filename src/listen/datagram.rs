@@ -75,10 +75,6 @@ impl DatagramReceiver {
         self.fd.try_clone()
     }
 
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
-    }
-
     /// One `recvmmsg(MSG_DONTWAIT)` into the pool.
     pub fn recv_batch(&mut self) -> io::Result<Received> {
         for h in self.headers.iter_mut() {

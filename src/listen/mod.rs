@@ -7,7 +7,7 @@
 //! connections; the pid-to-container lookup of origin detection. Hands `&[u8]` packets (and the
 //! sender's container) to its caller and knows nothing of their content.
 
-mod credentials;
+mod containers;
 mod datagram;
 mod forward;
 mod stream;
@@ -15,39 +15,38 @@ mod tcp;
 mod udp;
 mod uds;
 
-pub use credentials::{ContainerCache, Lookup, container_id_from_cgroup};
+pub use containers::{ContainerCache, Lookup, Unresolved};
 pub use datagram::{DatagramReceiver, Readiness, Received};
-pub use forward::{Forwarded, Forwarder};
+pub use forward::Forwarder;
 pub use stream::{FrameError, Framer};
-pub use tcp::{BoundTcp, bind_tcp_shards};
-pub use udp::{BoundUdp, bind_udp_shards};
+pub use tcp::bind_tcp_shards;
+pub use udp::bind_udp_shards;
 pub use uds::{bind_uds_datagram, bind_uds_stream, peer_pid};
 
-/// The transports corestatsd listens on; the index of per-transport telemetry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    /// Unix datagram socket.
-    Uds,
-    UdsStream,
-    Tcp,
+crate::label::labels! {
+    /// The transports corestatsd listens on; the index of per-transport telemetry.
+    pub enum Transport: "transport" {
+        Udp => "udp",
+        /// Unix datagram socket.
+        Uds => "uds",
+        UdsStream => "uds_stream",
+        Tcp => "tcp",
+    }
 }
 
-impl Transport {
-    pub const ALL: [Transport; 4] = [
-        Transport::Udp,
-        Transport::Uds,
-        Transport::UdsStream,
-        Transport::Tcp,
-    ];
+crate::label::labels! {
+    /// The stream transports: their connections are counted per transport.
+    pub enum Stream: "transport" {
+        UdsStream => "uds_stream",
+        Tcp => "tcp",
+    }
+}
 
-    /// The name in flags (`--eol-required`) and telemetry tags (`transport:uds`).
-    pub fn name(self) -> &'static str {
+impl Stream {
+    pub fn transport(self) -> Transport {
         match self {
-            Transport::Udp => "udp",
-            Transport::Uds => "uds",
-            Transport::UdsStream => "uds_stream",
-            Transport::Tcp => "tcp",
+            Stream::UdsStream => Transport::UdsStream,
+            Stream::Tcp => Transport::Tcp,
         }
     }
 }
@@ -61,57 +60,23 @@ pub enum Framing {
     Newline,
 }
 
-/// Why a stream connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client closed between packets.
-    Eof,
-    /// A frame or line longer than `--buffer-size-bytes`.
-    TooLong,
-    /// The client closed inside a length-prefixed frame (its bytes are lost).
-    PartialFrame,
-    /// Nothing received for `--tcp-idle-timeout-secs`.
-    IdleTimeout,
-    /// A socket error (reset by peer, ...).
-    ReadError,
-    /// Over `--max-connections-per-shard`: closed as soon as accepted.
-    Refused,
-    /// corestatsd stopped (after reading what the client had sent).
-    Stopped,
-}
-
-impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
-        CloseReason::Eof,
-        CloseReason::TooLong,
-        CloseReason::PartialFrame,
-        CloseReason::IdleTimeout,
-        CloseReason::ReadError,
-        CloseReason::Refused,
-        CloseReason::Stopped,
-    ];
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            CloseReason::Eof => "eof",
-            CloseReason::TooLong => "too_long",
-            CloseReason::PartialFrame => "partial_frame",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::ReadError => "read_error",
-            CloseReason::Refused => "refused",
-            CloseReason::Stopped => "stopped",
-        }
-    }
-
-    /// Closes that lost data or refused a client (the window log line sums these).
-    pub fn is_error(self) -> bool {
-        matches!(
-            self,
-            CloseReason::TooLong
-                | CloseReason::PartialFrame
-                | CloseReason::ReadError
-                | CloseReason::Refused
-        )
+crate::label::labels! {
+    /// Why a stream connection ended.
+    pub enum CloseReason: "reason" {
+        /// The client closed between packets.
+        Eof => "eof",
+        /// A frame or line longer than `--buffer-size-bytes`.
+        TooLong => "too_long",
+        /// The client closed inside a length-prefixed frame (its bytes are lost).
+        PartialFrame => "partial_frame",
+        /// Nothing received for `--tcp-idle-timeout-secs`.
+        IdleTimeout => "idle_timeout",
+        /// A socket error (reset by peer, ...).
+        ReadError => "read_error",
+        /// Over `--max-connections-per-shard`: closed as soon as accepted.
+        Refused => "refused",
+        /// corestatsd stopped (after reading what the client had sent).
+        Stopped => "stopped",
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashSet};
 
 pub use mapper::{Mapped, Mapper, Outcome, Reference};
-pub use profiles::{MapperError, ProfileSpec, check};
+pub use profiles::{ProfileSpec, check};
 
 /// The Agent's `StandardStatsdPrefixes`: names starting with one of these are not namespaced.
 pub const DEFAULT_NAMESPACE_EXEMPT: [&str; 21] = [

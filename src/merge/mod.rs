@@ -1,41 +1,14 @@
-//! Cross-core merge: which shard owns a context, the batches that carry closed-window partials to
-//! their owner, and the owner-side merge that turns partials from every shard into the flushed
-//! form.
+//! Cross-core merge, on the owning shard: the `ContextBatch`es every shard sends for a closed
+//! window are merged by context key, then expanded into the flushed form.
 //!
 //! Owns the merge tables of windows it is collecting. Must not touch a shard's context table or
 //! interner: everything arriving here is an owned, `Send` `ContextBatch`.
 
-pub mod desc;
-
 use hashbrown::HashMap;
 
-use crate::aggregate::Agg;
-use crate::sink::{FlushBatch, FlushedMetric, OutKind, Suffix};
-
-/// The shard that owns a context: fast range reduction of the key's high half, as the Agent
-/// spreads contexts over pipelines.
-pub fn owner_of(key: u64, shards: usize) -> usize {
-    (((key >> 32) * shards as u64) >> 32) as usize
-}
-
-/// One context's partial aggregate for a closed window.
-#[derive(Debug)]
-pub struct Partial {
-    pub key: u64,
-    /// Offset of the context's description in the batch's `descs` arena.
-    pub desc: u32,
-    pub agg: Agg,
-}
-
-/// Everything one shard hands one owner for one closed window. Sent even when empty, so an owner
-/// knows when it has heard from every shard.
-#[derive(Debug, Default)]
-pub struct ContextBatch {
-    /// Window start, unix seconds.
-    pub window: u64,
-    pub descs: Vec<u8>,
-    pub partials: Vec<Partial>,
-}
+use crate::aggregate::{ContextBatch, Partial};
+use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::values::Agg;
 
 /// Which histogram aggregates to emit (`--histogram-aggregates`, `--histogram-percentiles`).
 #[derive(Debug, Clone)]
@@ -65,7 +38,7 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
-struct Slot {
+struct Merged {
     arena: u32,
     desc: u32,
     agg: Agg,
@@ -77,13 +50,13 @@ struct Pending {
     /// Histogram contexts, each expanding to several points.
     histograms: usize,
     arenas: Vec<Vec<u8>>,
-    slots: KeyMap<Slot>,
+    slots: KeyMap<Merged>,
 }
 
 /// A window every shard has reported, being expanded into points.
 pub struct ReadyWindow {
     pub window: u64,
-    slots: hashbrown::hash_map::IntoIter<u64, Slot>,
+    slots: hashbrown::hash_map::IntoIter<u64, Merged>,
     /// The points so far; complete once `expand_step` returns true.
     pub out: FlushBatch,
 }
@@ -115,9 +88,9 @@ pub struct Merger {
     /// Contexts in the last expanded window: the next window's table starts that large, as a
     /// rehash of 100k entries mid-merge stalls the owner for over a millisecond.
     last_slots: usize,
-    /// Hand sets and histograms on whole (`FlushedMetric::raw`), one point per context, for a
+    /// Hand sets and histograms on whole (`FlushedMetric::whole`), one point per context, for a
     /// downstream that aggregates again (the relay).
-    keep_raw: bool,
+    keep_whole: bool,
 }
 
 impl Merger {
@@ -134,13 +107,13 @@ impl Merger {
             histogram,
             pending: HashMap::new(),
             last_slots: 0,
-            keep_raw: false,
+            keep_whole: false,
         }
     }
 
-    /// Sets and histograms leave whole instead of expanded (see `keep_raw`).
-    pub fn keeping_raw(mut self, keep: bool) -> Self {
-        self.keep_raw = keep;
+    /// Sets and histograms leave whole instead of expanded (see `keep_whole`).
+    pub fn keeping_whole(mut self, keep: bool) -> Self {
+        self.keep_whole = keep;
         self
     }
 
@@ -164,7 +137,7 @@ impl Merger {
             }
             hashbrown::hash_map::Entry::Vacant(v) => {
                 p.histograms += usize::from(matches!(partial.agg, Agg::Histogram(_)));
-                v.insert(Slot {
+                v.insert(Merged {
                     arena,
                     desc: partial.desc,
                     agg: partial.agg,
@@ -187,7 +160,7 @@ impl Merger {
     }
 
     fn points_per_histogram(&self) -> usize {
-        if self.keep_raw {
+        if self.keep_whole {
             return 1;
         }
         self.histogram.aggregates.len() + self.histogram.percentiles.len()
@@ -242,17 +215,17 @@ impl Merger {
                 ts: window,
                 interval,
                 sketch: None,
-                raw: None,
+                whole: None,
             };
             match slot.agg {
-                Agg::Set(members) if self.keep_raw => out.metrics.push(FlushedMetric {
+                Agg::Set(members) if self.keep_whole => out.metrics.push(FlushedMetric {
                     value: members.len() as f64,
-                    raw: Some(Box::new(Agg::Set(members))),
+                    whole: Some(Box::new(Agg::Set(members))),
                     ..base
                 }),
                 // The downstream reads the samples; no summary is worked out on this core.
-                Agg::Histogram(h) if self.keep_raw => out.metrics.push(FlushedMetric {
-                    raw: Some(Box::new(Agg::Histogram(h))),
+                Agg::Histogram(h) if self.keep_whole => out.metrics.push(FlushedMetric {
+                    whole: Some(Box::new(Agg::Histogram(h))),
                     ..base
                 }),
                 Agg::Counter(sum) => out.metrics.push(FlushedMetric {
@@ -310,23 +283,11 @@ impl Merger {
 }
 
 #[cfg(test)]
+mod pipeline_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owner_spreads_keys_over_every_shard() {
-        let mut seen = [0usize; 4];
-        let mut x: u64 = 1;
-        for _ in 0..10_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            seen[owner_of(x, 4)] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 2000), "{seen:?}");
-        assert_eq!(owner_of(u64::MAX, 3), 2);
-        assert_eq!(owner_of(0, 3), 0);
-    }
 
     #[test]
     fn merger_waits_for_every_shard() {
@@ -337,7 +298,7 @@ mod tests {
         let mut m = Merger::new(2, 10, 100, out);
         let batch = |v| {
             let mut descs = Vec::new();
-            let desc = desc::encode(
+            let desc = crate::flushed::desc::encode(
                 &mut descs,
                 crate::protocol::MetricType::Counter,
                 b"c",

@@ -42,39 +42,27 @@ impl AlertType {
     }
 }
 
-/// Why an event line was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventError {
-    /// The `_e{N,M}:` header is malformed.
-    BadHeader,
-    /// Title length 0.
-    EmptyTitle,
-    /// The line is shorter than the lengths announce.
-    TooShort,
-}
-
-impl EventError {
-    pub const ALL: [EventError; 3] = [
-        EventError::BadHeader,
-        EventError::EmptyTitle,
-        EventError::TooShort,
-    ];
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            EventError::BadHeader => "bad_header",
-            EventError::EmptyTitle => "empty_title",
-            EventError::TooShort => "too_short",
-        }
+crate::label::labels! {
+    /// Why an event line was rejected.
+    pub enum EventError: "reason" {
+        /// The `_e{N,M}:` header is malformed.
+        BadHeader => "bad_header",
+        /// Title length 0.
+        EmptyTitle => "empty_title",
+        /// The line is shorter than the lengths announce.
+        TooShort => "too_short",
     }
 }
 
 /// A field the Agent only warns about, kept as its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventWarning {
-    BadTimestamp,
-    BadPriority,
-    BadAlertType,
+    /// `d:` is not an integer.
+    Timestamp,
+    /// `p:` is neither `normal` nor `low`.
+    Priority,
+    /// `t:` is not one of `error`, `warning`, `info`, `success`.
+    AlertType,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,7 +133,7 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, EventError> {
         if let Some(v) = field.strip_prefix(b"d:") {
             match parse_i64(v) {
                 Some(ts) => e.timestamp = Some(ts),
-                None => e.warning = Some(EventWarning::BadTimestamp),
+                None => e.warning = Some(EventWarning::Timestamp),
             }
         } else if let Some(v) = field.strip_prefix(b"h:") {
             e.host = Some(v);
@@ -155,7 +143,7 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, EventError> {
             match v {
                 b"normal" => e.priority = Priority::Normal,
                 b"low" => e.priority = Priority::Low,
-                _ => e.warning = Some(EventWarning::BadPriority),
+                _ => e.warning = Some(EventWarning::Priority),
             }
         } else if let Some(v) = field.strip_prefix(b"s:") {
             e.source_type = Some(v);
@@ -166,7 +154,7 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, EventError> {
                 b"info" => AlertType::Info,
                 b"success" => AlertType::Success,
                 _ => {
-                    e.warning = Some(EventWarning::BadAlertType);
+                    e.warning = Some(EventWarning::AlertType);
                     e.alert_type
                 }
             };
@@ -245,9 +233,9 @@ mod tests {
     #[test]
     fn bad_optional_fields_keep_the_event_with_defaults() {
         for (line, warning) in [
-            (&b"_e{1,1}:a|b|d:soon"[..], EventWarning::BadTimestamp),
-            (b"_e{1,1}:a|b|p:urgent", EventWarning::BadPriority),
-            (b"_e{1,1}:a|b|t:panic", EventWarning::BadAlertType),
+            (&b"_e{1,1}:a|b|d:soon"[..], EventWarning::Timestamp),
+            (b"_e{1,1}:a|b|p:urgent", EventWarning::Priority),
+            (b"_e{1,1}:a|b|t:panic", EventWarning::AlertType),
         ] {
             let e = parse_event(line).unwrap();
             assert_eq!(e.warning, Some(warning));

@@ -80,50 +80,18 @@ impl MetricType {
     }
 }
 
-/// Why a metric line was rejected. Cheap to return and to count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseError {
-    NoPipe,
-    NoColon,
-    EmptyName,
-    EmptyValue,
-    UnknownType,
-    BadValue,
-    NonFinite,
-    BadSampleRate,
-    BadTimestamp,
-}
-
-impl ParseError {
-    pub const ALL: [ParseError; 9] = [
-        ParseError::NoPipe,
-        ParseError::NoColon,
-        ParseError::EmptyName,
-        ParseError::EmptyValue,
-        ParseError::UnknownType,
-        ParseError::BadValue,
-        ParseError::NonFinite,
-        ParseError::BadSampleRate,
-        ParseError::BadTimestamp,
-    ];
-
-    /// The reason as it appears in telemetry tags (`reason:bad_value`).
-    pub fn reason(self) -> &'static str {
-        match self {
-            ParseError::NoPipe => "no_pipe",
-            ParseError::NoColon => "no_colon",
-            ParseError::EmptyName => "empty_name",
-            ParseError::EmptyValue => "empty_value",
-            ParseError::UnknownType => "unknown_type",
-            ParseError::BadValue => "bad_value",
-            ParseError::NonFinite => "non_finite",
-            ParseError::BadSampleRate => "bad_sample_rate",
-            ParseError::BadTimestamp => "bad_timestamp",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
+crate::label::labels! {
+    /// Why a metric line was rejected. Cheap to return and to count.
+    pub enum ParseError: "reason" {
+        NoPipe => "no_pipe",
+        NoColon => "no_colon",
+        EmptyName => "empty_name",
+        EmptyValue => "empty_value",
+        UnknownType => "unknown_type",
+        BadValue => "bad_value",
+        NonFinite => "non_finite",
+        BadSampleRate => "bad_sample_rate",
+        BadTimestamp => "bad_timestamp",
     }
 }
 
@@ -149,8 +117,8 @@ const INLINE_VALUES: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Metric<'a> {
     pub name: &'a [u8],
-    /// The raw value field: a set member, or one or more `:`-separated numbers.
-    pub raw_value: &'a [u8],
+    /// The value field as sent: a set member, or one or more `:`-separated numbers.
+    pub value_text: &'a [u8],
     /// The first `INLINE_VALUES` numbers, parsed once; unused for sets.
     inline: [f64; INLINE_VALUES],
     /// How many numbers the line holds (0 for sets).
@@ -171,7 +139,7 @@ impl<'a> Metric<'a> {
         let inline = self.inline;
         let n = self.value_count as usize;
         let mut spilled = (n > INLINE_VALUES).then(|| {
-            self.raw_value
+            self.value_text
                 .split(|&b| b == b':')
                 .filter(|v| !v.is_empty())
                 .filter_map(parse_f64)
@@ -289,11 +257,11 @@ pub fn parse_metric_into<'a>(line: &'a [u8], metric: &mut Metric<'a>) -> Result<
     let head = &line[..pipe];
     let colon = find(b':', head).ok_or(ParseError::NoColon)?;
     let name = &head[..colon];
-    let raw_value = &head[colon + 1..];
+    let value_text = &head[colon + 1..];
     if name.is_empty() {
         return Err(ParseError::EmptyName);
     }
-    if raw_value.is_empty() {
+    if value_text.is_empty() {
         return Err(ParseError::EmptyValue);
     }
 
@@ -305,7 +273,7 @@ pub fn parse_metric_into<'a>(line: &'a [u8], metric: &mut Metric<'a>) -> Result<
     let metric_type = MetricType::from_wire(type_field).ok_or(ParseError::UnknownType)?;
 
     metric.name = name;
-    metric.raw_value = raw_value;
+    metric.value_text = value_text;
     metric.value_count = 0;
     metric.metric_type = metric_type;
     metric.sample_rate = 1.0;
@@ -331,7 +299,7 @@ pub fn parse_metric_into<'a>(line: &'a [u8], metric: &mut Metric<'a>) -> Result<
     }
 
     if metric_type != MetricType::Set {
-        metric.value_count = parse_values(raw_value, &mut metric.inline)?;
+        metric.value_count = parse_values(value_text, &mut metric.inline)?;
     }
     Ok(())
 }
@@ -492,11 +460,11 @@ mod tests {
     }
 
     #[test]
-    fn set_member_is_the_whole_raw_value() {
+    fn set_member_is_the_whole_value_text() {
         let m = ok("users:abc:def|s");
-        assert_eq!(m.raw_value, b"abc:def");
+        assert_eq!(m.value_text, b"abc:def");
         let m = ok("users:not-a-number|s");
-        assert_eq!(m.raw_value, b"not-a-number");
+        assert_eq!(m.value_text, b"not-a-number");
     }
 
     #[test]

@@ -11,8 +11,7 @@ pub mod service_check;
 
 pub use event::{Event, EventError, parse_event};
 pub use metric::{
-    MAX_SAMPLE_WEIGHT, MIN_SAMPLE_RATE, Metric, MetricType, ParseError, TagIter, parse_metric,
-    parse_metric_into,
+    MAX_SAMPLE_WEIGHT, Metric, MetricType, ParseError, TagIter, parse_metric, parse_metric_into,
 };
 pub use service_check::{ServiceCheck, ServiceCheckError, parse_service_check};
 

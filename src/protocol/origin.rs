@@ -53,11 +53,28 @@ pub struct Malformed {
     pub cardinality: bool,
 }
 
-impl Malformed {
-    pub const FIELDS: [&'static str; 3] = ["c", "e", "card"];
+crate::label::labels! {
+    /// An origin field as the wire names it.
+    pub enum OriginField: "field" {
+        /// `|c:`, local data.
+        Local => "c",
+        /// `|e:`, external data.
+        External => "e",
+        /// `|card:`.
+        Cardinality => "card",
+    }
+}
 
-    pub fn as_array(self) -> [bool; 3] {
-        [self.local, self.external, self.cardinality]
+impl Malformed {
+    /// The fields that were malformed.
+    pub fn fields(self) -> impl Iterator<Item = OriginField> {
+        [
+            (OriginField::Local, self.local),
+            (OriginField::External, self.external),
+            (OriginField::Cardinality, self.cardinality),
+        ]
+        .into_iter()
+        .filter_map(|(f, bad)| bad.then_some(f))
     }
 }
 

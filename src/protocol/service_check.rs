@@ -5,29 +5,14 @@
 use super::metric::{Fields, parse_i64};
 use super::origin::OriginFields;
 
-/// Why a service check line was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceCheckError {
-    /// Fewer than `_sc|name|status`.
-    TooShort,
-    EmptyName,
-    /// Not exactly one of `0`, `1`, `2`, `3`.
-    BadStatus,
-}
-
-impl ServiceCheckError {
-    pub const ALL: [ServiceCheckError; 3] = [
-        ServiceCheckError::TooShort,
-        ServiceCheckError::EmptyName,
-        ServiceCheckError::BadStatus,
-    ];
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            ServiceCheckError::TooShort => "too_short",
-            ServiceCheckError::EmptyName => "empty_name",
-            ServiceCheckError::BadStatus => "bad_status",
-        }
+crate::label::labels! {
+    /// Why a service check line was rejected.
+    pub enum ServiceCheckError: "reason" {
+        /// Fewer than `_sc|name|status`.
+        TooShort => "too_short",
+        EmptyName => "empty_name",
+        /// Not exactly one of `0`, `1`, `2`, `3`.
+        BadStatus => "bad_status",
     }
 }
 

@@ -1,18 +1,20 @@
 //! The per-core runtime: one pinned glommio executor per CPU, each owning its socket, buffer pool,
-//! aggregator, merge table and telemetry, wired into three kinds of task:
+//! aggregator, merge table and counters, wired into four kinds of task:
 //!
 //! * receive (latency-sensitive queue, `receive.rs`): drain each datagram socket with `recvmmsg`,
-//!   accept and read stream connections, parse, aggregate;
+//!   accept and read stream connections, and hand every packet to `aggregate::ingest`;
 //! * window (background queue): at each wall-clock window end, sweep the closed window in chunks
 //!   and send every owner its `ContextBatch`;
-//! * inbox (background queue): merge the batches other shards send, hand results to the sink.
+//! * inbox (background queue): merge the batches other shards send, hand results to the sink;
+//! * control (background queue): wait for the stop signal and wake every other task.
 //!
+//! Runtime only: what a packet becomes is `aggregate`'s, how a window merges is `merge`'s.
 //! Per-core state sits in `Rc<RefCell<..>>` and never leaves its executor; only `ShardMsg` values
 //! cross cores. No borrow is held across an `.await`.
 
 mod receive;
 
-pub use receive::{Packet, Sockets, ingest};
+pub use receive::Sockets;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -26,12 +28,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, ContextBatch};
 use crate::config::Config;
+use crate::counters::{CacheResult, Counters};
+use crate::label::by;
 use crate::listen::{ContainerCache, Forwarder};
-use crate::merge::{ContextBatch, Merger, ReadyWindow};
-use crate::sink::FlushBatch;
-use crate::telemetry::{Counters, TelemetrySnapshot};
+use crate::merge::{Merger, ReadyWindow};
+use crate::sink::ToSink;
+use crate::telemetry::TelemetrySnapshot;
 
 /// Set by SIGINT/SIGTERM. Only the main thread polls it; it then wakes every shard through a
 /// socket pair (an I/O completion, which wakes a parked executor whatever its timers do).
@@ -64,16 +68,17 @@ pub enum ShardMsg {
 /// Everything a shard needs, moved onto its executor.
 pub struct ShardSetup {
     pub index: usize,
-    pub cpu: usize,
     pub sockets: Sockets,
     /// One sender per shard (indexed by shard; this shard's own is unused).
     pub outboxes: Vec<mpsc::Sender<ShardMsg>>,
     /// Batches and `Done`s from the other shards.
     pub inbox: mpsc::Receiver<ShardMsg>,
-    pub sink: mpsc::Sender<FlushBatch>,
+    pub sink: mpsc::Sender<ToSink>,
     pub clock_base: Instant,
     /// The shard's end of its stop socket pair: readable (a byte, or EOF) means stop.
     pub stop_wake: UnixStream,
+    /// Told once the shard's tasks run (receive, window, inbox, control).
+    pub ready: mpsc::Sender<()>,
 }
 
 struct Shard {
@@ -89,24 +94,27 @@ struct Shard {
     /// Every receive task (datagram loops, accept loops, connections) runs inside this gate;
     /// a stop closes it and waits for them all to drain.
     receivers: glommio::sync::Gate,
-    /// Open connections per stream transport (`telemetry::stream_index`).
-    open_connections: [Cell<u64>; 2],
+    /// Open connections per stream transport.
+    open_connections: RefCell<by!(crate::listen::Stream)>,
     /// Origin detection's pid-to-container cache, with `--origin-detection`.
     containers: RefCell<Option<ContainerCache>>,
     forwarder: RefCell<Option<Forwarder>>,
     clock_base: Instant,
     peers_done: Cell<usize>,
-    sink: mpsc::Sender<FlushBatch>,
+    sink: mpsc::Sender<ToSink>,
 }
 
-/// Starts one executor per configured CPU and waits for all of them to stop.
+/// Starts one executor per configured CPU, calls `on_ready` once every shard runs its tasks,
+/// and waits for all of them to stop.
 pub fn run_shards(
     cfg: &Config,
     sockets: Vec<Sockets>,
-    sink: mpsc::Sender<FlushBatch>,
+    sink: mpsc::Sender<ToSink>,
+    on_ready: impl FnOnce(),
 ) -> io::Result<()> {
     let (outboxes, inboxes): (Vec<_>, Vec<_>) =
         (0..cfg.cores.len()).map(|_| mpsc::channel()).unzip();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let mut inboxes = inboxes.into_iter();
     let clock_base = Instant::now();
     let mut handles = Vec::new();
@@ -116,7 +124,6 @@ pub fn run_shards(
         wakers.push(waker);
         let setup = ShardSetup {
             index,
-            cpu,
             sockets,
             outboxes: outboxes.clone(),
             // One inbox was made per shard, so there is one for this index.
@@ -124,6 +131,7 @@ pub fn run_shards(
             sink: sink.clone(),
             clock_base,
             stop_wake,
+            ready: ready_tx.clone(),
         };
         let cfg = cfg.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -142,8 +150,22 @@ pub fn run_shards(
         handles.push(handle);
     }
     drop(sink);
+    drop(ready_tx);
     // Shards end only when told to, so one that ended on its own failed: stop them all.
-    while !STOP.load(Ordering::Relaxed) && SHARDS_ENDED.load(Ordering::Relaxed) == 0 {
+    let running = || !STOP.load(Ordering::Relaxed) && SHARDS_ENDED.load(Ordering::Relaxed) == 0;
+    let mut ready = 0;
+    while running() && ready < handles.len() {
+        match ready_rx.recv_timeout(STOP_POLL) {
+            Ok(()) => ready += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every shard dropped its sender without saying so: each one failed to start.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if ready == handles.len() {
+        on_ready();
+    }
+    while running() {
         std::thread::sleep(STOP_POLL);
     }
     for mut w in wakers {
@@ -185,7 +207,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
                 cfg.aggregate.exact_samples,
                 cfg.histogram.clone(),
             )
-            .keeping_raw(matches!(
+            .keeping_whole(matches!(
                 cfg.downstream,
                 crate::config::Downstream::Relay(_)
             )),
@@ -242,6 +264,9 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         .map_err(|e| io::Error::other(e.to_string()))?;
     let windows = glommio::spawn_local_into(window_loop(shard.clone(), outboxes), background)
         .map_err(|e| io::Error::other(e.to_string()))?;
+    // The main thread may be gone already if another shard failed; nothing to tell then.
+    let _ = setup.ready.send(());
+    drop(setup.ready);
     windows.await;
     merges.await;
     Ok(())
@@ -321,28 +346,30 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
             );
         }
     }
-    {
+    let pending = {
+        let mut agg = shard.agg.borrow_mut();
         let mut c = shard.counters.borrow_mut();
-        c.flush_max_us = c.flush_max_us.max(started.elapsed().as_micros() as u64);
-    }
-    let counters = std::mem::take(&mut *shard.counters.borrow_mut());
-    let snapshot = TelemetrySnapshot {
-        shard: shard.index,
-        window,
-        counters,
-        live_contexts: closed.live_contexts,
-        open_connections: shard.open_connections.each_ref().map(Cell::get),
+        c.flush_duration_us = c
+            .flush_duration_us
+            .max(started.elapsed().as_micros() as u64);
+        c.live_contexts = closed.live_contexts;
+        c.connections = *shard.open_connections.borrow();
+        let names = agg.take_name_stats();
+        c.mapper_cache[CacheResult::Hit] += names.cache_hits;
+        c.mapper_cache[CacheResult::Miss] += names.cache_misses;
+        c.mapped_names += names.mapped;
+        agg.take_pending()
     };
-    let mut out = shard.agg.borrow_mut().take_timestamped();
-    if shard.cfg.self_metrics {
-        snapshot.emit(
-            &mut out,
-            shard.cfg.aggregate.default_host.as_deref(),
-            shard.cfg.aggregate.bucket_secs,
-        );
-    }
-    out.telemetry = Some(snapshot);
-    send_to_sink(shard, out);
+    let counters = std::mem::take(&mut *shard.counters.borrow_mut());
+    send_to_sink(shard, ToSink::Batch(pending));
+    send_to_sink(
+        shard,
+        ToSink::Telemetry(Box::new(TelemetrySnapshot {
+            shard: shard.index,
+            window,
+            counters,
+        })),
+    );
 }
 
 async fn merge_batch(shard: &Shard, batch: ContextBatch) {
@@ -374,7 +401,7 @@ async fn expand_and_send(shard: &Shard, mut ready: ReadyWindow) {
     while !shard.merger.borrow().expand_step(&mut ready, CHUNK) {
         glommio::yield_if_needed().await;
     }
-    send_to_sink(shard, ready.out);
+    send_to_sink(shard, ToSink::Batch(ready.out));
 }
 
 /// Counts one shard (or this one) as finished; once all are, flushes windows still collecting.
@@ -388,7 +415,7 @@ async fn peer_done(shard: &Shard) {
     }
 }
 
-fn send_to_sink(shard: &Shard, out: FlushBatch) {
+fn send_to_sink(shard: &Shard, out: ToSink) {
     if shard.sink.send(out).is_err() {
         eprintln!(
             "corestatsd: shard {}: the sink thread is gone; a flush was lost",

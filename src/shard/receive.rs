@@ -6,7 +6,7 @@
 
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,12 @@ use glommio::TaskQueueHandle;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::{DRAIN_LIMIT, Shard};
-use crate::aggregate::{Aggregator, GROUP};
+use crate::aggregate::{Packet, ingest};
+use crate::counters::Counters;
 use crate::listen::{
-    CloseReason, DatagramReceiver, Framer, Framing, Lookup, Readiness, Received, Transport,
-    peer_pid,
+    CloseReason, DatagramReceiver, Framer, Framing, Lookup, Readiness, Received, Stream, Transport,
+    Unresolved, peer_pid,
 };
-use crate::protocol::{
-    Lines, MessageKind, Metric, message_kind, parse_event, parse_metric_into, parse_service_check,
-};
-use crate::telemetry::{Counters, Unresolved, stream_index};
 
 /// Longest a datagram task waits on readiness before looking at its socket again anyway.
 const READINESS_RECHECK: Duration = Duration::from_millis(10);
@@ -49,22 +46,6 @@ pub struct Sockets {
     pub tcp: Option<OwnedFd>,
 }
 
-/// One packet for `ingest`: its bytes and the container its sender runs in, if known.
-#[derive(Clone, Copy)]
-pub struct Packet<'a> {
-    pub bytes: &'a [u8],
-    pub container: Option<&'a [u8]>,
-}
-
-impl<'a> From<&'a [u8]> for Packet<'a> {
-    fn from(bytes: &'a [u8]) -> Self {
-        Packet {
-            bytes,
-            container: None,
-        }
-    }
-}
-
 /// Starts a task for every socket, inside the shard's receive gate.
 pub(super) fn start(shard: &Rc<Shard>, sockets: Sockets, queue: TaskQueueHandle) -> io::Result<()> {
     let spawn_err = |e: glommio::GlommioError<()>| io::Error::other(e.to_string());
@@ -87,20 +68,24 @@ pub(super) fn start(shard: &Rc<Shard>, sockets: Sockets, queue: TaskQueueHandle)
             .detach();
     }
     let listeners = [
-        (sockets.uds_stream, Transport::UdsStream, Framing::Length),
-        (sockets.tcp, Transport::Tcp, shard.cfg.tcp_framing),
+        (sockets.uds_stream, Stream::UdsStream, Framing::Length),
+        (sockets.tcp, Stream::Tcp, shard.cfg.tcp_framing),
     ];
-    for (fd, transport, framing) in listeners {
+    for (fd, stream, framing) in listeners {
         let Some(fd) = fd else { continue };
         // glommio's TcpListener is a thin wrapper over a listening descriptor (accept through
         // io_uring) and serves a unix stream listener the same way; its address methods, which
         // would not, are never called.
+        let fd = fd.into_raw_fd();
         // SAFETY: `fd` is an open, listening stream socket we own; ownership passes on.
-        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let listener = Listener {
+            inner: unsafe { TcpListener::from_raw_fd(fd) },
+            fd,
+        };
         shard
             .receivers
             .spawn_into(
-                accept_loop(shard.clone(), listener, transport, framing, queue),
+                accept_loop(shard.clone(), listener, stream, framing, queue),
                 queue,
             )
             .map_err(spawn_err)?
@@ -158,7 +143,7 @@ async fn datagram_loop(
                 glommio::yield_if_needed().await;
                 let paused = yielded.elapsed().as_micros() as u64;
                 let mut c = shard.counters.borrow_mut();
-                c.recv_max_pause_us = c.recv_max_pause_us.max(paused);
+                c.receive_max_pause_us = c.receive_max_pause_us.max(paused);
             }
             Ok(Received::WouldBlock) => {
                 if shard.stop.get() {
@@ -235,7 +220,7 @@ fn socket_error(
     so_far: &mut u64,
     e: &dyn std::fmt::Display,
 ) {
-    shard.counters.borrow_mut().transports[transport as usize].errors += 1;
+    shard.counters.borrow_mut().receive_errors[transport] += 1;
     *so_far += 1;
     if so_far.is_power_of_two() {
         eprintln!(
@@ -298,11 +283,10 @@ fn handle_batch(
         }
     });
     ingest(&mut agg, c, packets, at);
-    let t = &mut c.transports[transport as usize];
-    t.packets += n as u64;
-    t.bytes += bytes;
-    c.truncated += truncated;
-    c.unterminated += unterminated;
+    c.packets[transport] += n as u64;
+    c.bytes[transport] += bytes;
+    c.truncated_datagrams += truncated;
+    c.unterminated_lines += unterminated;
 }
 
 /// Why the last line of a packet was dropped.
@@ -338,7 +322,7 @@ fn resolve_origin(
     now: Instant,
 ) -> Option<Rc<[u8]>> {
     let Some(pid) = pid else {
-        c.origin_unresolved[Unresolved::NoCredentials as usize] += 1;
+        c.origin_unresolved[Unresolved::NoCredentials] += 1;
         return None;
     };
     let mut cache = shard.containers.borrow_mut();
@@ -349,36 +333,44 @@ fn resolve_origin(
             Some(id.clone())
         }
         Lookup::NoContainer => {
-            c.origin_unresolved[Unresolved::NoContainer as usize] += 1;
+            c.origin_unresolved[Unresolved::NoContainer] += 1;
             None
         }
         Lookup::Unreadable => {
-            c.origin_unresolved[Unresolved::Unreadable as usize] += 1;
+            c.origin_unresolved[Unresolved::Unreadable] += 1;
             None
         }
     }
 }
 
+/// A stream listener and its descriptor (glommio's `TcpListener` does not expose it).
+struct Listener {
+    inner: TcpListener,
+    fd: RawFd,
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
-    listener: TcpListener,
-    transport: Transport,
+    listener: Listener,
+    stream: Stream,
     framing: Framing,
     queue: TaskQueueHandle,
 ) {
-    let si = stream_index(transport);
+    let transport = stream.transport();
     let mut errors = 0u64;
     loop {
         // A flood of connections (refused ones above all) keeps every accept ready at once:
         // without this the loop would never give the shard's other tasks a turn.
         glommio::yield_if_needed().await;
-        let accepted =
-            futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
+        let accepted = futures_lite::future::or(
+            async { Some(listener.inner.shared_accept().await) },
+            async {
                 stopped(&shard).await;
                 None
-            })
-            .await;
-        let stream = match accepted {
+            },
+        )
+        .await;
+        let conn = match accepted {
             None => break,
             Some(Ok(a)) => a.bind_to_executor(),
             Some(Err(e)) => {
@@ -388,39 +380,93 @@ async fn accept_loop(
                 continue;
             }
         };
-        let mut c = shard.counters.borrow_mut();
-        c.connections_opened[si] += 1;
-        let open = &shard.open_connections[si];
-        let total_open: u64 = shard.open_connections.iter().map(|o| o.get()).sum();
-        if total_open >= shard.cfg.max_connections_per_shard as u64 {
-            c.connections_closed[si][CloseReason::Refused as usize] += 1;
+        let Some(serve) = admit(&shard, conn, stream, framing) else {
             continue;
-        }
-        let container = if transport == Transport::UdsStream && shard.cfg.origin.is_some() {
-            // SAFETY: the descriptor belongs to `stream`, alive for this borrow.
-            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-            resolve_origin(&shard, &mut c, peer_pid(&fd), Instant::now())
-        } else {
-            None
         };
-        drop(c);
-        open.set(open.get() + 1);
-        let served = shard.receivers.spawn_into(
-            serve_connection(shard.clone(), stream, transport, framing, container),
-            queue,
-        );
-        match served {
+        match shard.receivers.spawn_into(serve, queue) {
             Ok(task) => {
                 task.detach();
             }
             // The gate closed: the shard is stopping; the stream was dropped with the future.
             Err(_) => {
-                open.set(open.get() - 1);
-                shard.counters.borrow_mut().connections_closed[si]
-                    [CloseReason::Stopped as usize] += 1;
+                shard.open_connections.borrow_mut()[stream] -= 1;
+                shard.counters.borrow_mut().connections_closed[stream][CloseReason::Stopped] += 1;
             }
         }
     }
+    drain_backlog(&shard, &listener, stream, framing, queue).await;
+}
+
+/// At a stop: the connections still waiting in the listen backlog hold data their clients
+/// believe delivered. Each is accepted and read until its client falls quiet, like an open one;
+/// this task waits for them, so the stop (which waits for this task) does too.
+async fn drain_backlog(
+    shard: &Rc<Shard>,
+    listener: &Listener,
+    stream: Stream,
+    framing: Framing,
+    queue: TaskQueueHandle,
+) {
+    let mut serving = Vec::new();
+    loop {
+        // SAFETY: accept4 on our own listening descriptor, no address buffers.
+        let fd = unsafe {
+            libc::accept4(
+                listener.fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            // EAGAIN: the backlog is empty (or the listener failed, which ends the drain too).
+            break;
+        }
+        // SAFETY: `fd` is a connected stream socket just accepted, owned by nothing else.
+        let conn = unsafe { TcpStream::from_raw_fd(fd) };
+        if let Some(serve) = admit(shard, conn, stream, framing) {
+            // Not in the receive gate, which is closing; this task, which is in it, waits.
+            if let Ok(task) = glommio::spawn_local_into(serve, queue) {
+                serving.push(task);
+            }
+        }
+    }
+    for task in serving {
+        task.await;
+    }
+}
+
+/// Counts a new connection and returns the task that serves it, or refuses it (counted) when
+/// the shard is at `--max-connections-per-shard`.
+fn admit(
+    shard: &Rc<Shard>,
+    conn: TcpStream,
+    stream: Stream,
+    framing: Framing,
+) -> Option<impl Future<Output = ()> + use<>> {
+    let mut c = shard.counters.borrow_mut();
+    c.connections_opened[stream] += 1;
+    let total_open: u64 = shard.open_connections.borrow().iter().map(|(_, n)| n).sum();
+    if total_open >= shard.cfg.max_connections_per_shard as u64 {
+        c.connections_closed[stream][CloseReason::Refused] += 1;
+        return None;
+    }
+    let container = if stream == Stream::UdsStream && shard.cfg.origin.is_some() {
+        // SAFETY: the descriptor belongs to `conn`, alive for this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(conn.as_raw_fd()) };
+        resolve_origin(shard, &mut c, peer_pid(&fd), Instant::now())
+    } else {
+        None
+    };
+    drop(c);
+    shard.open_connections.borrow_mut()[stream] += 1;
+    Some(serve_connection(
+        shard.clone(),
+        conn,
+        stream,
+        framing,
+        container,
+    ))
 }
 
 /// What ended one wait of a connection.
@@ -435,17 +481,17 @@ enum Wake {
 /// stops (then what the client already sent is read first).
 async fn serve_connection(
     shard: Rc<Shard>,
-    mut stream: TcpStream,
-    transport: Transport,
+    mut conn: TcpStream,
+    stream: Stream,
     framing: Framing,
     container: Option<Rc<[u8]>>,
 ) {
-    let si = stream_index(transport);
+    let transport = stream.transport();
     let mut framer = Framer::new(framing, shard.cfg.buffer_size_bytes);
     let mut ranges: Vec<Range<usize>> = Vec::new();
-    let idle = match transport {
-        Transport::Tcp => shard.cfg.tcp_idle_timeout,
-        _ => None,
+    let idle = match stream {
+        Stream::Tcp => shard.cfg.tcp_idle_timeout,
+        Stream::UdsStream => None,
     };
     let mut draining: Option<Instant> = None;
     let reason = loop {
@@ -460,7 +506,7 @@ async fn serve_connection(
         let spare = framer.spare();
         // glommio reads wait on readiness, so dropping a read that lost the race loses no
         // bytes. (Its own read timeout cannot be shortened once armed, hence the timer here.)
-        let read = async { Wake::Read(stream.read(spare).await) };
+        let read = async { Wake::Read(conn.read(spare).await) };
         let timer = async {
             match wait {
                 Some(d) => {
@@ -506,12 +552,12 @@ async fn serve_connection(
             }
             Some(Ok(n)) => n,
             Some(Err(_)) => {
-                shard.counters.borrow_mut().transports[transport as usize].errors += 1;
+                shard.counters.borrow_mut().receive_errors[transport] += 1;
                 break CloseReason::ReadError;
             }
         };
         framer.filled(n);
-        shard.counters.borrow_mut().transports[transport as usize].bytes += n as u64;
+        shard.counters.borrow_mut().bytes[transport] += n as u64;
         ranges.clear();
         let cut = framer.packets(&mut ranges);
         ingest_stream(&shard, &framer, &ranges, transport, container.as_deref());
@@ -523,9 +569,8 @@ async fn serve_connection(
         }
         glommio::yield_if_needed().await;
     };
-    let open = &shard.open_connections[si];
-    open.set(open.get() - 1);
-    shard.counters.borrow_mut().connections_closed[si][reason as usize] += 1;
+    shard.open_connections.borrow_mut()[stream] -= 1;
+    shard.counters.borrow_mut().connections_closed[stream][reason] += 1;
 }
 
 /// Ingests complete packets cut from a connection's buffer.
@@ -555,75 +600,8 @@ fn ingest_stream(
     });
     let c = &mut *c;
     ingest(&mut shard.agg.borrow_mut(), c, packets, at);
-    c.unterminated += unterminated;
-    c.transports[transport as usize].packets += ranges.len() as u64;
-}
-
-/// Parses every line of a batch of packets into the aggregator, counting what was accepted,
-/// rejected or unsupported: the whole receive hot path (benchmarks call it directly). Metrics go
-/// to the aggregator `GROUP` at a time, across packet boundaries, so their misses overlap.
-pub fn ingest<'a, P: Into<Packet<'a>>>(
-    agg: &mut Aggregator,
-    c: &mut Counters,
-    packets: impl IntoIterator<Item = P>,
-    at: u64,
-) {
-    let mut group = [Metric::default(); GROUP];
-    let mut n = 0;
-    let lines = packets.into_iter().flat_map(|p| {
-        let p = p.into();
-        Lines::new(p.bytes).map(move |line| (line, p.container))
-    });
-    for (line, container) in lines {
-        match message_kind(line) {
-            MessageKind::Metric => {
-                let m = &mut group[n];
-                match parse_metric_into(line, m) {
-                    Ok(()) => {
-                        c.metrics += 1;
-                        m.origin.socket_container = container;
-                        if m.origin.local.is_some()
-                            || m.origin.external.is_some()
-                            || m.origin.cardinality.is_some()
-                        {
-                            c.origin_fields(m.origin.check());
-                        }
-                        n += 1;
-                        if n == GROUP {
-                            agg.insert_group(&group, at, |u| c.unsupported(u));
-                            n = 0;
-                        }
-                    }
-                    Err(e) => c.parse_error(e, line),
-                }
-            }
-            MessageKind::Event => match parse_event(line) {
-                Ok(mut e) => {
-                    c.events += 1;
-                    c.field_warnings += u64::from(e.warning.is_some());
-                    e.origin.socket_container = container;
-                    c.origin_fields(e.origin.check());
-                    if let Err(u) = agg.insert_event(&e) {
-                        c.unsupported(u);
-                    }
-                }
-                Err(e) => c.event_error(e, line),
-            },
-            MessageKind::ServiceCheck => match parse_service_check(line) {
-                Ok(mut sc) => {
-                    c.service_checks += 1;
-                    c.field_warnings += u64::from(sc.bad_timestamp);
-                    sc.origin.socket_container = container;
-                    c.origin_fields(sc.origin.check());
-                    if let Err(u) = agg.insert_service_check(&sc) {
-                        c.unsupported(u);
-                    }
-                }
-                Err(e) => c.service_check_error(e, line),
-            },
-        }
-    }
-    agg.insert_group(&group[..n], at, |u| c.unsupported(u));
+    c.unterminated_lines += unterminated;
+    c.packets[transport] += ranges.len() as u64;
 }
 
 #[cfg(test)]

@@ -19,10 +19,11 @@ use serde_json::{Value, json};
 
 use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
-use super::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name, proto};
-use crate::aggregate::sketch::Sketch;
+use super::proto;
+use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name};
 use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
+use crate::values::sketch::Sketch;
 
 /// How counts are typed on the intake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,8 +290,8 @@ impl PayloadEncoder for DatadogEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::sketch;
     use crate::protocol::MAX_SAMPLE_WEIGHT;
+    use crate::values::sketch;
 
     #[test]
     fn a_bin_heavier_than_a_uint32_is_split_and_bounded_by_its_samples() {

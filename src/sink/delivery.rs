@@ -16,6 +16,7 @@
 //! first, including by the next process started on the same directory. At stop the thread keeps
 //! delivering for `stop_timeout`, then spills (or drops, counted) what is left.
 
+use crate::label::{Label, by};
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -45,38 +46,19 @@ pub struct DeliveryConfig {
     pub stop_timeout: Duration,
 }
 
-/// Why a payload was given up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The intake refused it with a permanent 4xx.
-    Rejected,
-    /// The in-memory queue overflowed and there is no spill directory.
-    QueueFull,
-    /// The spill directory passed its size limit.
-    SpillFull,
-    /// Still undelivered when the stop timeout ran out, with no spill directory.
-    Stop,
-    /// A spill file that could not be read back or written.
-    SpillError,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 5] = [
-        DropReason::Rejected,
-        DropReason::QueueFull,
-        DropReason::SpillFull,
-        DropReason::Stop,
-        DropReason::SpillError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Rejected => "rejected",
-            DropReason::QueueFull => "queue_full",
-            DropReason::SpillFull => "spill_full",
-            DropReason::Stop => "stop",
-            DropReason::SpillError => "spill_error",
-        }
+crate::label::labels! {
+    /// Why a payload was given up.
+    pub enum DropReason: "reason" {
+        /// The intake refused it with a permanent 4xx.
+        Rejected => "rejected",
+        /// The in-memory queue overflowed and there is no spill directory.
+        QueueFull => "queue_full",
+        /// The spill directory passed its size limit.
+        SpillFull => "spill_full",
+        /// Still undelivered when the stop timeout ran out, with no spill directory.
+        Stop => "stop",
+        /// A spill file that could not be read back or written.
+        SpillError => "spill_error",
     }
 }
 
@@ -102,7 +84,7 @@ pub struct StatsSnapshot {
     pub bytes: u64,
     pub points: u64,
     pub retries: u64,
-    pub dropped_payloads: [u64; DropReason::ALL.len()],
+    pub dropped_payloads: by!(DropReason),
     pub dropped_points: u64,
     pub spilled: u64,
     pub max_latency_us: u64,
@@ -112,7 +94,7 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     pub fn dropped(&self) -> u64 {
-        self.dropped_payloads.iter().sum()
+        self.dropped_payloads.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -199,9 +181,13 @@ impl Delivery {
             bytes: s.bytes.load(Ordering::Relaxed),
             points: s.points.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
-            dropped_payloads: std::array::from_fn(|i| {
-                s.dropped_payloads[i].load(Ordering::Relaxed)
-            }),
+            dropped_payloads: {
+                let mut by_reason = <by!(DropReason)>::default();
+                for (r, n) in by_reason.iter_mut() {
+                    *n = s.dropped_payloads[Label::index(r)].load(Ordering::Relaxed);
+                }
+                by_reason
+            },
             dropped_points: s.dropped_points.load(Ordering::Relaxed),
             spilled: s.spilled.load(Ordering::Relaxed),
             max_latency_us: s.max_latency_us.swap(0, Ordering::Relaxed),
@@ -236,7 +222,7 @@ impl Shared {
     }
 
     fn count_drop(&self, p: &Payload, reason: DropReason) {
-        let n = self.stats.dropped_payloads[reason as usize].fetch_add(1, Ordering::Relaxed);
+        let n = self.stats.dropped_payloads[Label::index(reason)].fetch_add(1, Ordering::Relaxed);
         self.stats
             .dropped_points
             .fetch_add(p.points, Ordering::Relaxed);
@@ -246,7 +232,7 @@ impl Shared {
                 self.cfg.name,
                 p.points,
                 p.path,
-                reason.as_str(),
+                reason.name(),
                 n + 1
             );
         }
@@ -583,7 +569,7 @@ mod tests {
         // At stop the payload in flight and the queued one are spilled too; the limit keeps the
         // last two written.
         assert_eq!(spilled_bodies(&dir), [0, 5]);
-        assert_eq!(s.dropped_payloads[DropReason::SpillFull as usize], 4);
+        assert_eq!(s.dropped_payloads[DropReason::SpillFull], 4);
         assert_eq!((s.dropped_points, s.payloads, s.spilled), (4, 0, 6));
 
         // A new process on the same directory finds them, oldest first, and keeps them while

@@ -5,17 +5,19 @@
 
 use std::io;
 
-use super::delivery::{Delivery, DropReason, StatsSnapshot};
+use super::Sink;
+use super::delivery::{Delivery, StatsSnapshot};
 use super::payload::Payload;
-use super::{FlushBatch, OutKind, PointWriter, Sink};
+use crate::flushed::{FlushBatch, OutKind, PointWriter};
+use crate::telemetry::NonZeroSeen;
 
 /// What an HTTP downstream's encoder provides.
 pub trait PayloadEncoder: Send {
     /// The payloads for one batch, encoded and compressed.
     fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>>;
 
-    /// Adds the encoder's own per-window telemetry to `w` (tagged `tag`) and logs it.
-    fn telemetry(&mut self, _w: &mut PointWriter<'_>, _tag: &str, _window: u64) {}
+    /// Adds the encoder's own per-window telemetry to `p` and logs it.
+    fn telemetry(&mut self, _p: &mut DownstreamPoints<'_, '_>, _window: u64) {}
 
     /// Points the encoder gave up itself (too large, out of order), for the exit status.
     fn lost(&self) -> u64;
@@ -31,9 +33,11 @@ pub struct HttpSink<E> {
     delivery: Delivery,
     host: Option<Vec<u8>>,
     interval: u32,
-    /// Emit `corestatsd.downstream.*` points (`--self-metrics`); the log line is written anyway.
-    points: bool,
+    /// Emit `corestatsd.downstream.*` points (not `--no-self-metrics`); the log line is
+    /// written anyway.
+    self_metrics: bool,
     last: StatsSnapshot,
+    seen: NonZeroSeen,
 }
 
 impl<E: PayloadEncoder> HttpSink<E> {
@@ -43,7 +47,7 @@ impl<E: PayloadEncoder> HttpSink<E> {
         delivery: Delivery,
         host: Option<Vec<u8>>,
         interval: u32,
-        points: bool,
+        self_metrics: bool,
     ) -> Self {
         HttpSink {
             name,
@@ -51,8 +55,9 @@ impl<E: PayloadEncoder> HttpSink<E> {
             delivery,
             host,
             interval,
-            points,
+            self_metrics,
             last: StatsSnapshot::default(),
+            seen: NonZeroSeen::default(),
         }
     }
 }
@@ -70,7 +75,8 @@ impl<E: PayloadEncoder> Sink for HttpSink<E> {
     }
 
     /// One log line per window, and (with self metrics) `corestatsd.downstream.*` points tagged
-    /// `downstream:<name>`: counts as deltas since the last window, queue sizes as gauges.
+    /// `downstream:<name>`: counts as deltas since the last window, queue sizes as gauges;
+    /// retries, drops and spills from the window they first happen in.
     fn emit_telemetry(&mut self, out: &mut FlushBatch, window: u64) {
         let now = self.delivery.snapshot();
         let last = std::mem::replace(&mut self.last, now);
@@ -91,36 +97,35 @@ impl<E: PayloadEncoder> Sink for HttpSink<E> {
             now.spilled_bytes,
             now.max_latency_us,
         );
-        let tag = format!("downstream:{}", self.name);
         let mut w = PointWriter::new(self.host.as_deref(), window, self.interval);
-        let counters = [
+        let mut p = DownstreamPoints::new(&mut w, &mut self.seen, self.name);
+        for (name, a, b) in [
             ("payloads", now.payloads, last.payloads),
             ("bytes", now.bytes, last.bytes),
             ("points", now.points, last.points),
+        ] {
+            p.always(name, None, OutKind::Count, d(a, b));
+        }
+        p.always("queue_bytes", None, OutKind::Gauge, now.queued_bytes);
+        p.always("latency_max_us", None, OutKind::Gauge, now.max_latency_us);
+        for (name, a, b) in [
             ("retries", now.retries, last.retries),
             ("dropped_points", now.dropped_points, last.dropped_points),
             ("spilled_payloads", now.spilled, last.spilled),
-        ];
-        w.deltas("corestatsd.downstream", &tag, &counters);
-        for (name, value) in [
-            ("queue_bytes", now.queued_bytes),
-            ("spill_bytes", now.spilled_bytes),
-            ("latency_max_us", now.max_latency_us),
         ] {
-            let name = format!("corestatsd.downstream.{name}");
-            w.point(&name, &tag, None, OutKind::Gauge, value as f64);
+            p.once_non_zero(name, None, OutKind::Count, d(a, b));
         }
-        for r in DropReason::ALL {
-            let (n, l) = (
-                now.dropped_payloads[r as usize],
-                last.dropped_payloads[r as usize],
-            );
-            let reason = format!("reason:{}", r.as_str());
-            let name = "corestatsd.downstream.dropped_payloads";
-            w.point(name, &tag, Some(&reason), OutKind::Count, d(n, l) as f64);
+        p.once_non_zero("spill_bytes", None, OutKind::Gauge, now.spilled_bytes);
+        for ((r, n), (_, l)) in now
+            .dropped_payloads
+            .iter()
+            .zip(last.dropped_payloads.iter())
+        {
+            let reason = format!("reason:{}", r.name());
+            p.once_non_zero("dropped_payloads", Some(&reason), OutKind::Count, d(*n, *l));
         }
-        self.enc.telemetry(&mut w, &tag, window);
-        if self.points {
+        self.enc.telemetry(&mut p, window);
+        if self.self_metrics {
             w.finish(out);
         }
     }
@@ -142,5 +147,52 @@ impl<E: PayloadEncoder> Sink for HttpSink<E> {
         );
         self.enc.log_stop();
         Ok(s.dropped_points + self.enc.lost())
+    }
+}
+
+/// A downstream's own points for one window: `corestatsd.<prefix>.<name>`, tagged
+/// `downstream:<name>`, each either always shown or from the window it is first non-zero in.
+pub struct DownstreamPoints<'w, 'h> {
+    w: &'w mut PointWriter<'h>,
+    seen: &'w mut NonZeroSeen,
+    tag: String,
+    prefix: &'static str,
+}
+
+impl<'w, 'h> DownstreamPoints<'w, 'h> {
+    /// Points named `corestatsd.downstream.*`.
+    pub fn new(w: &'w mut PointWriter<'h>, seen: &'w mut NonZeroSeen, name: &str) -> Self {
+        Self::with_prefix(w, seen, name, "downstream")
+    }
+
+    pub fn with_prefix(
+        w: &'w mut PointWriter<'h>,
+        seen: &'w mut NonZeroSeen,
+        name: &str,
+        prefix: &'static str,
+    ) -> Self {
+        DownstreamPoints {
+            w,
+            seen,
+            tag: format!("downstream:{name}"),
+            prefix,
+        }
+    }
+
+    pub fn always(&mut self, name: &str, extra: Option<&str>, kind: OutKind, value: u64) {
+        let name = format!("corestatsd.{}.{name}", self.prefix);
+        let tags: Vec<&str> = std::iter::once(self.tag.as_str()).chain(extra).collect();
+        self.w.point(&name, &tags, kind, value as f64);
+    }
+
+    /// An error, drop or retry count: shown from the window it is first non-zero in.
+    pub fn once_non_zero(&mut self, name: &str, extra: Option<&str>, kind: OutKind, value: u64) {
+        let full = format!("corestatsd.{}.{name}", self.prefix);
+        let tags: Vec<String> = std::iter::once(self.tag.clone())
+            .chain(extra.map(str::to_owned))
+            .collect();
+        if self.seen.shows(&full, &tags, value != 0) {
+            self.always(name, extra, kind, value);
+        }
     }
 }

@@ -10,7 +10,10 @@ use std::io::{self, Write};
 
 use crate::protocol::origin::Origin;
 
-use super::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Sink, Suffix};
+use super::Sink;
+use crate::flushed::{
+    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix,
+};
 
 /// Formatted bytes the sink holds before writing them out.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -253,7 +256,7 @@ fn escape_into(out: &mut String, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::desc;
+    use crate::flushed::desc;
     use crate::protocol::MetricType;
 
     fn line(
@@ -292,7 +295,7 @@ mod tests {
             ts: 1764000000,
             interval: 10,
             sketch: None,
-            raw: None,
+            whole: None,
         }
     }
 
@@ -438,13 +441,13 @@ mod tests {
 
     #[test]
     fn distribution_lines_carry_the_sketch() {
-        let mut sk = crate::aggregate::sketch::Sketch::default();
+        let mut sk = crate::values::sketch::Sketch::default();
         sk.insert(1.0, 1.0);
         sk.insert(1.0, 1.0);
         let mut m = point(OutKind::Distribution, Suffix::None, 2.0);
         m.sketch = Some(Box::new(sk));
         let s = line(m, b"d", Some(b"h"), &[], None);
-        let k = crate::aggregate::sketch::key(1.0);
+        let k = crate::values::sketch::key(1.0);
         assert!(
             s.contains(&format!(
                 "\"sketch\":{{\"count\":2.0,\"min\":1.0,\"max\":1.0,\"sum\":2.0,\"avg\":1.0,\"p50\":1.0,\"p90\":1.0,\"p99\":1.0,\"bins\":{{\"k\":[{k}],\"n\":[2.0]}}}}"

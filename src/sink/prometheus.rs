@@ -23,9 +23,12 @@ use std::ops::Range;
 
 use hashbrown::HashMap;
 
+use super::http::DownstreamPoints;
 use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
-use super::{FlushBatch, FlushedMetric, OutKind, PointWriter, Suffix, full_name, proto};
+use super::proto;
+use crate::flushed::desc::Desc;
+use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name};
 
 /// Remote-write payload limits: 4 MiB raw like the Datadog sink, and at most 5000 series.
 pub const LIMITS: Limits = Limits {
@@ -87,7 +90,7 @@ fn push_labels(
     text: &mut String,
     pairs_text: &mut String,
     scratch: &mut Vec<(Range<usize>, Range<usize>)>,
-    desc: &super::Desc<'_>,
+    desc: &Desc<'_>,
 ) -> Range<usize> {
     pairs_text.clear();
     scratch.clear();
@@ -255,7 +258,7 @@ impl Encoder {
     }
 
     /// Writes the sanitized name of `m` (plus `suffix`) into `text`.
-    fn push_name(&mut self, d: &super::Desc<'_>, m: &FlushedMetric, suffix: &str) -> Range<usize> {
+    fn push_name(&mut self, d: &Desc<'_>, m: &FlushedMetric, suffix: &str) -> Range<usize> {
         full_name(&mut self.raw_name, d.name, m.suffix);
         let start = self.text.len();
         push_metric_name(&mut self.text, &self.raw_name);
@@ -400,7 +403,7 @@ impl PayloadEncoder for Encoder {
         self.encode_batch(batch)
     }
 
-    fn telemetry(&mut self, w: &mut PointWriter<'_>, tag: &str, window: u64) {
+    fn telemetry(&mut self, p: &mut DownstreamPoints<'_, '_>, window: u64) {
         let late = self.out_of_order - self.out_of_order_reported;
         self.out_of_order_reported = self.out_of_order;
         if late > 0 {
@@ -409,8 +412,7 @@ impl PayloadEncoder for Encoder {
                  their series' newest dropped"
             );
         }
-        let name = "corestatsd.downstream.out_of_order_samples";
-        w.point(name, tag, None, OutKind::Count, late as f64);
+        p.once_non_zero("out_of_order_samples", None, OutKind::Count, late);
     }
 
     fn lost(&self) -> u64 {
@@ -454,7 +456,7 @@ mod tests {
     fn labels_are_sorted_merged_and_name_goes_in_order() {
         let mut arena = Vec::new();
         let tags: [&[u8]; 6] = [b"b:2", b"a:1", b"a:3", b"Zed:x", b"noval", b"empty:"];
-        let off = crate::merge::desc::encode(
+        let off = crate::flushed::desc::encode(
             &mut arena,
             crate::protocol::MetricType::Gauge,
             b"m",
@@ -462,7 +464,7 @@ mod tests {
             None,
             tags.into_iter(),
         );
-        let d = super::super::Desc::decode(&arena, off);
+        let d = crate::flushed::desc::Desc::decode(&arena, off);
         let (mut text, mut pt, mut scratch) = (String::from("x"), String::new(), Vec::new());
         let r = push_labels(&mut text, &mut pt, &mut scratch, &d);
         let want = [

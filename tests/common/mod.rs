@@ -189,14 +189,6 @@ pub fn frame(packet: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Sleeps until just after the next whole second, so a burst sent right after lands in one
-/// 1-second window.
-pub fn align_to_second() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let into = now.subsec_micros();
-    std::thread::sleep(Duration::from_micros(u64::from(1_000_000 - into) + 20_000));
-}
-
 /// Sends each datagram from its own socket (own source port), so SO_REUSEPORT spreads them
 /// across shards.
 pub fn send_spread(addr: SocketAddr, datagrams: &[&[u8]]) {

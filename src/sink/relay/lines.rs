@@ -2,16 +2,16 @@
 //! module above for what each type becomes). Pure formatting: no sockets, no state across
 //! batches.
 
-use crate::aggregate::Agg;
-use crate::aggregate::histogram::Histogram;
-use crate::aggregate::sketch::{self, Sketch};
-use crate::merge::desc::Desc;
+use crate::flushed::desc::Desc;
+use crate::flushed::{
+    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, full_name,
+};
 use crate::protocol::event::{AlertType, Priority};
 use crate::protocol::origin::Origin;
 use crate::protocol::{MAX_SAMPLE_WEIGHT, MetricType};
-use crate::sink::{
-    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, full_name,
-};
+use crate::values::Agg;
+use crate::values::histogram::Histogram;
+use crate::values::sketch::{self, Sketch};
 
 /// Packs lines into datagrams and hands full ones to `send`.
 pub struct Packer {
@@ -95,7 +95,7 @@ impl Encoder {
         let mut name_buf = std::mem::take(&mut self.name);
         full_name(&mut name_buf, d.name, m.suffix);
         let name = &name_buf[..];
-        match (&m.raw, &m.sketch) {
+        match (&m.whole, &m.sketch) {
             (Some(raw), _) => match &**raw {
                 Agg::Set(members) => {
                     self.tail(&d, b"s", None, None);
@@ -400,7 +400,7 @@ fn push_f64(out: &mut Vec<u8>, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::desc;
+    use crate::flushed::desc;
     use crate::protocol::{Lines, parse_metric};
 
     /// A batch of one point whose desc is `name` with `tags` on host `h1`.
@@ -419,13 +419,13 @@ mod tests {
         FlushedMetric {
             arena: 0,
             desc: 0,
-            suffix: crate::sink::Suffix::None,
+            suffix: crate::flushed::Suffix::None,
             kind: OutKind::Gauge,
             value: 0.0,
             ts: 1_764_000_000,
             interval: 10,
             sketch: None,
-            raw: None,
+            whole: None,
         }
     }
 
@@ -472,7 +472,7 @@ mod tests {
         let b = batch_of(
             MetricType::Histogram,
             FlushedMetric {
-                raw: Some(Box::new(h)),
+                whole: Some(Box::new(h)),
                 ..point()
             },
         );
@@ -581,7 +581,7 @@ mod tests {
             MetricType::Set,
             FlushedMetric {
                 value: 2.0,
-                raw: Some(Box::new(Agg::Set(Box::new(members.clone())))),
+                whole: Some(Box::new(Agg::Set(Box::new(members.clone())))),
                 ..point()
             },
         );

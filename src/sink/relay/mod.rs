@@ -28,7 +28,10 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{FlushBatch, PointWriter, Sink};
+use super::Sink;
+use super::http::DownstreamPoints;
+use crate::flushed::{FlushBatch, OutKind, PointWriter};
+use crate::telemetry::NonZeroSeen;
 
 /// Where relayed datagrams go.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +121,9 @@ pub struct RelaySink {
     last: RelayStats,
     telemetry_host: Option<Vec<u8>>,
     interval: u32,
-    points: bool,
+    /// Emit `corestatsd.relay.*` points (not `--no-self-metrics`).
+    self_metrics: bool,
+    seen: NonZeroSeen,
 }
 
 impl RelaySink {
@@ -127,7 +132,7 @@ impl RelaySink {
         max_packet_bytes: usize,
         telemetry_host: Option<Vec<u8>>,
         interval: u32,
-        points: bool,
+        self_metrics: bool,
     ) -> io::Result<Self> {
         Ok(RelaySink {
             socket: Socket::open(&target)?,
@@ -137,7 +142,8 @@ impl RelaySink {
             last: RelayStats::default(),
             telemetry_host,
             interval,
-            points,
+            self_metrics,
+            seen: NonZeroSeen::default(),
         })
     }
 
@@ -196,17 +202,23 @@ impl Sink for RelaySink {
             now.send_errors - last.send_errors,
             now.lines_dropped - last.lines_dropped
         );
-        if self.points {
-            let tag = format!("downstream:{}", self.describe());
+        if self.self_metrics {
+            let name = self.describe();
             let mut w = PointWriter::new(self.telemetry_host.as_deref(), window, self.interval);
-            let counters = [
+            let mut p = DownstreamPoints::with_prefix(&mut w, &mut self.seen, &name, "relay");
+            for (name, a, b) in [
                 ("packets", now.packets, last.packets),
                 ("bytes", now.bytes, last.bytes),
                 ("lines", now.lines, last.lines),
+            ] {
+                p.always(name, None, OutKind::Count, a - b);
+            }
+            for (name, a, b) in [
                 ("send_errors", now.send_errors, last.send_errors),
                 ("lines_dropped", now.lines_dropped, last.lines_dropped),
-            ];
-            w.deltas("corestatsd.relay", &tag, &counters);
+            ] {
+                p.once_non_zero(name, None, OutKind::Count, a - b);
+            }
             w.finish(out);
         }
     }

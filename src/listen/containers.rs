@@ -1,4 +1,4 @@
-//! Origin detection: the pid a unix socket reports for its sender, mapped to a container id
+//! Origin detection (the pid -> container lookup): the pid a unix socket reports for its sender, mapped to a container id
 //! through `<proc root>/<pid>/cgroup` and cached per shard. Reading procfs is a few
 //! microseconds and happens once per pid per TTL; everything else is a hash lookup.
 
@@ -9,6 +9,18 @@ use std::time::{Duration, Instant};
 
 /// Pids a shard remembers at most; when full, expired entries go, then all of them.
 const MAX_ENTRIES: usize = 16_384;
+
+crate::label::labels! {
+    /// Why the sender of a unix socket message has no container id.
+    pub enum Unresolved: "reason" {
+        /// The kernel gave no pid (a sender in a pid namespace it cannot map).
+        NoCredentials => "no_credentials",
+        /// `/proc/<pid>/cgroup` could not be read.
+        Unreadable => "unreadable",
+        /// The cgroup names no container.
+        NoContainer => "no_container",
+    }
+}
 
 /// What a pid resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]

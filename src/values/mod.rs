@@ -1,12 +1,28 @@
-//! A context's aggregate for one window, per metric type: how a sample updates it and how two
-//! shards' partials of the same context merge. Knows nothing of contexts or windows.
+//! The per-type values: a context's aggregate for one window (`Agg`), the histogram (`histogram`)
+//! and DDSketch (`sketch`) behind it, how a sample updates it and how two shards' partials of the
+//! same context merge. Knows nothing of contexts, windows or cores: `aggregate` keeps one per
+//! context, `merge` folds them, the flushed form carries them whole to the relay.
+
+pub mod histogram;
+pub mod sketch;
 
 use hashbrown::HashSet;
 
-use super::histogram::Histogram;
-use super::prefetch;
-use super::sketch::Sketch;
 use crate::protocol::{Metric, MetricType};
+use histogram::Histogram;
+use sketch::Sketch;
+
+/// Hints the CPU to start loading `p`'s cache line. Never dereferences: `p` may dangle.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// A sample's weight, `1/rate`, snapped to the nearest integer when within float error of it:
 /// a relay tier writes weight 3 as `@0.3333333333333333`, whose inverse is 3.0000000000000004,
@@ -60,8 +76,8 @@ impl Agg {
                 }
             }
             Agg::Set(members) => {
-                if !members.contains(m.raw_value) {
-                    members.insert(m.raw_value.into());
+                if !members.contains(m.value_text) {
+                    members.insert(m.value_text.into());
                 }
             }
             Agg::Histogram(h) => {
@@ -81,7 +97,7 @@ impl Agg {
 
     /// Prefetches the boxed state, if any (see `Aggregator::insert_group`).
     #[inline]
-    pub(super) fn prefetch(&self) {
+    pub(crate) fn prefetch(&self) {
         match self {
             Agg::Counter(_) | Agg::Gauge { .. } => {}
             Agg::Set(b) => prefetch(&**b),

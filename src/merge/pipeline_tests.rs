@@ -1,8 +1,12 @@
-use super::*;
-use crate::merge::{HistogramOutput, Merger};
+//! Aggregation semantics end to end inside one process: lines into one or more shards'
+//! `Aggregator`s, windows closed, batches merged by their owners, flushed points out. Here and not
+//! in `aggregate` because it drives `merge` too (a stage's tests follow the same layering).
+
+use super::{HistogramOutput, Merger};
+use crate::aggregate::{AggregateConfig, Aggregator, Discard, GROUP, ingest};
+use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix};
 use crate::protocol::origin::{Cardinality, Origin, Precedence};
 use crate::protocol::{Metric, parse_metric};
-use crate::sink::{FlushedMetric, OutKind, Suffix};
 
 const T0: u64 = 1_000_000;
 
@@ -226,7 +230,7 @@ fn internal_tags_become_origin_fields_and_the_same_origin_is_one_context_everywh
 
 #[test]
 fn the_socket_container_joins_the_context_by_precedence() {
-    use crate::shard::Packet;
+    use crate::aggregate::Packet;
     let sock = || Some(b"sock".to_vec());
     let expected = [
         (
@@ -240,7 +244,7 @@ fn the_socket_container_joins_the_context_by_precedence() {
         let mut c = cfg(1);
         c.origin_precedence = precedence;
         let mut a = [Aggregator::new(c, T0)];
-        let mut counters = crate::telemetry::Counters::default();
+        let mut counters = crate::counters::Counters::default();
         let packets = [
             Packet {
                 bytes: b"m:1|c|c:ci-client\nm:2|c",
@@ -251,7 +255,7 @@ fn the_socket_container_joins_the_context_by_precedence() {
                 container: None,
             },
         ];
-        crate::shard::ingest(&mut a[0], &mut counters, packets, 0);
+        ingest(&mut a[0], &mut counters, packets, 0);
         let flushed = close_all(&mut a);
         let got: Vec<(f64, Option<Vec<u8>>)> = origins(&flushed)
             .into_iter()
@@ -264,12 +268,22 @@ fn the_socket_container_joins_the_context_by_precedence() {
 #[test]
 fn malformed_origin_fields_are_counted_per_message() {
     let mut a = Aggregator::new(cfg(1), T0);
-    let mut c = crate::telemetry::Counters::default();
+    let mut c = crate::counters::Counters::default();
     let lines: &[u8] =
         b"m:1|c|c:ci-\nm:1|c|card:extreme|e:it-maybe\n_sc|x|0|card:bogus\nm:1|c|c:ci-ok";
-    crate::shard::ingest(&mut a, &mut c, [lines], 0);
+    ingest(&mut a, &mut c, [lines], 0);
     assert_eq!(c.metrics, 3);
-    assert_eq!(c.origin_field_errors, [1, 1, 2]);
+    use crate::protocol::origin::OriginField;
+    let by_field: Vec<(OriginField, u64)> =
+        c.origin_field_errors.iter().map(|(f, &n)| (f, n)).collect();
+    assert_eq!(
+        by_field,
+        [
+            (OriginField::Local, 1),
+            (OriginField::External, 1),
+            (OriginField::Cardinality, 2)
+        ]
+    );
 }
 
 #[test]
@@ -340,11 +354,11 @@ fn timestamped_gauges_and_counters_bypass_windows_others_are_unsupported() {
     for line in ["h:1|h|T5", "s:x|s|T5", "d:1|d|T5", "t:1|ms|T5"] {
         assert_eq!(
             agg.insert(&parse_metric(line.as_bytes()).unwrap(), 0),
-            Err(Unsupported::TimestampedType),
+            Err(Discard::TimestampedType),
             "{line}"
         );
     }
-    let ts = agg.take_timestamped();
+    let ts = agg.take_pending();
     let stamps: Vec<u64> = ts.metrics.iter().map(|m| m.ts).collect();
     assert_eq!(stamps, vec![1700000000, 1700000001, 1700000001]);
     assert_eq!(
@@ -356,7 +370,7 @@ fn timestamped_gauges_and_counters_bypass_windows_others_are_unsupported() {
         ]
     );
     assert_eq!(agg.live_contexts(), 0);
-    assert!(agg.take_timestamped().metrics.is_empty());
+    assert!(agg.take_pending().metrics.is_empty());
 }
 
 #[test]
@@ -481,23 +495,18 @@ fn a_group_creating_a_context_twice_or_in_two_tag_orders_makes_one_context() {
 #[test]
 fn ingest_handles_more_lines_than_a_group_across_datagrams() {
     let mut a = [Aggregator::new(cfg(1), T0)];
-    let mut c = crate::telemetry::Counters::default();
+    let mut c = crate::counters::Counters::default();
     let first: String = (0..GROUP + 3)
         .map(|i| format!("m{}:1|c\n", i % 5))
         .collect();
     let second = "m0:1|c\nbad\nm1:1|h|T5\n_sc|x|0\n";
-    crate::shard::ingest(&mut a[0], &mut c, [first.as_bytes(), second.as_bytes()], 0);
+    ingest(&mut a[0], &mut c, [first.as_bytes(), second.as_bytes()], 0);
     assert_eq!(c.metrics, (GROUP + 5) as u64);
-    assert_eq!(c.parse_errors.iter().sum::<u64>(), 1);
-    assert_eq!((c.unsupported_timestamped, c.service_checks), (1, 1));
+    assert_eq!(c.parse_errors.iter().map(|(_, n)| n).sum::<u64>(), 1);
+    let timestamped = c.unsupported[crate::counters::Unsupported::TimestampedType];
+    assert_eq!((timestamped, c.service_checks), (1, 1));
     let total: f64 = points(&close_all(&mut a)).iter().map(|p| p.2).sum();
     assert_eq!(total, (GROUP + 4) as f64);
-}
-
-#[test]
-fn the_per_sample_half_of_a_context_fills_exactly_one_half_cache_line() {
-    assert_eq!(std::mem::size_of::<Slot>(), 32);
-    assert_eq!(std::mem::align_of::<Slot>(), 32);
 }
 
 #[test]
@@ -511,12 +520,12 @@ fn events_and_checks_resolve_host_sort_tags_and_are_bounded_per_flush() {
     let e = parse_event(b"_e{2,1}:hi|x").unwrap();
     assert_eq!(
         agg.insert_event(&e),
-        Err(Unsupported::EventOverflow),
+        Err(Discard::EventOverflow),
         "limit is 2"
     );
     let sc = parse_service_check(b"_sc|up|1|#host:,b|m:msg").unwrap();
     agg.insert_service_check(&sc).unwrap();
-    let out = agg.take_timestamped();
+    let out = agg.take_pending();
     assert_eq!(out.events.len(), 2);
     assert_eq!(out.events[0].text, b"a\nb c");
     assert_eq!(out.events[0].host.as_deref(), Some(&b"tagged"[..]));
@@ -532,7 +541,7 @@ fn events_and_checks_resolve_host_sort_tags_and_are_bounded_per_flush() {
     );
     assert_eq!(out.service_checks[0].tags, vec![b"b".to_vec()]);
     assert!(
-        agg.take_timestamped().events.is_empty(),
+        agg.take_pending().events.is_empty(),
         "the bound is per flush"
     );
 }
@@ -569,14 +578,14 @@ fn mapped_names_and_tags_form_one_context_across_shards_and_raw_names() {
     feed(&mut a[1], &["app.home.hits:2|c|#x:1,page:home"], 0);
     feed(&mut a[1], &["hits:4|c|#page:home,x:1,host:mapped-host"], 0);
     feed(&mut a[0], &["jvm.heap:5|g", "other:1|c|#dc:eu"], 0);
-    let mut c = crate::telemetry::Counters::default();
-    crate::shard::ingest(
+    let mut c = crate::counters::Counters::default();
+    ingest(
         &mut a[0],
         &mut c,
         [&b"noisy:1|c\nnoisy:1|c\nnoisy:2|c|#b"[..]],
         0,
     );
-    assert_eq!(c.blocked, 3);
+    assert_eq!(c.blocked_metrics, 3);
     assert_eq!(
         points(&close_all(&mut a)),
         vec![
@@ -605,9 +614,9 @@ fn extra_tags_reach_events_checks_and_timestamped_points() {
         .unwrap();
     assert_eq!(
         agg.insert(&parse_metric(b"noisy:3|g|T100").unwrap(), 0),
-        Err(Unsupported::Blocked)
+        Err(Discard::Blocked)
     );
-    let out = agg.take_timestamped();
+    let out = agg.take_pending();
     assert_eq!(out.events[0].tags, vec![b"dc:eu".to_vec(), b"z".to_vec()]);
     assert_eq!(out.service_checks[0].tags, vec![b"dc:eu".to_vec()]);
     let p = points(&out);

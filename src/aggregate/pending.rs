@@ -1,37 +1,34 @@
-//! What skips the windows: `|T` gauges and counters (emitted with their own timestamp), events
-//! and service checks (queued in arrival order, bounded by `max_pending_events`). All of it waits
-//! in the shard's pending `FlushBatch` until the next flush. Owns no state of its own: these are
-//! `Aggregator` methods, kept apart from the windowed path.
+//! The pending items of a flush, which skip the windows: `|T` gauges and counters (emitted with
+//! their own timestamp), events and service checks (queued in arrival order, bounded by
+//! `max_pending_events`). All of it waits in the shard's pending `FlushBatch` until the next
+//! flush. Owns no state of its own: these are `Aggregator` methods, kept apart from the windowed
+//! path.
 
-use super::{Aggregator, resolve_host, split_tags_with};
-use crate::merge::desc;
+use super::{Aggregator, Discard, resolve_host, split_tags_with};
+use crate::flushed::{
+    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix, desc,
+};
 use crate::protocol::event::unescape;
 use crate::protocol::origin::{self, InternalTags, OriginFields};
 use crate::protocol::{Event, Metric, MetricType, ServiceCheck};
-use crate::sink::{FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix};
-use crate::telemetry::Unsupported;
 
 impl Aggregator {
-    pub(super) fn insert_timestamped(
-        &mut self,
-        m: &Metric<'_>,
-        ts: u64,
-    ) -> Result<(), Unsupported> {
+    pub(super) fn insert_timestamped(&mut self, m: &Metric<'_>, ts: u64) -> Result<(), Discard> {
         let kind = match m.metric_type {
             MetricType::Gauge => OutKind::Gauge,
             MetricType::Counter => OutKind::Count,
-            _ => return Err(Unsupported::TimestampedType),
+            _ => return Err(Discard::TimestampedType),
         };
         let mut out = std::mem::take(&mut self.name_out);
         if !self.stage.metric_name(m.name, &mut out) {
             self.name_out = out;
-            return Err(Unsupported::Blocked);
+            return Err(Discard::Blocked);
         }
         let extra = self.stage.extra_tags();
         let split = split_tags_with(m.tags, &out.mapped_tags, &extra);
         let host = resolve_host(split.host, self.cfg.default_host.as_deref());
         let origin = self.origin_of(&m.origin, split.internal);
-        let arena = &mut self.timestamped.arenas[0];
+        let arena = &mut self.pending.arenas[0];
         let off = desc::encode(
             arena,
             m.metric_type,
@@ -43,7 +40,7 @@ impl Aggregator {
         drop(extra);
         self.name_out = out;
         for value in m.values() {
-            self.timestamped.metrics.push(FlushedMetric {
+            self.pending.metrics.push(FlushedMetric {
                 arena: 0,
                 desc: off,
                 suffix: Suffix::None,
@@ -52,7 +49,7 @@ impl Aggregator {
                 ts,
                 interval: self.cfg.bucket_secs,
                 sketch: None,
-                raw: None,
+                whole: None,
             });
         }
         Ok(())
@@ -60,15 +57,15 @@ impl Aggregator {
 
     /// Queues an event for the next flush, in arrival order (`Err` once `max_pending_events` are
     /// waiting).
-    pub fn insert_event(&mut self, e: &Event<'_>) -> Result<(), Unsupported> {
-        if self.timestamped.events.len() >= self.cfg.max_pending_events {
-            return Err(Unsupported::EventOverflow);
+    pub fn insert_event(&mut self, e: &Event<'_>) -> Result<(), Discard> {
+        if self.pending.events.len() >= self.cfg.max_pending_events {
+            return Err(Discard::EventOverflow);
         }
         let extra = self.stage.extra_tags();
         let split = split_tags_with(e.tags, &[], &extra);
         let host = resolve_host(e.host.or(split.host), self.cfg.default_host.as_deref());
         let origin = self.origin_of(&e.origin, split.internal);
-        self.timestamped.events.push(FlushedEvent {
+        self.pending.events.push(FlushedEvent {
             title: unescape(e.title),
             text: unescape(e.text),
             ts: e.timestamp,
@@ -84,15 +81,15 @@ impl Aggregator {
     }
 
     /// Queues a service check for the next flush, in arrival order.
-    pub fn insert_service_check(&mut self, sc: &ServiceCheck<'_>) -> Result<(), Unsupported> {
-        if self.timestamped.service_checks.len() >= self.cfg.max_pending_events {
-            return Err(Unsupported::ServiceCheckOverflow);
+    pub fn insert_service_check(&mut self, sc: &ServiceCheck<'_>) -> Result<(), Discard> {
+        if self.pending.service_checks.len() >= self.cfg.max_pending_events {
+            return Err(Discard::ServiceCheckOverflow);
         }
         let extra = self.stage.extra_tags();
         let split = split_tags_with(sc.tags, &[], &extra);
         let host = resolve_host(sc.host.or(split.host), self.cfg.default_host.as_deref());
         let origin = self.origin_of(&sc.origin, split.internal);
-        self.timestamped.service_checks.push(FlushedServiceCheck {
+        self.pending.service_checks.push(FlushedServiceCheck {
             name: sc.name.to_vec(),
             status: sc.status,
             ts: sc.timestamp,
@@ -114,10 +111,11 @@ impl Aggregator {
         (!blob.is_empty()).then_some(blob)
     }
 
-    /// Takes the `|T` points, events and service checks gathered since the last call.
-    pub fn take_timestamped(&mut self) -> FlushBatch {
+    /// Takes the pending items (`|T` points, events and service checks) gathered since the last
+    /// call.
+    pub fn take_pending(&mut self) -> FlushBatch {
         std::mem::replace(
-            &mut self.timestamped,
+            &mut self.pending,
             FlushBatch {
                 arenas: vec![Vec::new()],
                 ..FlushBatch::default()
