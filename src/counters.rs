@@ -333,6 +333,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_counter() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        for spec in Counters::SPECS {
+            let row = format!("| `corestatsd.{}` |", spec.name);
+            assert!(
+                readme.contains(&row),
+                "README's Telemetry table lacks {row}"
+            );
+        }
+    }
+
+    #[test]
     fn folding_sums_counts_and_levels_and_keeps_the_largest_max() {
         let mut a = Counters {
             metrics: 3,

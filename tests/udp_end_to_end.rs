@@ -365,3 +365,29 @@ fn eol_required_drops_and_counts_an_unterminated_last_line() {
         2.0
     );
 }
+
+#[test]
+fn an_idle_udp_server_writes_few_self_metrics_and_none_for_other_transports() {
+    let mut server = Server::start(&["--bucket-secs", "1"]);
+    for _ in 0..3 {
+        server.wait_for_stderr("a window line", |l| l.contains(": window "));
+    }
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    let mut per_window: std::collections::BTreeMap<u64, usize> = Default::default();
+    for l in done.lines.iter() {
+        let name = l["name"].as_str().unwrap();
+        assert!(name.starts_with("corestatsd."), "only self metrics: {l}");
+        for tag in l["tags"].as_array().unwrap() {
+            let tag = tag.as_str().unwrap();
+            assert!(
+                !tag.starts_with("transport:") || tag == "transport:udp",
+                "a transport that is not enabled: {l}"
+            );
+            assert!(!tag.starts_with("shard:"), "sums, not per shard: {l}");
+        }
+        *per_window.entry(l["ts"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert!(per_window.len() >= 3, "{per_window:?}");
+    assert!(per_window.values().all(|&n| n <= 25), "{per_window:?}");
+}

@@ -1,7 +1,9 @@
 //! DogStatsD datagram parsing: bytes in, borrowed messages out.
 //!
-//! Owns the wire grammar and nothing else: no I/O, no glommio, no allocation. Every parsed value
-//! borrows the receive buffer it came from. Errors are a small `Copy` kind that the caller counts;
+//! Owns the wire grammar and nothing else: no I/O, no glommio, and no allocation on the metric
+//! path. Every parsed value borrows the receive buffer it came from; the one allocation here is
+//! `event::unescape`, which makes an event's owned title and text when it is queued for the
+//! next flush (events are not aggregated, and leave the shard). Errors are a small `Copy` kind that the caller counts;
 //! a bad line never stops the rest of its datagram.
 
 pub mod event;
@@ -35,8 +37,7 @@ pub fn message_kind(line: &[u8]) -> MessageKind {
 }
 
 /// Iterates the lines of a datagram: split on `\n`, one trailing `\r` removed, empty lines skipped.
-///
-/// `unterminated` reports whether the last line had no `\n` (for `--eol-required`).
+/// (Whether the last line was terminated, for `--eol-required`, is the receiver's check.)
 pub struct Lines<'a> {
     rest: &'a [u8],
 }

@@ -429,6 +429,19 @@ mod tests {
         }
     }
 
+    /// A batch of one distribution point holding `sk`.
+    fn distribution(sk: &Sketch) -> FlushBatch {
+        batch_of(
+            MetricType::Distribution,
+            FlushedMetric {
+                kind: OutKind::Distribution,
+                value: sk.count,
+                sketch: Some(Box::new(sk.clone())),
+                ..point()
+            },
+        )
+    }
+
     fn packets(batch: &FlushBatch, max: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         Encoder::new(max).encode(batch, &mut |p: &[u8], _| out.push(p.to_vec()));
@@ -500,15 +513,7 @@ mod tests {
                 if i % 3 == 0 { 10.0 } else { 1.0 },
             );
         }
-        let b = batch_of(
-            MetricType::Distribution,
-            FlushedMetric {
-                kind: OutKind::Distribution,
-                value: sk.count,
-                sketch: Some(Box::new(sk.clone())),
-                ..point()
-            },
-        );
+        let b = distribution(&sk);
         let ps = packets(&b, 512);
         assert!(ps.iter().all(|p| p.len() <= 512));
         let Agg::Distribution(back) = reaggregate(MetricType::Distribution, &ps) else {
@@ -551,15 +556,7 @@ mod tests {
             sk.insert(1.0, MAX_SAMPLE_WEIGHT);
         }
         sk.insert(5.0, 1.5);
-        let b = batch_of(
-            MetricType::Distribution,
-            FlushedMetric {
-                kind: OutKind::Distribution,
-                value: sk.count,
-                sketch: Some(Box::new(sk.clone())),
-                ..point()
-            },
-        );
+        let b = distribution(&sk);
         let ps = packets(&b, 1432);
         let Agg::Distribution(back) = reaggregate(MetricType::Distribution, &ps) else {
             unreachable!()
