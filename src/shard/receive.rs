@@ -343,6 +343,14 @@ fn resolve_origin(
     }
 }
 
+/// What ended an accept loop's wait.
+enum Accepted {
+    Conn(glommio::Result<glommio::net::AcceptedTcpStream, ()>),
+    Stop,
+    /// Stopping, and no connection came for `STREAM_DRAIN_WAIT`.
+    Quiet,
+}
+
 /// A stream listener and its descriptor (glommio's `TcpListener` does not expose it).
 struct Listener {
     inner: TcpListener,
@@ -358,22 +366,38 @@ async fn accept_loop(
 ) {
     let transport = stream.transport();
     let mut errors = 0u64;
+    let mut stopping = false;
+    // Connections accepted once stopping: served from tasks this one awaits, as the receive
+    // gate, closing, takes no new tasks.
+    let mut serving = Vec::new();
     loop {
         // A flood of connections (refused ones above all) keeps every accept ready at once:
         // without this the loop would never give the shard's other tasks a turn.
         glommio::yield_if_needed().await;
-        let accepted = futures_lite::future::or(
-            async { Some(listener.inner.shared_accept().await) },
-            async {
-                stopped(&shard).await;
-                None
-            },
-        )
-        .await;
+        // One accept, kept across the stop: an io_uring accept dropped after the kernel gave
+        // it a connection would lose that connection and what its client sent. Once stopping,
+        // the same accept is awaited until the listener has been quiet for a moment.
+        let mut accept =
+            std::pin::pin!(async { Accepted::Conn(listener.inner.shared_accept().await) });
+        let accepted = loop {
+            let other = async {
+                if stopping {
+                    glommio::timer::sleep(STREAM_DRAIN_WAIT).await;
+                    Accepted::Quiet
+                } else {
+                    stopped(&shard).await;
+                    Accepted::Stop
+                }
+            };
+            match futures_lite::future::or(accept.as_mut(), other).await {
+                Accepted::Stop => stopping = true,
+                done => break done,
+            }
+        };
         let conn = match accepted {
-            None => break,
-            Some(Ok(a)) => a.bind_to_executor(),
-            Some(Err(e)) => {
+            Accepted::Quiet | Accepted::Stop => break,
+            Accepted::Conn(Ok(a)) => a.bind_to_executor(),
+            Accepted::Conn(Err(e)) => {
                 // Out of descriptors, or a connection reset before it was accepted.
                 socket_error(&shard, transport, "accept", &mut errors, &e);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -383,6 +407,12 @@ async fn accept_loop(
         let Some(serve) = admit(&shard, conn, stream, framing) else {
             continue;
         };
+        if stopping {
+            if let Ok(task) = glommio::spawn_local_into(serve, queue) {
+                serving.push(task);
+            }
+            continue;
+        }
         match shard.receivers.spawn_into(serve, queue) {
             Ok(task) => {
                 task.detach();
@@ -394,20 +424,23 @@ async fn accept_loop(
             }
         }
     }
-    drain_backlog(&shard, &listener, stream, framing, queue).await;
+    drain_backlog(&shard, &listener, stream, framing, queue, &mut serving);
+    for task in serving {
+        task.await;
+    }
 }
 
 /// At a stop: the connections still waiting in the listen backlog hold data their clients
-/// believe delivered. Each is accepted and read until its client falls quiet, like an open one;
-/// this task waits for them, so the stop (which waits for this task) does too.
-async fn drain_backlog(
+/// believe delivered. Each is accepted and read until its client falls quiet, like an open one,
+/// from a task put in `serving`, which the accept task awaits (and the stop waits for it).
+fn drain_backlog(
     shard: &Rc<Shard>,
     listener: &Listener,
     stream: Stream,
     framing: Framing,
     queue: TaskQueueHandle,
+    serving: &mut Vec<glommio::Task<()>>,
 ) {
-    let mut serving = Vec::new();
     loop {
         // SAFETY: accept4 on our own listening descriptor, no address buffers.
         let fd = unsafe {
@@ -430,9 +463,6 @@ async fn drain_backlog(
                 serving.push(task);
             }
         }
-    }
-    for task in serving {
-        task.await;
     }
 }
 
