@@ -11,7 +11,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use corestatsd::bench_api::{CHUNK, Counters, HistogramOutput, Merger, Suffix, ingest};
+use corestatsd::bench_api::{
+    CHUNK, Contexts, Counters, HistogramOutput, Merger, NEWS_CHUNK, Suffix, ingest,
+};
 
 struct Counting;
 
@@ -40,8 +42,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// Heap per live context, everything a context costs in the process: its half on the shard
+/// (context table, alias and key tables) and its description in the sink's context table, which
+/// learns the shard's news as the sink thread does.
 fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> String) {
     let mut agg = workloads::aggregator();
+    let mut table = Contexts::default();
     let mut counters = Counters::default();
     let before = LIVE.load(Ordering::Relaxed);
     let mut buf = String::new();
@@ -49,14 +55,27 @@ fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> Stri
         buf.clear();
         buf.push_str(&line(i));
         ingest(&mut agg, &mut counters, [buf.as_bytes()], 0);
+        if let Some(news) = agg.take_news(NEWS_CHUNK) {
+            table.learn(&news);
+        }
     }
-    let after = LIVE.load(Ordering::Relaxed);
-    assert_eq!(agg.live_contexts(), contexts);
+    if let Some(news) = agg.take_news(0) {
+        table.learn(&news);
+    }
+    assert_eq!((agg.live_contexts(), table.len()), (contexts, contexts));
+    let per = |bytes: usize| bytes as f64 / contexts as f64;
+    let total = LIVE.load(Ordering::Relaxed) - before;
     println!(
         "memory  {label:<58} {:>7.1} bytes/context ({} contexts, {:.1} MiB heap)",
-        (after - before) as f64 / contexts as f64,
+        per(total),
         contexts,
-        (after - before) as f64 / (1 << 20) as f64
+        total as f64 / (1 << 20) as f64
+    );
+    drop(table);
+    println!(
+        "        of which the sink's context table {:>7.1}, the shard {:>7.1}",
+        per(total - (LIVE.load(Ordering::Relaxed) - before)),
+        per(LIVE.load(Ordering::Relaxed) - before)
     );
 }
 
@@ -101,13 +120,13 @@ fn flush_pause(contexts: usize) {
     let batch = closed.batches.into_iter().next().unwrap();
     let merge_start = Instant::now();
     let batch_window = batch.window;
-    let arena = merger.accept_arena(batch_window, batch.descs);
+    merger.accept_freed(batch_window, batch.freed);
     let mut longest_merge = Duration::ZERO;
     let mut partials = batch.partials.into_iter().peekable();
     while partials.peek().is_some() {
         let t = Instant::now();
         for p in partials.by_ref().take(CHUNK) {
-            merger.merge(batch_window, arena, p);
+            merger.merge(batch_window, p);
         }
         longest_merge = longest_merge.max(t.elapsed());
     }

@@ -11,9 +11,9 @@ mod workloads;
 use std::hint::black_box;
 
 use corestatsd::bench_api::{
-    AGENT_LIMITS, Aggregator, Compression, ContextBatch, CountersAs, Encoding, FlushBatch,
-    FlushedMetric, GROUP, HistogramOutput, JsonlSink, Merger, Metric, Sink, Suffix, encode_batch,
-    parse_metric, prometheus, relay,
+    AGENT_LIMITS, Aggregator, Compression, ContextBatch, Contexts, CountersAs, Encoding,
+    FlushBatch, FlushedMetric, GROUP, HistogramOutput, JsonlSink, Merger, Metric, NewContexts,
+    Sink, Suffix, View, encode_batch, parse_metric, prometheus, relay,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -38,7 +38,8 @@ fn output() -> HistogramOutput {
 }
 
 /// A closed window of `contexts` mixed tagged contexts, as their owner receives it.
-fn closed_batch(contexts: usize) -> ContextBatch {
+/// One shard's closed window of `contexts` contexts, and the news of them for the sink.
+fn closed_batch(contexts: usize) -> (ContextBatch, NewContexts) {
     let lines = workloads::mixed_tagged(contexts * 2, contexts);
     let mut agg = workloads::aggregator();
     insert_all(&mut agg, &parsed(&lines));
@@ -48,7 +49,9 @@ fn closed_batch(contexts: usize) -> ContextBatch {
             break c;
         }
     };
-    closed.batches.into_iter().next().expect("one owner")
+    let news = agg.take_news(0).expect("new contexts");
+    let batch = closed.batches.into_iter().next().expect("one owner");
+    (batch, news)
 }
 
 fn stages(c: &mut Criterion) {
@@ -86,7 +89,7 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(10_000));
     g.bench_function("merge_and_expand/10k_contexts", |b| {
         b.iter_batched(
-            || closed_batch(10_000),
+            || closed_batch(10_000).0,
             |batch| {
                 let mut m = Merger::new(1, 10, 512, output());
                 black_box(m.add(batch))
@@ -96,14 +99,17 @@ fn stages(c: &mut Criterion) {
     });
 
     // Encode: the jsonl sink writing a flushed window's points (to io::sink).
+    // The sink thread learns the window's new contexts and resolves its points first, untimed.
+    let mut contexts = Contexts::default();
     let mut m = Merger::new(1, 10, 512, output());
-    let flushed: FlushBatch = m
-        .add(closed_batch(10_000))
-        .expect("one owner: ready at once");
+    let (batch, news) = closed_batch(10_000);
+    contexts.learn(&news);
+    let flushed = described(&contexts, m.add(batch).expect("one owner: ready at once"));
+    let view = View::new(&flushed, &contexts);
     let mut sink = JsonlSink::new(Box::new(std::io::sink()));
     g.throughput(Throughput::Elements(flushed.items()));
     g.bench_function("jsonl_encode/points", |b| {
-        b.iter(|| sink.write(black_box(&flushed)).expect("io::sink"))
+        b.iter(|| sink.write(black_box(view)).expect("io::sink"))
     });
 
     // The same window through the other downstreams' encoders, compression included.
@@ -113,13 +119,13 @@ fn stages(c: &mut Criterion) {
         limits: AGENT_LIMITS,
     };
     g.bench_function("datadog_encode_zstd/points", |b| {
-        b.iter(|| encode_batch(black_box(&flushed), &enc).expect("encodes"))
+        b.iter(|| encode_batch(black_box(view), &enc).expect("encodes"))
     });
     // A fresh encoder each time: a series repeated at one timestamp would be skipped.
     g.bench_function("remote_write_encode_snappy/points", |b| {
         b.iter_batched(
             || prometheus::Encoder::new(900),
-            |mut e| e.encode_batch(black_box(&flushed)).expect("encodes"),
+            |mut e| e.encode_batch(black_box(view)).expect("encodes"),
             BatchSize::SmallInput,
         )
     });
@@ -143,24 +149,40 @@ fn stages(c: &mut Criterion) {
                     ..FlushBatch::default()
                 }
             },
-            |batch| rw.encode_batch(black_box(&batch)).expect("encodes"),
+            |batch| {
+                rw.encode_batch(black_box(View::new(&batch, &contexts)))
+                    .expect("encodes")
+            },
             BatchSize::LargeInput,
         )
     });
-    let whole = Merger::new(1, 10, 512, output())
-        .keeping_whole(true)
-        .add(closed_batch(10_000))
-        .expect("one owner: ready at once");
+    let (batch, news) = closed_batch(10_000);
+    contexts.learn(&news);
+    let whole = described(
+        &contexts,
+        Merger::new(1, 10, 512, output())
+            .keeping_whole(true)
+            .add(batch)
+            .expect("one owner: ready at once"),
+    );
     let mut relay = relay::Encoder::new(1432);
     g.throughput(Throughput::Elements(whole.items()));
     g.bench_function("relay_encode/contexts", |b| {
         b.iter(|| {
             let mut bytes = 0;
-            relay.encode(black_box(&whole), &mut |p: &[u8], _| bytes += p.len());
+            let view = View::new(&whole, &contexts);
+            relay.encode(black_box(view), &mut |p: &[u8], _| bytes += p.len());
             bytes
         })
     });
     g.finish();
+}
+
+/// What the sink thread does before handing a batch to a sink: resolves each point's
+/// description in its context table.
+fn described(contexts: &Contexts, mut batch: FlushBatch) -> FlushBatch {
+    contexts.resolve(&mut batch);
+    batch
 }
 
 criterion_group!(benches, stages);

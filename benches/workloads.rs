@@ -15,6 +15,17 @@ pub fn tagged_line(ctx: usize, kind: &str, value: u64) -> String {
     )
 }
 
+/// A line of a context never seen before (issue 13's shape): a 30-byte name (1000 distinct),
+/// ten tags of which one (`request_id`) is unique to the context; about 230 bytes.
+pub fn unique_line(ctx: usize) -> String {
+    format!(
+        "svc.checkout.request.time.{:04}:1|c|#env:production,region:eu-west-1,az:eu-west-1a,\
+         service:checkout-api,version:1.24.3,team:payments,tier:backend,cluster:prod-eu-1,\
+         endpoint:/api/v2/orders,request_id:{ctx:010}",
+        ctx % 1000
+    )
+}
+
 /// `n` mixed-type tagged lines over `contexts` contexts (types rotate with the context).
 pub fn mixed_tagged(n: usize, contexts: usize) -> Vec<Vec<u8>> {
     const KINDS: [&str; 6] = ["c", "g", "h", "ms", "d", "s"];

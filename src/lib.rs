@@ -57,9 +57,11 @@ pub use run::{RunError, run};
 /// nothing more. Not a stable interface.
 #[doc(hidden)]
 pub mod bench_api {
-    pub use crate::aggregate::{AggregateConfig, Aggregator, ContextBatch, GROUP, ingest};
+    pub use crate::aggregate::{
+        AggregateConfig, Aggregator, ContextBatch, GROUP, NEWS_CHUNK, ingest,
+    };
     pub use crate::counters::Counters;
-    pub use crate::flushed::{FlushBatch, FlushedMetric, Suffix};
+    pub use crate::flushed::{Contexts, FlushBatch, FlushedMetric, NewContexts, Suffix, View};
     pub use crate::map::{Mapper, NameConfig, NameOut, ProfileSpec, Reference, Stage, check};
     pub use crate::merge::{HistogramOutput, Merger};
     pub use crate::protocol::{Metric, parse_metric, parse_metric_into};

@@ -1,6 +1,7 @@
 //! What a window close hands out: one `ContextBatch` per owning shard, holding each context's
-//! partial aggregate and a self-contained description of it. The only per-window values that
-//! cross cores: owned and `Send`, with nothing that refers to a shard's interner.
+//! partial aggregate by canonical key (descriptions went to the sink's context table once, when
+//! each context was created) and the contexts freed since the last close. The only per-window
+//! values that cross cores: owned and `Send`.
 
 use crate::values::Agg;
 
@@ -14,8 +15,6 @@ pub fn owner_of(key: u64, shards: usize) -> usize {
 #[derive(Debug)]
 pub struct Partial {
     pub key: u64,
-    /// Offset of the context's description in the batch's `descs` arena.
-    pub desc: u32,
     pub agg: Agg,
 }
 
@@ -25,8 +24,9 @@ pub struct Partial {
 pub struct ContextBatch {
     /// Window start, unix seconds.
     pub window: u64,
-    pub descs: Vec<u8>,
     pub partials: Vec<Partial>,
+    /// Contexts this owner owns that the shard freed since its last close.
+    pub freed: Vec<u64>,
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 
 mod batch;
 mod ingest;
-pub mod intern;
 mod pending;
 
 use std::hash::{BuildHasher, Hasher};
@@ -26,12 +25,11 @@ use hashbrown::{HashSet, HashTable};
 pub use batch::{ContextBatch, Partial, owner_of};
 pub use ingest::{Packet, ingest};
 
-use crate::flushed::{FlushBatch, desc};
+use crate::flushed::{FlushBatch, NewContexts, desc};
 use crate::map::{NameConfig, NameOut, Stage};
 use crate::protocol::origin::{self, InternalTags, MagicTag, Precedence, magic_tag};
 use crate::protocol::{Metric, MetricType, TagIter};
 use crate::values::{Agg, prefetch};
-use intern::{Interner, NO_SYM, Sym};
 
 /// Why the aggregator did not take a well-formed message (counted by `ingest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +52,25 @@ const NO_CONTEXT: u32 = u32::MAX;
 /// Blocked alias keys remembered per shard before the set starts over.
 const MAX_BLOCKED_KEYS: usize = 1 << 16;
 
-/// The alias table's per-entry check: the high half (the table's bucket comes from the low bits).
-fn fingerprint(alias: u64) -> u32 {
-    (alias >> 32) as u32
+/// What `by_alias` and `by_key` store of a key, beside the context's slot: its low half. The
+/// table's own hash is derived from it (`table_hash`), so growing a table reads only its entries:
+/// hashing through the context arrays instead made every rehash a cache miss per entry (8 % of
+/// the new-context path, `cargo bench --bench new_contexts`).
+fn low(key: u64) -> u32 {
+    key as u32
 }
+
+/// A table hash from a key's low half: spread so hashbrown's tag byte (the top bits) and bucket
+/// (the low bits) both vary.
+fn table_hash(low: u32) -> u64 {
+    u64::from(low).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(low)
+}
+
+/// News of new contexts a shard holds before sending them to the sink; they also go at every
+/// window close. Small enough to stay in the allocator's reused memory (a window's worth at
+/// 500k new contexts/s was a 1.3 GB arena of fresh pages), large enough to cost one channel
+/// message per ~1000 contexts.
+pub const NEWS_CHUNK: usize = 256 << 10;
 
 /// A tag list as sent split into its magic tags and the tags a context (or event, or check) keeps,
 /// sorted and deduplicated.
@@ -68,8 +81,73 @@ struct SplitTags<'a> {
     tags: Vec<&'a [u8]>,
 }
 
+/// What a new context's key needs of its tags: the client's and the mapper's without the magic
+/// tags (whose values it keeps), plus the extra ones, deduplicated, each reduced to its hash. The
+/// canonical key sums them (`sum`), which is order-free without sorting: sorting them, by bytes
+/// or even by hash, was a quarter of the new-context path (`cargo bench --bench new_contexts`:
+/// 805k -> 1.02M contexts/s without it). The strings themselves go to the sink's context table
+/// as the lists they came in (`desc::encode_new`); it sorts them once, when it learns the context.
+#[derive(Default)]
+struct ContextTags<'a> {
+    /// The last `host:` value.
+    host: Option<&'a [u8]>,
+    internal: InternalTags<'a>,
+    /// The tags' hashes, deduplicated (the vector is reused from context to context).
+    hashes: Vec<u64>,
+    /// The wrapping sum of `mix(hash)` over them.
+    sum: u64,
+}
+
+/// A tag's hash, remixed before the sum so that sums of related hashes do not cancel.
+fn mix(h: u64) -> u64 {
+    let h = (h ^ (h >> 31)).wrapping_mul(0x7fb5_d329_728e_a185);
+    h ^ (h >> 27)
+}
+
+impl<'a> ContextTags<'a> {
+    fn split(
+        state: &FixedState,
+        mut hashes: Vec<u64>,
+        sent: &'a [u8],
+        mapped: &'a [Vec<u8>],
+        extra: &'a [Box<[u8]>],
+    ) -> Self {
+        hashes.clear();
+        let mut out = ContextTags {
+            hashes,
+            ..ContextTags::default()
+        };
+        // Bit `hash % 128` of each tag seen: a duplicate is looked for only when its bit is set.
+        let mut seen = 0u128;
+        let mut add = |out: &mut ContextTags<'a>, tag: &[u8]| {
+            let hash = state.hash_one(tag);
+            let bit = 1u128 << (hash & 127);
+            if seen & bit != 0 && out.hashes.contains(&hash) {
+                return;
+            }
+            seen |= bit;
+            out.sum = out.sum.wrapping_add(mix(hash));
+            out.hashes.push(hash);
+        };
+        let all = TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice));
+        for tag in all {
+            match magic_tag(tag) {
+                Some(MagicTag::Host(h)) => out.host = Some(h),
+                Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
+                Some(MagicTag::Card(c)) => out.internal.card = Some(c),
+                None => add(&mut out, tag),
+            }
+        }
+        for t in extra {
+            add(&mut out, t);
+        }
+        out
+    }
+}
+
 /// Splits the client's tags and the mapper's (both may hold magic tags), plus extra tags, which
-/// are always plain.
+/// are always plain: for the pending items (`|T` points, events, checks), whose tags are sorted
+/// here.
 fn split_tags_with<'a>(
     sent: &'a [u8],
     mapped: &'a [Vec<u8>],
@@ -138,25 +216,23 @@ pub struct AggregateConfig {
 /// reads of names and tags off the lines the receive path writes.)
 #[repr(align(32))]
 struct Slot {
-    /// Low half of the alias key; the high half is the fingerprint in `by_alias`.
-    alias_lo: u32,
+    /// High half of the alias key; the low half is in `by_alias`.
+    alias_hi: u32,
     /// Window index of the last sample; `agg` (when set) belongs to that window.
     last_seen: u32,
     agg: Option<Agg>,
 }
 
-/// The rest of a context, touched when it is created, swept or freed.
+/// The rest of a context, touched when it is created, swept or freed. No strings: a context's
+/// description went to the sink's context table once, when it was created (`ContextNews`).
 struct Meta {
     /// Canonical key: identical on every shard for the same context, used for ownership.
     key: u64,
     /// Alias key of the tag order first seen: its entry in `by_alias`, for the fast path.
     alias: u64,
-    name: Sym,
-    host: Sym,
-    /// The canonical origin blob (`protocol::origin`), `NO_SYM` when there is none.
-    origin: Sym,
-    tags: Box<[Sym]>,
     metric_type: MetricType,
+    /// False once freed (the slot waits in `free`).
+    live: bool,
 }
 
 /// A closed window ready to leave the shard.
@@ -177,17 +253,16 @@ pub struct Aggregator {
     cfg: AggregateConfig,
     state: FixedState,
     alias_state: FixedState,
-    interner: Interner,
     /// Contexts by slot id, in two parallel halves.
     slots: Vec<Slot>,
     metas: Vec<Meta>,
     free: Vec<u32>,
-    /// (fingerprint of the alias key, context slot): the table the fast path probes. Probing
-    /// compares fingerprints only, so it touches no context; the full key is checked when the
+    /// (low half of the alias key, context slot): the table the fast path probes. Probing
+    /// compares the low half only, so it touches no context; the high half is checked when the
     /// context is loaded to be aggregated anyway.
     by_alias: HashTable<(u32, u32)>,
-    /// Context slots by canonical key, probed only when the alias key misses.
-    by_key: HashTable<u32>,
+    /// (low half of the canonical key, context slot), probed only when the alias key misses.
+    by_key: HashTable<(u32, u32)>,
     live: usize,
     /// Index of the open window (`start / bucket_secs`).
     window: u32,
@@ -200,9 +275,19 @@ pub struct Aggregator {
     /// Alias keys of blocked metrics: a blocked metric costs two probes, not a trip through the
     /// stage. Cleared when it reaches `MAX_BLOCKED_KEYS`.
     blocked_aliases: HashSet<u64>,
-    /// Sizes of the last closed window's batches per owner (descs bytes, partials), so the next
-    /// close allocates once instead of growing (and copying) mid-sweep.
-    last_batch_sizes: Vec<(usize, usize)>,
+    /// Partials in the last closed window's batches per owner, so the next close allocates once
+    /// instead of growing (and copying) mid-sweep.
+    last_batch_sizes: Vec<usize>,
+    /// Descriptions of the contexts created since the news was last taken (`take_news`).
+    news: NewContexts,
+    /// Contexts freed since the last close, per owner: sent with the next close's batches.
+    freed: Vec<Vec<u64>>,
+    /// The tag hashes of the context being resolved (`ContextTags`), kept for the allocation.
+    tag_hashes: Vec<u64>,
+    /// The mapper's tags of the context being created, comma-joined as the news carries them.
+    mapped_list: Vec<u8>,
+    /// `--tag`, comma-joined once.
+    extra_list: Box<[u8]>,
     /// What bypasses the windows and waits for the next flush, in arrival order: `|T` gauges and
     /// counters (with their own timestamps), events and service checks.
     pending: FlushBatch,
@@ -212,12 +297,13 @@ impl Aggregator {
     /// `now_secs` (unix) picks the first open window.
     pub fn new(cfg: AggregateConfig, now_secs: u64) -> Self {
         let stage = Stage::new(&cfg.names);
+        let extra_list = stage.extra_tags().join(&b","[..]).into_boxed_slice();
         let window = (now_secs / u64::from(cfg.bucket_secs)) as u32;
+        let owners = cfg.owners;
         Aggregator {
             cfg,
             state: FixedState::with_seed(KEY_SEED),
             alias_state: FixedState::with_seed(ALIAS_SEED),
-            interner: Interner::default(),
             slots: Vec::new(),
             metas: Vec::new(),
             free: Vec::new(),
@@ -231,6 +317,11 @@ impl Aggregator {
             name_out: NameOut::default(),
             blocked_aliases: HashSet::new(),
             last_batch_sizes: Vec::new(),
+            news: NewContexts::default(),
+            freed: vec![Vec::new(); owners],
+            tag_hashes: Vec::new(),
+            mapped_list: Vec::new(),
+            extra_list,
             pending: FlushBatch {
                 arenas: vec![Vec::new()],
                 ..FlushBatch::default()
@@ -249,6 +340,28 @@ impl Aggregator {
 
     pub fn live_contexts(&self) -> usize {
         self.live
+    }
+
+    /// The descriptions of contexts created since the last call, once they hold at least
+    /// `min_bytes` (0: any). The shard sends them to the sink thread: in chunks as they grow,
+    /// and at every window close before its batches leave.
+    pub fn take_news(&mut self, min_bytes: usize) -> Option<NewContexts> {
+        if self.news.is_empty() || self.news.arena.len() < min_bytes {
+            return None;
+        }
+        let capacity = self
+            .news
+            .arena
+            .capacity()
+            .min(NEWS_CHUNK + (NEWS_CHUNK >> 2));
+        let contexts = self.news.contexts.capacity().min(NEWS_CHUNK / 64);
+        Some(std::mem::replace(
+            &mut self.news,
+            NewContexts {
+                arena: Vec::with_capacity(capacity),
+                contexts: Vec::with_capacity(contexts),
+            },
+        ))
     }
 
     /// The map stage's counts (mapper cache hits and misses, names mapped) since the last call.
@@ -284,10 +397,10 @@ impl Aggregator {
                 continue;
             }
             let alias = self.alias_key(m);
-            let fp = fingerprint(alias);
+            let lo = low(alias);
             let id = self
                 .by_alias
-                .find(alias, |&(f, _)| f == fp)
+                .find(table_hash(lo), |&(l, _)| l == lo)
                 .map_or(NO_CONTEXT, |&(_, id)| id);
             if id != NO_CONTEXT {
                 prefetch(self.slots.as_ptr().wrapping_add(id as usize));
@@ -307,7 +420,7 @@ impl Aggregator {
                 continue;
             }
             let id = match self.slots.get(id as usize) {
-                Some(c) if c.alias_lo == alias as u32 => id,
+                Some(c) if c.alias_hi == (alias >> 32) as u32 => id,
                 _ => self.resolve_slow(m, alias),
             };
             if id == NO_CONTEXT {
@@ -321,11 +434,11 @@ impl Aggregator {
     /// Finds or creates the context of `m` the thorough way; `NO_CONTEXT` if it is blocked.
     fn resolve_slow(&mut self, m: &Metric<'_>, alias: u64) -> u32 {
         let metas = &self.metas;
-        // Exact alias match: a fingerprint collision, or a context created earlier in this group.
-        if let Some(&(_, id)) = self
-            .by_alias
-            .find(alias, |&(_, id)| metas[id as usize].alias == alias)
-        {
+        // Exact alias match: a low-half collision, or a context created earlier in this group.
+        let lo = low(alias);
+        if let Some(&(_, id)) = self.by_alias.find(table_hash(lo), |&(l, id)| {
+            l == lo && metas[id as usize].alias == alias
+        }) {
             return id;
         }
         if self.blocked_aliases.contains(&alias) {
@@ -335,16 +448,26 @@ impl Aggregator {
         let id = if self.stage.metric_name(m.name, &mut out) {
             let extra = self.stage.extra_tags();
             let name = out.renamed.as_deref().unwrap_or(m.name);
-            let split = split_tags_with(m.tags, &out.mapped_tags, &extra);
-            let key = self.context_key(name, m, &split);
+            let hashes = std::mem::take(&mut self.tag_hashes);
+            let tags = ContextTags::split(&self.state, hashes, m.tags, &out.mapped_tags, &extra);
+            let key = self.context_key(name, m, &tags);
             let metas = &self.metas;
-            match self.by_key.find(key, |&id| metas[id as usize].key == key) {
+            let lo = low(key);
+            let found = self.by_key.find(table_hash(lo), |&(l, id)| {
+                l == lo && metas[id as usize].key == key
+            });
+            let id = match found {
                 // Same context, tags in another order (or another name as sent mapped to it):
                 // served by this path each time rather than adding aliases that would have to
                 // be tracked and freed.
-                Some(&id) => id,
-                None => self.create_context(key, alias, name, m.metric_type, &split),
-            }
+                Some(&(_, id)) => id,
+                None => {
+                    let lists = (m.tags, &out.mapped_tags[..]);
+                    self.create_context(key, alias, name, m.metric_type, tags.host, lists)
+                }
+            };
+            self.tag_hashes = tags.hashes;
+            id
         } else {
             if self.blocked_aliases.len() >= MAX_BLOCKED_KEYS {
                 self.blocked_aliases.clear();
@@ -396,7 +519,7 @@ impl Aggregator {
 
     /// The canonical key of a context: final name, type, host, origin and tags, with a seed
     /// every shard shares. Leaves the canonical origin in `origin_buf` (empty for none).
-    fn context_key(&mut self, name: &[u8], m: &Metric<'_>, split: &SplitTags<'_>) -> u64 {
+    fn context_key(&mut self, name: &[u8], m: &Metric<'_>, split: &ContextTags<'_>) -> u64 {
         origin::encode(
             &mut self.origin_buf,
             &m.origin,
@@ -415,38 +538,49 @@ impl Aggregator {
             None => h.write_u8(2),
         }
         h.write(&self.origin_buf);
-        // The tags are sorted and deduplicated, so this order is the same for every sender.
-        h.write_usize(split.tags.len());
-        for t in &split.tags {
-            h.write_u64(self.state.hash_one(t));
-        }
+        // Deduplicated, and summed: the same for every order a sender uses.
+        h.write_usize(split.hashes.len());
+        h.write_u64(split.sum);
         h.finish()
     }
 
+    /// Adds a context, and its description to the news for the sink's context table: `name`,
+    /// the host, the origin left in `origin_buf`, and the tag lists (the client's, the mapper's;
+    /// the extra ones are the shard's).
     fn create_context(
         &mut self,
         key: u64,
         alias: u64,
         name: &[u8],
         metric_type: MetricType,
-        split: &SplitTags<'_>,
+        host_tag: Option<&[u8]>,
+        (sent, mapped): (&[u8], &[Vec<u8>]),
     ) -> u32 {
-        let host = self
-            .interner
-            .intern_optional(resolve_host(split.host, self.cfg.default_host.as_deref()));
+        self.mapped_list.clear();
+        for (i, t) in mapped.iter().enumerate() {
+            if i > 0 {
+                self.mapped_list.push(b',');
+            }
+            self.mapped_list.extend_from_slice(t);
+        }
+        let news = &mut self.news;
+        let offset = desc::encode_new(
+            &mut news.arena,
+            metric_type,
+            name,
+            resolve_host(host_tag, self.cfg.default_host.as_deref()),
+            (!self.origin_buf.is_empty()).then_some(&self.origin_buf[..]),
+            [sent, &self.mapped_list, &self.extra_list],
+        );
+        news.contexts.push((key, offset));
         let meta = Meta {
             key,
             alias,
-            name: self.interner.intern(name),
-            host,
-            origin: self
-                .interner
-                .intern_optional((!self.origin_buf.is_empty()).then_some(&self.origin_buf[..])),
-            tags: split.tags.iter().map(|t| self.interner.intern(t)).collect(),
             metric_type,
+            live: true,
         };
         let slot = Slot {
-            alias_lo: alias as u32,
+            alias_hi: (alias >> 32) as u32,
             last_seen: self.window,
             agg: None,
         };
@@ -462,13 +596,11 @@ impl Aggregator {
                 (self.metas.len() - 1) as u32
             }
         };
-        let metas = &self.metas;
+        let hash = |&(l, _): &(u32, u32)| table_hash(l);
         self.by_key
-            .insert_unique(key, id, |&i| metas[i as usize].key);
+            .insert_unique(table_hash(low(key)), (low(key), id), hash);
         self.by_alias
-            .insert_unique(alias, (fingerprint(alias), id), |&(_, i)| {
-                metas[i as usize].alias
-            });
+            .insert_unique(table_hash(low(alias)), (low(alias), id), hash);
         self.live += 1;
         id
     }
@@ -486,15 +618,11 @@ impl Aggregator {
             window: self.window,
             batches: (0..self.cfg.owners)
                 .map(|owner| {
-                    let (descs, partials) = self
-                        .last_batch_sizes
-                        .get(owner)
-                        .copied()
-                        .unwrap_or_default();
+                    let partials = self.last_batch_sizes.get(owner).copied().unwrap_or(0);
                     ContextBatch {
                         window: window_start,
-                        descs: Vec::with_capacity(descs + descs / 8),
                         partials: Vec::with_capacity(partials + partials / 8),
+                        freed: Vec::new(),
                     }
                 })
                 .collect(),
@@ -515,7 +643,7 @@ impl Aggregator {
         let zero_fill = self.cfg.counter_zero_fill_secs.div_ceil(bucket) as u32;
         let expiry = self.cfg.context_expiry_secs.div_ceil(bucket).max(1) as u32;
         for id in start as u32..end as u32 {
-            if self.metas[id as usize].name == NO_SYM {
+            if !self.metas[id as usize].live {
                 continue;
             }
             let slot = &mut self.slots[id as usize];
@@ -546,12 +674,13 @@ impl Aggregator {
         if end < self.slots.len() {
             return None;
         }
-        let closing = self.closing.take()?;
-        self.last_batch_sizes = closing
-            .batches
-            .iter()
-            .map(|b| (b.descs.len(), b.partials.len()))
-            .collect();
+        let mut closing = self.closing.take()?;
+        self.last_batch_sizes = closing.batches.iter().map(|b| b.partials.len()).collect();
+        // Every context freed so far, the sweep's frees included: they reach the sink through
+        // each context's owner, after that owner's points of the window.
+        for (batch, freed) in closing.batches.iter_mut().zip(self.freed.iter_mut()) {
+            batch.freed = std::mem::take(freed);
+        }
         Some(ClosedWindow {
             window: u64::from(closing.window) * bucket,
             batches: closing.batches,
@@ -559,7 +688,7 @@ impl Aggregator {
         })
     }
 
-    /// Writes a context's description and aggregate into its owner's batch of the closing window.
+    /// Writes a context's aggregate into its owner's batch of the closing window.
     fn extract(&mut self, id: u32, agg: Option<Agg>, window: u32) {
         let Some(agg) = agg else { return };
         let Some(closing) = self.closing.as_mut().filter(|c| c.window == window) else {
@@ -567,41 +696,30 @@ impl Aggregator {
             debug_assert!(false, "aggregate of window {window} outside a close");
             return;
         };
-        let ctx = &self.metas[id as usize];
-        let owner = owner_of(ctx.key, self.cfg.owners);
-        let batch = &mut closing.batches[owner];
-        let i = &self.interner;
-        let desc = desc::encode(
-            &mut batch.descs,
-            ctx.metric_type,
-            i.get(ctx.name),
-            i.get_optional(ctx.host),
-            i.get_optional(ctx.origin),
-            ctx.tags.iter().map(|&t| i.get(t)),
-        );
-        batch.partials.push(Partial {
-            key: ctx.key,
-            desc,
-            agg,
-        });
+        let key = self.metas[id as usize].key;
+        closing.batches[owner_of(key, self.cfg.owners)]
+            .partials
+            .push(Partial { key, agg });
     }
 
     fn free_context(&mut self, id: u32) {
         let ctx = &mut self.metas[id as usize];
         let (key, alias) = (ctx.key, ctx.alias);
-        let syms = [ctx.name, ctx.host, ctx.origin];
-        let tags = std::mem::take(&mut ctx.tags);
-        ctx.name = NO_SYM;
+        ctx.live = false;
         self.slots[id as usize].agg = None;
-        for sym in syms.into_iter().chain(tags.iter().copied()) {
-            self.interner.release(sym);
-        }
-        if let Ok(e) = self.by_key.find_entry(key, |&c| c == id) {
+        if let Ok(e) = self
+            .by_key
+            .find_entry(table_hash(low(key)), |&(_, c)| c == id)
+        {
             e.remove();
         }
-        if let Ok(e) = self.by_alias.find_entry(alias, |&(_, c)| c == id) {
+        if let Ok(e) = self
+            .by_alias
+            .find_entry(table_hash(low(alias)), |&(_, c)| c == id)
+        {
             e.remove();
         }
+        self.freed[owner_of(key, self.cfg.owners)].push(key);
         self.live -= 1;
         self.free.push(id);
     }

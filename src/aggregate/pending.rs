@@ -6,7 +6,7 @@
 
 use super::{Aggregator, Discard, resolve_host, split_tags_with};
 use crate::flushed::{
-    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix, desc,
+    DescRef, FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix, desc,
 };
 use crate::protocol::event::unescape;
 use crate::protocol::origin::{self, InternalTags, OriginFields};
@@ -41,8 +41,10 @@ impl Aggregator {
         self.name_out = out;
         for value in m.values() {
             self.pending.metrics.push(FlushedMetric {
-                arena: 0,
-                desc: off,
+                desc: DescRef::Arena {
+                    arena: 0,
+                    offset: off,
+                },
                 suffix: Suffix::None,
                 kind,
                 value,

@@ -1,8 +1,11 @@
-//! The self-contained description of a context that crosses cores: type, name, host, origin
-//! blob and sorted tags, length-prefixed in one byte arena. Nothing in it refers to a per-core
-//! interner, so a batch full of them is plain `Send` data.
+//! A context's description: type, name, host, origin blob and sorted tags. Encoded, it is
+//! length-prefixed in one byte arena, plain `Send` data that crosses threads (a new context's
+//! news, self-metric points, `|T` points); the sink's context table keeps the same fields
+//! interned. `Desc` reads either.
 
-use crate::protocol::MetricType;
+use super::intern::{Interner, Sym};
+use crate::protocol::origin::magic_tag;
+use crate::protocol::{MetricType, TagIter};
 
 const TYPES: [MetricType; 6] = [
     MetricType::Counter,
@@ -34,6 +37,82 @@ pub fn encode<'t>(
     offset
 }
 
+/// A new context's description as a shard sends it (`NewContexts`): its final name, host and
+/// origin, and its tags as the lists they came from (the client's, the mapper's, the extra
+/// ones), each still comma-separated, with magic tags and duplicates in. The sink's context table
+/// takes them apart (`NewDesc::tags`) once, on its own thread; the shard copies each list whole
+/// (the field-by-field encoding was 520 instructions per 10-tag context under callgrind).
+pub fn encode_new(
+    arena: &mut Vec<u8>,
+    metric_type: MetricType,
+    name: &[u8],
+    host: Option<&[u8]>,
+    origin: Option<&[u8]>,
+    lists: [&[u8]; 3],
+) -> u32 {
+    let offset = arena.len() as u32;
+    let len = |b: Option<&[u8]>| 4 + b.map_or(0, <[u8]>::len);
+    let total = 1
+        + len(Some(name))
+        + len(host)
+        + len(origin)
+        + lists.iter().map(|l| 4 + l.len()).sum::<usize>();
+    arena.reserve(total);
+    arena.push(metric_type.index());
+    push_field(arena, name);
+    push_optional(arena, host);
+    push_optional(arena, origin);
+    for list in lists {
+        push_field(arena, list);
+    }
+    offset
+}
+
+/// What `encode_new` wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDesc<'a> {
+    pub metric_type: MetricType,
+    pub name: &'a [u8],
+    pub host: Option<&'a [u8]>,
+    pub origin: Option<&'a [u8]>,
+    /// The client's tags, the mapper's, the extra ones.
+    lists: [&'a [u8]; 3],
+}
+
+impl<'a> NewDesc<'a> {
+    /// Reads the description at `offset` (written by `encode_new`; see `Desc::decode`).
+    pub fn decode(arena: &'a [u8], offset: u32) -> NewDesc<'a> {
+        let mut at = offset as usize;
+        let metric_type = TYPES[arena[at] as usize];
+        at += 1;
+        let name = read_field(arena, &mut at).unwrap_or_default();
+        let host = read_field(arena, &mut at);
+        let origin = read_field(arena, &mut at);
+        let mut lists = [&[][..]; 3];
+        for list in &mut lists {
+            *list = read_field(arena, &mut at).unwrap_or_default();
+        }
+        NewDesc {
+            metric_type,
+            name,
+            host,
+            origin,
+            lists,
+        }
+    }
+
+    /// The context's tags: every list split, the magic tags (`host:`, the internal ones) of the
+    /// client's and the mapper's taken out, as the shard did when it keyed the context. Neither
+    /// sorted nor deduplicated.
+    pub fn tags(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let [client, mapped, extra] = self.lists;
+        TagIter::new(client)
+            .chain(TagIter::new(mapped))
+            .filter(|t| magic_tag(t).is_none())
+            .chain(TagIter::new(extra))
+    }
+}
+
 fn push_field(arena: &mut Vec<u8>, bytes: &[u8]) {
     arena.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     arena.extend_from_slice(bytes);
@@ -47,7 +126,7 @@ fn push_optional(arena: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-/// A decoded view of one description.
+/// A view of one description, encoded or interned.
 #[derive(Debug, Clone, Copy)]
 pub struct Desc<'a> {
     pub metric_type: MetricType,
@@ -55,8 +134,18 @@ pub struct Desc<'a> {
     pub host: Option<&'a [u8]>,
     /// The canonical origin blob (`protocol::origin::Origin::decode` reads it).
     pub origin: Option<&'a [u8]>,
-    tag_count: u32,
-    tags: &'a [u8],
+    tags: Tags<'a>,
+}
+
+/// Where a description's tags are.
+#[derive(Debug, Clone, Copy)]
+enum Tags<'a> {
+    /// `count` length-prefixed fields.
+    Encoded { count: u32, bytes: &'a [u8] },
+    Interned {
+        syms: &'a [Sym],
+        interner: &'a Interner,
+    },
 }
 
 impl<'a> Desc<'a> {
@@ -69,21 +158,50 @@ impl<'a> Desc<'a> {
         let name = read_field(arena, &mut at).unwrap_or_default();
         let host = read_field(arena, &mut at);
         let origin = read_field(arena, &mut at);
-        let tag_count = read_u32(arena, &mut at);
+        let count = read_u32(arena, &mut at);
         Desc {
             metric_type,
             name,
             host,
             origin,
-            tag_count,
-            tags: &arena[at..],
+            tags: Tags::Encoded {
+                count,
+                bytes: &arena[at..],
+            },
+        }
+    }
+
+    /// A description whose strings live in `interner`.
+    pub(crate) fn interned(
+        metric_type: MetricType,
+        interner: &'a Interner,
+        name: Sym,
+        host: Sym,
+        origin: Sym,
+        tags: &'a [Sym],
+    ) -> Desc<'a> {
+        Desc {
+            metric_type,
+            name: interner.get(name),
+            host: interner.get_optional(host),
+            origin: interner.get_optional(origin),
+            tags: Tags::Interned {
+                syms: tags,
+                interner,
+            },
         }
     }
 
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
-        let mut at = 0;
-        let tags = self.tags;
-        (0..self.tag_count as usize).map(move |_| read_field(tags, &mut at).unwrap_or_default())
+        let (count, mut encoded, interned) = match self.tags {
+            Tags::Encoded { count, bytes } => (count as usize, Some((bytes, 0)), None),
+            Tags::Interned { syms, interner } => (syms.len(), None, Some((syms, interner))),
+        };
+        (0..count).map(move |i| match (&mut encoded, interned) {
+            (Some((bytes, at)), _) => read_field(bytes, at).unwrap_or_default(),
+            (None, Some((syms, interner))) => interner.get(syms[i]),
+            (None, None) => &[][..],
+        })
     }
 }
 

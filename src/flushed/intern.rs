@@ -1,8 +1,11 @@
-//! Per-shard string interner with reference counts: a context stores 4-byte symbols instead of
-//! its name and tag strings, and strings shared by many contexts (tags, hosts) are stored once.
+//! String interner with reference counts: the sink's context table stores 4-byte symbols
+//! instead of each context's name and tag strings, so strings many contexts share (tags, hosts)
+//! are stored once.
 //!
-//! `!Send` by use: one interner per shard, touched only when a context is created or freed,
-//! never per sample.
+//! One per context table, on the sink thread, touched when a context is announced or freed.
+//! The table keeps each string's hash beside its symbol: a probe compares bytes only on a full
+//! hash match, and growing the table never reads the strings (both were a pointer chase per
+//! entry: `memcmp` and rehashing were a quarter of the new-context cost when shards interned).
 
 use std::hash::BuildHasher;
 
@@ -19,9 +22,16 @@ struct Entry {
     refs: u32,
 }
 
+impl std::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interner({} strings)", self.len())
+    }
+}
+
 #[derive(Default)]
 pub struct Interner {
-    table: HashTable<Sym>,
+    /// (hash, symbol).
+    table: HashTable<(u64, Sym)>,
     entries: Vec<Entry>,
     free: Vec<Sym>,
     state: FixedState,
@@ -37,7 +47,8 @@ impl Interner {
             state,
         } = self;
         let hash = state.hash_one(s);
-        if let Some(&sym) = table.find(hash, |&sym| &*entries[sym as usize].bytes == s) {
+        let same = |&(h, sym): &(u64, Sym)| h == hash && &*entries[sym as usize].bytes == s;
+        if let Some(&(_, sym)) = table.find(hash, same) {
             entries[sym as usize].refs += 1;
             return sym;
         }
@@ -55,9 +66,7 @@ impl Interner {
                 (entries.len() - 1) as Sym
             }
         };
-        table.insert_unique(hash, sym, |&sym| {
-            state.hash_one(&*entries[sym as usize].bytes)
-        });
+        table.insert_unique(hash, (hash, sym), |&(h, _)| h);
         sym
     }
 
@@ -82,7 +91,7 @@ impl Interner {
             return;
         }
         let hash = state.hash_one(&*entry.bytes);
-        if let Ok(found) = table.find_entry(hash, |&s| s == sym) {
+        if let Ok(found) = table.find_entry(hash, |&(_, s)| s == sym) {
             found.remove();
         }
         entries[sym as usize].bytes = Box::default();
@@ -97,7 +106,7 @@ impl Interner {
         (sym != NO_SYM).then(|| self.get(sym))
     }
 
-    #[cfg(test)]
+    /// Distinct strings held.
     pub fn len(&self) -> usize {
         self.table.len()
     }

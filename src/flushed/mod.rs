@@ -1,14 +1,18 @@
-//! The flushed form: what leaves aggregation for the downstreams. Points (`FlushedMetric`) whose
-//! context descriptions sit in byte arenas (`desc`), events and service checks, gathered in a
-//! `FlushBatch`, plus `PointWriter` for the server's own `corestatsd.*` points.
+//! The flushed form: what leaves aggregation for the downstreams. Points (`FlushedMetric`),
+//! events and service checks, gathered in a `FlushBatch`, with the news of contexts created and
+//! freed (`ContextNews`); the sink's context table (`contexts`) that turns a point's context key
+//! into its description; and `PointWriter` for the server's own `corestatsd.*` points.
 //!
 //! A leaf of the data path: it knows the per-type values (`values`) and the wire enums it carries
 //! (`protocol`), and nothing of how batches are made (`aggregate`, `merge`) or written (`sink`).
-//! Every value here is owned and `Send`: it crosses from the cores to the sink thread.
+//! Every value in a batch is owned and `Send`: it crosses from the cores to the sink thread.
 
+pub(crate) mod contexts;
 pub(crate) mod desc;
+pub(crate) mod intern;
 mod points;
 
+pub use contexts::Contexts;
 pub(crate) use points::PointWriter;
 
 use crate::protocol::event::{AlertType, Priority};
@@ -17,17 +21,19 @@ use crate::values::sketch::Sketch;
 use desc::Desc;
 
 /// How a flushed point is typed downstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutKind {
     /// A weighted sum over `interval` seconds.
     Count,
+    #[default]
     Gauge,
     Distribution,
 }
 
 /// The name suffix of histogram aggregates (`name.max`, `name.95percentile`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Suffix {
+    #[default]
     None,
     Max,
     Min,
@@ -78,12 +84,30 @@ pub fn full_name(out: &mut Vec<u8>, name: &[u8], suffix: Suffix) {
     suffix.push_to(out);
 }
 
+/// Where a point's description is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DescRef {
+    /// Encoded in the batch, at `offset` in `arenas[arena]` (self-metrics, `|T` points).
+    Arena { arena: u32, offset: u32 },
+    /// A context of the sink's table, by canonical key.
+    Context(u64),
+    /// The same, once the sink thread has looked it up (`Contexts::resolve`).
+    Slot(u32),
+}
+
+impl Default for DescRef {
+    fn default() -> Self {
+        DescRef::Arena {
+            arena: 0,
+            offset: 0,
+        }
+    }
+}
+
 /// One point ready for a downstream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FlushedMetric {
-    /// Which of the batch's arenas holds the description.
-    pub arena: u32,
-    pub desc: u32,
+    pub desc: DescRef,
     pub suffix: Suffix,
     pub kind: OutKind,
     pub value: f64,
@@ -125,6 +149,24 @@ pub struct FlushedServiceCheck {
     pub origin: Option<Vec<u8>>,
 }
 
+/// Descriptions of contexts one shard created, for the sink's context table. A shard sends
+/// them to the sink thread itself, in chunks and at every window close before its batches: a
+/// context's description so reaches the sink before any point of it (which its owner sends once
+/// it has the shard's batch).
+#[derive(Debug, Default)]
+pub struct NewContexts {
+    /// The descriptions, encoded (`desc::encode`).
+    pub arena: Vec<u8>,
+    /// (canonical key, offset of its description in `arena`).
+    pub contexts: Vec<(u64, u32)>,
+}
+
+impl NewContexts {
+    pub fn is_empty(&self) -> bool {
+        self.contexts.is_empty()
+    }
+}
+
 /// What an owner (or a shard, for timestamped points, events, service checks and telemetry)
 /// hands a sink.
 #[derive(Debug, Default)]
@@ -134,15 +176,61 @@ pub struct FlushBatch {
     /// In arrival order on their shard.
     pub events: Vec<FlushedEvent>,
     pub service_checks: Vec<FlushedServiceCheck>,
+    /// Contexts some shard freed, one reference each: the sink's table forgets them once this
+    /// batch is written. They travel through the context's owner, so after its last point.
+    pub freed: Vec<u64>,
 }
 
 impl FlushBatch {
-    pub fn desc(&self, m: &FlushedMetric) -> Desc<'_> {
-        Desc::decode(&self.arenas[m.arena as usize], m.desc)
-    }
-
     /// Points, events and service checks in the batch.
     pub fn items(&self) -> u64 {
         (self.metrics.len() + self.events.len() + self.service_checks.len()) as u64
+    }
+}
+
+#[cfg(test)]
+impl FlushBatch {
+    /// Tests: the description of a point described in the batch itself (`DescRef::Arena`;
+    /// `Contexts::describe` turns context points into such).
+    pub fn desc(&self, m: &FlushedMetric) -> Desc<'_> {
+        match m.desc {
+            DescRef::Arena { arena, offset } => Desc::decode(&self.arenas[arena as usize], offset),
+            other => panic!("{other:?} is not described in the batch"),
+        }
+    }
+}
+
+/// A batch as a sink reads it: each point's description comes from the batch itself or from the
+/// sink's context table.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub batch: &'a FlushBatch,
+    contexts: &'a Contexts,
+}
+
+/// A view reads as its batch (`view.metrics`); only descriptions need the table.
+impl std::ops::Deref for View<'_> {
+    type Target = FlushBatch;
+
+    fn deref(&self) -> &FlushBatch {
+        self.batch
+    }
+}
+
+impl<'a> View<'a> {
+    pub fn new(batch: &'a FlushBatch, contexts: &'a Contexts) -> Self {
+        View { batch, contexts }
+    }
+
+    pub fn desc(&self, m: &FlushedMetric) -> Desc<'a> {
+        match m.desc {
+            DescRef::Arena { arena, offset } => {
+                Desc::decode(&self.batch.arenas[arena as usize], offset)
+            }
+            DescRef::Slot(slot) => self.contexts.desc(slot),
+            // The sink thread resolves every key before a sink sees the batch, and drops (and
+            // counts) a point whose context is unknown; nothing else builds a `View` over keys.
+            DescRef::Context(key) => self.contexts.desc_of(key),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Self-telemetry points under construction: shards' counters and sinks' own figures become
 //! `corestatsd.*` points the same way, through one description arena per writer.
 
-use super::{FlushBatch, FlushedMetric, OutKind, Suffix, desc};
+use super::{DescRef, FlushBatch, FlushedMetric, OutKind, Suffix, desc};
 use crate::protocol::MetricType;
 
 /// Self-telemetry points under construction: one description arena, appended to a batch by
@@ -44,8 +44,10 @@ impl<'h> PointWriter<'h> {
             sorted.into_iter(),
         );
         self.points.push(FlushedMetric {
-            arena: 0,
-            desc,
+            desc: DescRef::Arena {
+                arena: 0,
+                offset: desc,
+            },
             suffix: Suffix::None,
             kind,
             value,
@@ -59,10 +61,13 @@ impl<'h> PointWriter<'h> {
     pub fn finish(self, out: &mut FlushBatch) {
         let arena = out.arenas.len() as u32;
         out.arenas.push(self.arena);
-        out.metrics.extend(
-            self.points
-                .into_iter()
-                .map(|m| FlushedMetric { arena, ..m }),
-        );
+        out.metrics
+            .extend(self.points.into_iter().map(|m| match m.desc {
+                DescRef::Arena { offset, .. } => FlushedMetric {
+                    desc: DescRef::Arena { arena, offset },
+                    ..m
+                },
+                _ => m,
+            }));
     }
 }

@@ -7,7 +7,7 @@
 use hashbrown::HashMap;
 
 use crate::aggregate::{ContextBatch, Partial};
-use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::flushed::{DescRef, FlushBatch, FlushedMetric, OutKind, Suffix};
 use crate::values::Agg;
 
 /// Which histogram aggregates to emit (`--histogram-aggregates`, `--histogram-percentiles`).
@@ -38,25 +38,20 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
-struct Merged {
-    arena: u32,
-    desc: u32,
-    agg: Agg,
-}
-
 #[derive(Default)]
 struct Pending {
     received: usize,
     /// Histogram contexts, each expanding to several points.
     histograms: usize,
-    arenas: Vec<Vec<u8>>,
-    slots: KeyMap<Merged>,
+    /// Contexts the shards freed, forwarded after the points.
+    freed: Vec<u64>,
+    slots: KeyMap<Agg>,
 }
 
 /// A window every shard has reported, being expanded into points.
 pub struct ReadyWindow {
     pub window: u64,
-    slots: hashbrown::hash_map::IntoIter<u64, Merged>,
+    slots: hashbrown::hash_map::IntoIter<u64, Agg>,
     /// The points so far; complete once `expand_step` returns true.
     pub out: FlushBatch,
 }
@@ -69,8 +64,8 @@ impl ReadyWindow {
         ReadyWindow {
             window,
             out: FlushBatch {
-                arenas: p.arenas,
                 metrics: Vec::with_capacity(points),
+                freed: p.freed,
                 ..FlushBatch::default()
             },
             slots: p.slots.into_iter(),
@@ -117,31 +112,30 @@ impl Merger {
         self
     }
 
-    /// Starts merging one batch: stores its arena and returns the index to pass to `merge`.
-    pub fn accept_arena(&mut self, window: u64, descs: Vec<u8>) -> u32 {
+    /// Starts merging one batch: keeps the contexts it says were freed for the window's output.
+    pub fn accept_freed(&mut self, window: u64, freed: Vec<u64>) {
         let expected = self.last_slots + self.last_slots / 8;
         let p = self.pending.entry(window).or_insert_with(|| Pending {
             slots: KeyMap::with_capacity_and_hasher(expected, Default::default()),
             ..Pending::default()
         });
-        p.arenas.push(descs);
-        (p.arenas.len() - 1) as u32
+        if p.freed.is_empty() {
+            p.freed = freed;
+        } else {
+            p.freed.extend(freed);
+        }
     }
 
     /// Merges one partial into its window's table.
-    pub fn merge(&mut self, window: u64, arena: u32, partial: Partial) {
+    pub fn merge(&mut self, window: u64, partial: Partial) {
         let p = self.pending.entry(window).or_default();
         match p.slots.entry(partial.key) {
             hashbrown::hash_map::Entry::Occupied(mut o) => {
-                o.get_mut().agg.merge(partial.agg, self.exact_limit)
+                o.get_mut().merge(partial.agg, self.exact_limit)
             }
             hashbrown::hash_map::Entry::Vacant(v) => {
                 p.histograms += usize::from(matches!(partial.agg, Agg::Histogram(_)));
-                v.insert(Merged {
-                    arena,
-                    desc: partial.desc,
-                    agg: partial.agg,
-                });
+                v.insert(partial.agg);
             }
         }
     }
@@ -169,9 +163,9 @@ impl Merger {
     /// Convenience for tests and single-threaded callers: merges a whole batch.
     pub fn add(&mut self, batch: ContextBatch) -> Option<FlushBatch> {
         let window = batch.window;
-        let arena = self.accept_arena(window, batch.descs);
+        self.accept_freed(window, batch.freed);
         for partial in batch.partials {
-            self.merge(window, arena, partial);
+            self.merge(window, partial);
         }
         let mut ready = self.batch_done(window)?;
         while !self.expand_step(&mut ready, usize::MAX) {}
@@ -205,10 +199,9 @@ impl Merger {
         let out = &mut ready.out;
         let interval = self.bucket_secs;
         let mut n = 0;
-        for (_, slot) in ready.slots.by_ref() {
+        for (key, agg) in ready.slots.by_ref() {
             let base = FlushedMetric {
-                arena: slot.arena,
-                desc: slot.desc,
+                desc: DescRef::Context(key),
                 suffix: Suffix::None,
                 kind: OutKind::Gauge,
                 value: 0.0,
@@ -217,7 +210,7 @@ impl Merger {
                 sketch: None,
                 whole: None,
             };
-            match slot.agg {
+            match agg {
                 Agg::Set(members) if self.keep_whole => out.metrics.push(FlushedMetric {
                     value: members.len() as f64,
                     whole: Some(Box::new(Agg::Set(members))),
@@ -296,25 +289,13 @@ mod tests {
             percentiles: vec![],
         };
         let mut m = Merger::new(2, 10, 100, out);
-        let batch = |v| {
-            let mut descs = Vec::new();
-            let desc = crate::flushed::desc::encode(
-                &mut descs,
-                crate::protocol::MetricType::Counter,
-                b"c",
-                None,
-                None,
-                [].into_iter(),
-            );
-            ContextBatch {
-                window: 100,
-                descs,
-                partials: vec![Partial {
-                    key: 42,
-                    desc,
-                    agg: Agg::Counter(v),
-                }],
-            }
+        let batch = |v| ContextBatch {
+            window: 100,
+            partials: vec![Partial {
+                key: 42,
+                agg: Agg::Counter(v),
+            }],
+            freed: Vec::new(),
         };
         assert!(m.add(batch(1.0)).is_none());
         assert_eq!(m.waiting(), 1);
@@ -322,6 +303,7 @@ mod tests {
         assert_eq!(flushed.metrics.len(), 1);
         assert_eq!(flushed.metrics[0].value, 3.5);
         assert_eq!(flushed.metrics[0].ts, 100);
+        assert_eq!(flushed.metrics[0].desc, DescRef::Context(42));
         assert_eq!(m.waiting(), 0);
     }
 }

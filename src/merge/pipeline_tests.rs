@@ -4,7 +4,7 @@
 
 use super::{HistogramOutput, Merger};
 use crate::aggregate::{AggregateConfig, Aggregator, Discard, GROUP, ingest};
-use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::flushed::{Contexts, DescRef, FlushBatch, FlushedMetric, OutKind, Suffix};
 use crate::protocol::origin::{Cardinality, Origin, Precedence};
 use crate::protocol::{Metric, parse_metric};
 
@@ -70,7 +70,13 @@ fn feed(agg: &mut Aggregator, lines: &[&str], at: u64) {
     }
 }
 
-/// Closes the open window of every aggregator and merges everything the owners receive.
+thread_local! {
+    /// This test's sink-side context table (each test runs on a thread of its own).
+    static CONTEXTS: std::cell::RefCell<Contexts> = Default::default();
+}
+
+/// Closes the open window of every aggregator and merges everything the owners receive, each
+/// point described as the sink's context table describes it.
 fn close_all(aggs: &mut [Aggregator]) -> FlushBatch {
     let owners = aggs.len();
     let mut mergers: Vec<Merger> = (0..owners)
@@ -82,22 +88,42 @@ fn close_all(aggs: &mut [Aggregator]) -> FlushBatch {
         let closed = agg
             .close_step(usize::MAX)
             .expect("one step sweeps everything");
+        learn_news(agg);
         for (owner, batch) in closed.batches.into_iter().enumerate() {
             if let Some(out) = mergers[owner].add(batch) {
-                append(&mut all, out);
+                append(&mut all, described(out));
             }
         }
     }
     all
 }
 
+/// What a shard sends the sink before its batches: the descriptions of its new contexts.
+fn learn_news(agg: &mut Aggregator) {
+    if let Some(news) = agg.take_news(0) {
+        CONTEXTS.with_borrow_mut(|c| c.learn(&news));
+    }
+}
+
+/// `out` with its context points described from the test's context table.
+fn described(mut out: FlushBatch) -> FlushBatch {
+    CONTEXTS.with_borrow_mut(|c| c.describe(&mut out));
+    out
+}
+
 fn append(all: &mut FlushBatch, out: FlushBatch) {
     let base = all.arenas.len() as u32;
     all.arenas.extend(out.arenas);
     all.metrics
-        .extend(out.metrics.into_iter().map(|m| FlushedMetric {
-            arena: m.arena + base,
-            ..m
+        .extend(out.metrics.into_iter().map(|m| match m.desc {
+            DescRef::Arena { arena, offset } => FlushedMetric {
+                desc: DescRef::Arena {
+                    arena: arena + base,
+                    offset,
+                },
+                ..m
+            },
+            _ => m,
         }));
 }
 
@@ -400,8 +426,11 @@ fn samples_arriving_during_a_sweep_land_in_the_new_window() {
     // Sweep nothing yet; a sample for `b` of the new window forces b's old aggregate out first.
     feed(&mut agg, &["b:5|c"], 0);
     let closed = agg.close_step(usize::MAX).unwrap();
+    learn_news(&mut agg);
     let mut m = Merger::new(1, 10, 100, hist_out());
-    let first = points(&m.add(closed.batches.into_iter().next().unwrap()).unwrap());
+    let first = points(&described(
+        m.add(closed.batches.into_iter().next().unwrap()).unwrap(),
+    ));
     assert_eq!(
         first,
         vec![

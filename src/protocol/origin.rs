@@ -227,9 +227,12 @@ pub enum MagicTag<'a> {
     Card(&'a [u8]),
 }
 
-/// Classifies one tag; `None` for an ordinary tag. Two prefix compares for most tags.
+/// Classifies one tag; `None` for an ordinary tag: one byte compare for most tags.
 #[inline]
 pub fn magic_tag(tag: &[u8]) -> Option<MagicTag<'_>> {
+    if !matches!(tag.first(), Some(b'h' | b'd')) {
+        return None;
+    }
     if let Some(h) = tag.strip_prefix(b"host:") {
         return Some(MagicTag::Host(h));
     }

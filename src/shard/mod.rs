@@ -336,6 +336,9 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
         glommio::yield_if_needed().await;
     };
     let window = closed.window;
+    // The descriptions of every context created so far reach the sink before any batch leaves,
+    // so before any point that needs them.
+    send_news(shard, 0);
     for (owner, batch) in closed.batches.into_iter().enumerate() {
         if owner == shard.index {
             merge_batch(shard, batch).await;
@@ -374,14 +377,14 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
 
 async fn merge_batch(shard: &Shard, batch: ContextBatch) {
     let window = batch.window;
-    let arena = shard.merger.borrow_mut().accept_arena(window, batch.descs);
+    shard.merger.borrow_mut().accept_freed(window, batch.freed);
     let mut partials = batch.partials.into_iter();
     loop {
         {
             let mut merger = shard.merger.borrow_mut();
             let mut any = false;
             for p in partials.by_ref().take(CHUNK) {
-                merger.merge(window, arena, p);
+                merger.merge(window, p);
                 any = true;
             }
             if !any {
@@ -412,6 +415,15 @@ async fn peer_done(shard: &Shard) {
         for ready in rest {
             expand_and_send(shard, ready).await;
         }
+    }
+}
+
+/// Sends the sink the descriptions of the contexts created since the last time, once they hold
+/// `min_bytes` (0: any).
+fn send_news(shard: &Shard, min_bytes: usize) {
+    let news = shard.agg.borrow_mut().take_news(min_bytes);
+    if let Some(news) = news {
+        send_to_sink(shard, ToSink::News(news));
     }
 }
 

@@ -15,7 +15,7 @@ use glommio::TaskQueueHandle;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::{DRAIN_LIMIT, Shard};
-use crate::aggregate::{Packet, ingest};
+use crate::aggregate::{NEWS_CHUNK, Packet, ingest};
 use crate::counters::Counters;
 use crate::listen::{
     CloseReason, DatagramReceiver, Framer, Framing, Lookup, Readiness, Received, Stream, Transport,
@@ -283,6 +283,8 @@ fn handle_batch(
         }
     });
     ingest(&mut agg, c, packets, at);
+    drop(agg);
+    super::send_news(shard, NEWS_CHUNK);
     c.packets[transport] += n as u64;
     c.bytes[transport] += bytes;
     c.truncated_datagrams += truncated;
@@ -630,6 +632,7 @@ fn ingest_stream(
     });
     let c = &mut *c;
     ingest(&mut shard.agg.borrow_mut(), c, packets, at);
+    super::send_news(shard, NEWS_CHUNK);
     c.unterminated_lines += unterminated;
     c.packets[transport] += ranges.len() as u64;
 }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
 use super::proto;
-use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name};
+use crate::flushed::{FlushedMetric, OutKind, Suffix, View, full_name};
 use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
 use crate::values::sketch::Sketch;
@@ -66,7 +66,7 @@ const TYPE_GAUGE: u64 = 3;
 fn encode_series(
     out: &mut Vec<u8>,
     name: &mut Vec<u8>,
-    batch: &FlushBatch,
+    batch: View<'_>,
     m: &FlushedMetric,
     how: CountersAs,
 ) {
@@ -101,7 +101,7 @@ fn encode_series(
 }
 
 /// Appends one `SketchPayload.Sketch` (field 1) for a distribution point.
-fn encode_sketch(out: &mut Vec<u8>, batch: &FlushBatch, m: &FlushedMetric) {
+fn encode_sketch(out: &mut Vec<u8>, batch: View<'_>, m: &FlushedMetric) {
     let Some(sk) = &m.sketch else { return };
     let d = batch.desc(m);
     let (keys, counts) = sketch_bins(sk);
@@ -147,7 +147,7 @@ fn sketch_bins(sk: &Sketch) -> (Vec<i32>, Vec<u32>) {
 }
 
 /// Every payload one batch turns into, and how many points were too large to send.
-pub fn encode_batch(batch: &FlushBatch, enc: &Encoding) -> io::Result<(Vec<Payload>, u64)> {
+pub fn encode_batch(batch: View<'_>, enc: &Encoding) -> io::Result<(Vec<Payload>, u64)> {
     let mut payloads = Vec::new();
     let mut series = Splitter::new(enc.limits);
     let mut sketches = Splitter::new(enc.limits);
@@ -269,7 +269,7 @@ impl DatadogEncoder {
 }
 
 impl PayloadEncoder for DatadogEncoder {
-    fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
+    fn encode(&mut self, batch: View<'_>) -> io::Result<Vec<Payload>> {
         let (payloads, oversized) = encode_batch(batch, &self.enc)?;
         if oversized > 0 {
             self.oversized += oversized;

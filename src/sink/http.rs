@@ -8,13 +8,13 @@ use std::io;
 use super::Sink;
 use super::delivery::{Delivery, StatsSnapshot};
 use super::payload::Payload;
-use crate::flushed::{FlushBatch, OutKind, PointWriter};
+use crate::flushed::{FlushBatch, OutKind, PointWriter, View};
 use crate::telemetry::NonZeroSeen;
 
 /// What an HTTP downstream's encoder provides.
 pub trait PayloadEncoder: Send {
     /// The payloads for one batch, encoded and compressed.
-    fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>>;
+    fn encode(&mut self, batch: View<'_>) -> io::Result<Vec<Payload>>;
 
     /// Adds the encoder's own per-window telemetry to `p` and logs it.
     fn telemetry(&mut self, _p: &mut DownstreamPoints<'_, '_>, _window: u64) {}
@@ -63,7 +63,7 @@ impl<E: PayloadEncoder> HttpSink<E> {
 }
 
 impl<E: PayloadEncoder> Sink for HttpSink<E> {
-    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+    fn write(&mut self, batch: View<'_>) -> io::Result<()> {
         for p in self.enc.encode(batch)? {
             self.delivery.submit(p);
         }

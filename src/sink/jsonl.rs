@@ -11,9 +11,7 @@ use std::io::{self, Write};
 use crate::protocol::origin::Origin;
 
 use super::Sink;
-use crate::flushed::{
-    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix,
-};
+use crate::flushed::{FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix, View};
 
 /// Formatted bytes the sink holds before writing them out.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -33,7 +31,7 @@ impl JsonlSink {
 }
 
 impl Sink for JsonlSink {
-    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+    fn write(&mut self, batch: View<'_>) -> io::Result<()> {
         self.buf.clear();
         for m in &batch.metrics {
             format_metric(&mut self.buf, batch, m);
@@ -62,7 +60,7 @@ impl Sink for JsonlSink {
 }
 
 /// Appends one JSON line for `m`.
-pub fn format_metric(out: &mut String, batch: &FlushBatch, m: &FlushedMetric) {
+pub fn format_metric(out: &mut String, batch: View<'_>, m: &FlushedMetric) {
     let d = batch.desc(m);
     out.push_str("{\"kind\":\"metric\",\"name\":\"");
     escape_into(out, d.name);
@@ -256,7 +254,7 @@ fn escape_into(out: &mut String, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flushed::desc;
+    use crate::flushed::{Contexts, DescRef, FlushBatch, desc};
     use crate::protocol::MetricType;
 
     fn line(
@@ -277,25 +275,29 @@ mod tests {
         );
         let batch = FlushBatch {
             arenas: vec![arena],
-            metrics: vec![FlushedMetric { desc: off, ..m }],
+            metrics: vec![FlushedMetric {
+                desc: DescRef::Arena {
+                    arena: 0,
+                    offset: off,
+                },
+                ..m
+            }],
             ..FlushBatch::default()
         };
         let mut s = String::new();
-        format_metric(&mut s, &batch, &batch.metrics[0]);
+        let contexts = Contexts::default();
+        format_metric(&mut s, View::new(&batch, &contexts), &batch.metrics[0]);
         s
     }
 
     fn point(kind: OutKind, suffix: Suffix, value: f64) -> FlushedMetric {
         FlushedMetric {
-            arena: 0,
-            desc: 0,
             suffix,
             kind,
             value,
             ts: 1764000000,
             interval: 10,
-            sketch: None,
-            whole: None,
+            ..FlushedMetric::default()
         }
     }
 

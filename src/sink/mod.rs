@@ -23,11 +23,13 @@ use std::io;
 use std::sync::mpsc;
 use std::thread;
 
-use crate::flushed::FlushBatch;
+use crate::flushed::{Contexts, FlushBatch, NewContexts, View};
 use crate::telemetry::{TelemetryConfig, TelemetrySnapshot, WindowSummaries};
 
 /// What the cores hand the sink thread.
 pub enum ToSink {
+    /// Descriptions of contexts a shard created: always ahead of their first point.
+    News(NewContexts),
     /// A merged window's points (from its owner), or a shard's pending items.
     Batch(FlushBatch),
     /// A shard's counters for one window (boxed: a snapshot is ~1 KiB, a batch a few words).
@@ -37,7 +39,7 @@ pub enum ToSink {
 /// A downstream writer. Called on the sink thread only.
 pub trait Sink: Send {
     /// Writes one batch whole: its lines must not interleave with another batch's.
-    fn write(&mut self, batch: &FlushBatch) -> io::Result<()>;
+    fn write(&mut self, batch: View<'_>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 
     /// Called once per window, when every shard has reported its telemetry, on the batch of the
@@ -64,20 +66,22 @@ pub fn spawn(
         .spawn(move || {
             let mut stats = SinkStats::default();
             let mut summaries = WindowSummaries::new(telemetry);
+            let mut contexts = Contexts::default();
             for msg in rx {
                 match msg {
-                    ToSink::Batch(batch) => stats.write(&mut *sink, &batch),
+                    ToSink::News(news) => contexts.learn(&news),
+                    ToSink::Batch(batch) => stats.write_batch(&mut *sink, &mut contexts, batch),
                     ToSink::Telemetry(t) => {
                         if let Some(mut done) = summaries.add(*t) {
                             sink.emit_telemetry(&mut done.points, done.window);
-                            stats.write(&mut *sink, &done.points);
+                            stats.write(&mut *sink, View::new(&done.points, &contexts));
                         }
                     }
                 }
             }
             for mut done in summaries.finish_incomplete() {
                 sink.emit_telemetry(&mut done.points, done.window);
-                stats.write(&mut *sink, &done.points);
+                stats.write(&mut *sink, View::new(&done.points, &contexts));
             }
             match sink.close() {
                 Ok(lost) => stats.failed += lost,
@@ -97,11 +101,32 @@ pub struct SinkStats {
     pub written: u64,
     pub failed: u64,
     pub errors: u64,
+    /// Points whose context the sink's table did not know (counted in `failed` too).
+    pub unknown_contexts: u64,
 }
 
 impl SinkStats {
+    /// Writes one batch from the cores, each point described from the context table; the
+    /// contexts it says were freed are forgotten after.
+    fn write_batch(&mut self, sink: &mut dyn Sink, contexts: &mut Contexts, mut batch: FlushBatch) {
+        let unknown = contexts.resolve(&mut batch);
+        if unknown > 0 {
+            // Every context's news travels with, or before, its first point: a bug if seen.
+            self.failed += unknown;
+            self.unknown_contexts += unknown;
+            if self.unknown_contexts == unknown || self.unknown_contexts.is_power_of_two() {
+                eprintln!(
+                    "corestatsd: {unknown} points of contexts never announced dropped ({} so far)",
+                    self.unknown_contexts
+                );
+            }
+        }
+        self.write(sink, View::new(&batch, contexts));
+        contexts.forget(&batch.freed);
+    }
+
     /// Writes one batch, counting its points as written or failed.
-    fn write(&mut self, sink: &mut dyn Sink, batch: &FlushBatch) {
+    fn write(&mut self, sink: &mut dyn Sink, batch: View<'_>) {
         if batch.items() == 0 {
             return;
         }

@@ -28,7 +28,7 @@ use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
 use super::proto;
 use crate::flushed::desc::Desc;
-use crate::flushed::{FlushBatch, FlushedMetric, OutKind, Suffix, full_name};
+use crate::flushed::{FlushedMetric, OutKind, Suffix, View, full_name};
 
 /// Remote-write payload limits: 4 MiB raw like the Datadog sink, and at most 5000 series.
 pub const LIMITS: Limits = Limits {
@@ -302,7 +302,7 @@ impl Encoder {
     }
 
     /// Encodes a batch into payload bodies.
-    pub fn encode_batch(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
+    pub fn encode_batch(&mut self, batch: View<'_>) -> io::Result<Vec<Payload>> {
         self.generation += 1;
         self.text.clear();
         self.samples.clear();
@@ -312,8 +312,8 @@ impl Encoder {
         let mut labels = 0..0;
         for m in &batch.metrics {
             let d = batch.desc(m);
-            if last_desc != Some((m.arena, m.desc)) {
-                last_desc = Some((m.arena, m.desc));
+            if last_desc != Some(m.desc) {
+                last_desc = Some(m.desc);
                 labels = push_labels(&mut self.text, &mut self.pairs_text, &mut self.scratch, &d);
             }
             let ts_ms = (m.ts as i64).saturating_mul(1000);
@@ -399,7 +399,7 @@ impl Encoder {
 }
 
 impl PayloadEncoder for Encoder {
-    fn encode(&mut self, batch: &FlushBatch) -> io::Result<Vec<Payload>> {
+    fn encode(&mut self, batch: View<'_>) -> io::Result<Vec<Payload>> {
         self.encode_batch(batch)
     }
 

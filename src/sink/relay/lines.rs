@@ -3,9 +3,7 @@
 //! batches.
 
 use crate::flushed::desc::Desc;
-use crate::flushed::{
-    FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, full_name,
-};
+use crate::flushed::{FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, View, full_name};
 use crate::protocol::event::{AlertType, Priority};
 use crate::protocol::origin::Origin;
 use crate::protocol::{MAX_SAMPLE_WEIGHT, MetricType};
@@ -69,7 +67,7 @@ impl Encoder {
     }
 
     /// Every line of `batch`, packed, through `send(packet, lines)`.
-    pub fn encode(&mut self, batch: &FlushBatch, send: &mut impl FnMut(&[u8], u64)) {
+    pub fn encode(&mut self, batch: View<'_>, send: &mut impl FnMut(&[u8], u64)) {
         let mut p = Packer::new(self.max_packet_bytes);
         for m in &batch.metrics {
             self.metric(batch, m, &mut p, send);
@@ -85,7 +83,7 @@ impl Encoder {
 
     fn metric(
         &mut self,
-        batch: &FlushBatch,
+        batch: View<'_>,
         m: &FlushedMetric,
         p: &mut Packer,
         send: &mut impl FnMut(&[u8], u64),
@@ -400,7 +398,7 @@ fn push_f64(out: &mut Vec<u8>, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flushed::desc;
+    use crate::flushed::{Contexts, DescRef, FlushBatch, desc};
     use crate::protocol::{Lines, parse_metric};
 
     /// A batch of one point whose desc is `name` with `tags` on host `h1`.
@@ -410,22 +408,22 @@ mod tests {
         let d = desc::encode(&mut arena, t, b"lat", Some(b"h1"), None, tags.into_iter());
         FlushBatch {
             arenas: vec![arena],
-            metrics: vec![FlushedMetric { desc: d, ..m }],
+            metrics: vec![FlushedMetric {
+                desc: DescRef::Arena {
+                    arena: 0,
+                    offset: d,
+                },
+                ..m
+            }],
             ..FlushBatch::default()
         }
     }
 
     fn point() -> FlushedMetric {
         FlushedMetric {
-            arena: 0,
-            desc: 0,
-            suffix: crate::flushed::Suffix::None,
-            kind: OutKind::Gauge,
-            value: 0.0,
             ts: 1_764_000_000,
             interval: 10,
-            sketch: None,
-            whole: None,
+            ..FlushedMetric::default()
         }
     }
 
@@ -444,7 +442,9 @@ mod tests {
 
     fn packets(batch: &FlushBatch, max: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        Encoder::new(max).encode(batch, &mut |p: &[u8], _| out.push(p.to_vec()));
+        let contexts = Contexts::default();
+        let view = View::new(batch, &contexts);
+        Encoder::new(max).encode(view, &mut |p: &[u8], _| out.push(p.to_vec()));
         out
     }
 

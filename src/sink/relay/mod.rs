@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use super::Sink;
 use super::http::DownstreamPoints;
-use crate::flushed::{FlushBatch, OutKind, PointWriter};
+use crate::flushed::{FlushBatch, OutKind, PointWriter, View};
 use crate::telemetry::NonZeroSeen;
 
 /// Where relayed datagrams go.
@@ -156,7 +156,7 @@ impl RelaySink {
 }
 
 impl Sink for RelaySink {
-    fn write(&mut self, batch: &FlushBatch) -> io::Result<()> {
+    fn write(&mut self, batch: View<'_>) -> io::Result<()> {
         let socket = &mut self.socket;
         let stats = &mut self.stats;
         let mut first_error = None;
