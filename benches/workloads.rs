@@ -56,6 +56,8 @@ pub fn aggregator() -> Aggregator {
             max_pending_events: 10_000,
             origin_precedence: Default::default(),
             names: Default::default(),
+            max_contexts: None,
+            max_contexts_per_metric: None,
         },
         1_000_000,
     )

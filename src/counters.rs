@@ -31,6 +31,18 @@ labels! {
 }
 
 labels! {
+    /// Why a new context went to its metric's overflow context.
+    pub enum Refusal: "reason" {
+        /// The shard holds its share of `--max-contexts`.
+        MaxContexts => "max_contexts",
+        /// The metric name holds its share of `--max-contexts-per-metric` on this shard.
+        MaxContextsPerMetric => "max_contexts_per_metric",
+        /// The process is near `--memory-limit-bytes`.
+        MemoryLimit => "memory_limit",
+    }
+}
+
+labels! {
     /// A mapper cache lookup's outcome.
     pub enum CacheResult: "result" {
         Hit => "hit",
@@ -211,6 +223,8 @@ counters! {
     event_field_warnings: u64 = Count, OnceNonZero, true;
     /// Events and service checks dropped past `--max-pending-events`.
     pending_full_drops: by!(Pending) = Count, OnceNonZero, true;
+    /// Events and service checks dropped near `--memory-limit-bytes`.
+    memory_shed_drops: by!(Pending) = Count, OnceNonZero, true;
     /// Well-formed metrics the aggregator cannot take.
     unsupported: by!(Unsupported) = Count, OnceNonZero, true;
     /// Metrics dropped by the block list (`--block-metric`, `--block-metric-prefix`).
@@ -232,6 +246,12 @@ counters! {
     mapper_cache: by!(CacheResult) = Count, OnceNonZero, false;
     /// Lookups whose name the mapper rewrote (cache hits included).
     mapped_names: u64 = Count, OnceNonZero, false;
+    /// New contexts refused by a cap, their samples aggregated into their metric's overflow
+    /// context, by reason.
+    contexts_refused: by!(Refusal) = Count, OnceNonZero, true;
+    /// Samples of refused contexts dropped because the shard's overflow contexts hit their
+    /// reserve (unique metric names past every cap).
+    overflow_full_drops: u64 = Count, OnceNonZero, true;
     /// Contexts held at the window close.
     live_contexts: u64 = Level, Always, true;
     /// The longest the receive loop yielded to other work while data could be waiting, in us.

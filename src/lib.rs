@@ -3,7 +3,8 @@
 //! The modules follow the data path, and each may import only the ones listed before it
 //! (`layout_tests` reads every `use crate::` line and enforces it):
 //!
-//! 1. `label`: the enums that tag counts and the arrays they index (a leaf);
+//! 1. `label`: the enums that tag counts and the arrays they index, and `memory`: the counting
+//!    allocator and the memory limit's pressure level (leaves);
 //! 2. `protocol` (bytes to borrowed metrics, events, service checks), `listen` (sockets, batched
 //!    receive, framing, pid to container) and `map` (mapper, namespace, block list, extra tags);
 //! 3. `values`: the per-type aggregates (counter, gauge, set, histogram, DDSketch);
@@ -22,6 +23,7 @@
 //! `run` what the binary does.
 
 pub(crate) mod label;
+pub mod memory;
 
 pub(crate) mod listen;
 pub(crate) mod map;

@@ -5,6 +5,10 @@ use clap::error::ErrorKind;
 
 use corestatsd::{Config, Flags};
 
+/// Counts live heap bytes per thread, for --memory-limit-bytes (corestatsd::memory).
+#[global_allocator]
+static ALLOC: corestatsd::memory::CountingAlloc = corestatsd::memory::CountingAlloc;
+
 fn main() {
     let flags = match Flags::try_parse() {
         Ok(f) => f,

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 
 use crate::config::{Config, Downstream};
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
+use crate::memory;
 use crate::shard::{self, Sockets};
 use crate::sink::datadog::{AGENT_LIMITS, DatadogEncoder, Encoding};
 use crate::sink::delivery::{Delivery, DeliveryConfig};
@@ -72,7 +73,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let (sockets, listening) = bind_all(&cfg)?;
     let ready_line = format!(
         "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
-         windows of {} s; downstream {}{}{}",
+         windows of {} s; downstream {}; {}{}{}",
         cfg.cores.len(),
         cfg.cores,
         listening.join(", "),
@@ -80,6 +81,10 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         cfg.buffer_size_bytes,
         cfg.aggregate.bucket_secs,
         cfg.downstream,
+        match cfg.memory_limit {
+            Some((bytes, source)) => format!("memory limit {bytes} bytes ({source})"),
+            None => "no memory limit".into(),
+        },
         cfg.forward_addr
             .map(|a| format!("; forwarding raw packets to {a}"))
             .unwrap_or_default(),
@@ -104,7 +109,39 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         message: format!("cannot start the sink thread: {e}"),
         status: 1,
     })?;
-    let result = shard::run_shards(&cfg, sockets, tx, || eprintln!("{ready_line}"));
+    let limit = std::cell::Cell::new(None);
+    let on_ready = || {
+        eprintln!("{ready_line}");
+        if let Some((bytes, _)) = cfg.memory_limit {
+            // What the heap count cannot see (code, stacks, io_uring rings), once.
+            let heap = memory::heap_bytes();
+            let baseline = memory::resident_bytes()
+                .unwrap_or(heap)
+                .saturating_sub(heap);
+            limit.set(Some(memory::Limit { bytes, baseline }));
+        }
+    };
+    let mut level = memory::Pressure::Normal;
+    let on_tick = || {
+        let Some(l) = limit.get() else { return };
+        let now = l.update();
+        if now != level {
+            eprintln!(
+                "corestatsd: memory {} of {} bytes: {}",
+                l.used(),
+                l.bytes,
+                match now {
+                    memory::Pressure::Normal => "back under 90 %; new contexts accepted again",
+                    memory::Pressure::RefuseContexts =>
+                        "over 90 %; new contexts go to overflow contexts",
+                    memory::Pressure::Shed =>
+                        "over 95 %; also dropping events and service checks, no exact histogram samples",
+                }
+            );
+            level = now;
+        }
+    };
+    let result = shard::run_shards(&cfg, sockets, tx, on_ready, on_tick);
     remove_socket_files(&cfg);
     let stats = sink_thread.join().unwrap_or_default();
     eprintln!(

@@ -15,12 +15,18 @@ use crate::flushed::{FlushBatch, OutKind, PointWriter};
 use crate::listen::Transport;
 
 /// One shard's counters for one window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySnapshot {
     pub shard: usize,
     pub window: u64,
     pub counters: Counters,
+    /// The metric names with the most contexts refused by a cap this window (at most
+    /// `TOP_REFUSED`, most first).
+    pub refused_by_metric: Vec<(Box<[u8]>, u64)>,
 }
+
+/// Metric names the log line and `corestatsd.contexts_refused_by_metric` name per window.
+pub const TOP_REFUSED: usize = 10;
 
 /// How self-telemetry is written.
 #[derive(Debug, Clone)]
@@ -92,8 +98,17 @@ impl WindowSummaries {
         for s in reported {
             total.fold(&s.counters);
         }
+        let refused = top_refused(reported);
         let enabled = |labels: &Labels| transport_enabled(&self.cfg.transports, labels);
-        eprintln!("{}", log_line(window, &total, &enabled));
+        let mut line = log_line(window, &total, &enabled);
+        if !refused.is_empty() {
+            let names: Vec<String> = refused
+                .iter()
+                .map(|(n, c)| format!("{}={c}", String::from_utf8_lossy(n)))
+                .collect();
+            let _ = write!(line, "; contexts refused most by: {}", names.join(","));
+        }
+        eprintln!("{line}");
         let mut points = FlushBatch::default();
         if self.cfg.points {
             let mut w = PointWriter::new(self.cfg.host.as_deref(), window, self.cfg.interval);
@@ -105,10 +120,27 @@ impl WindowSummaries {
             } else {
                 emit(&total, None, &self.cfg, &mut self.seen, &mut w);
             }
+            for (name, n) in &refused {
+                let tag = format!("metric:{}", String::from_utf8_lossy(name));
+                let point = "corestatsd.contexts_refused_by_metric";
+                w.point(point, &[&tag], OutKind::Count, *n as f64);
+            }
             w.finish(&mut points);
         }
         WindowTelemetry { window, points }
     }
+}
+
+/// The metric names with the most refused contexts over every shard's report.
+fn top_refused(reported: &[TelemetrySnapshot]) -> Vec<(Box<[u8]>, u64)> {
+    let mut sums: BTreeMap<&[u8], u64> = BTreeMap::new();
+    for (name, n) in reported.iter().flat_map(|s| &s.refused_by_metric) {
+        *sums.entry(name).or_default() += n;
+    }
+    let mut top: Vec<(Box<[u8]>, u64)> = sums.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    top.truncate(TOP_REFUSED);
+    top
 }
 
 /// Whether a series' transport (if it has one) is enabled.
@@ -234,6 +266,7 @@ mod tests {
             shard,
             window,
             counters,
+            refused_by_metric: Vec::new(),
         }
     }
 

@@ -99,5 +99,8 @@ fn count_discard(c: &mut Counters, d: Discard) {
         Discard::EventOverflow => c.pending_full_drops[Pending::Event] += 1,
         Discard::ServiceCheckOverflow => c.pending_full_drops[Pending::ServiceCheck] += 1,
         Discard::Blocked => c.blocked_metrics += 1,
+        Discard::EventShed => c.memory_shed_drops[Pending::Event] += 1,
+        Discard::ServiceCheckShed => c.memory_shed_drops[Pending::ServiceCheck] += 1,
+        Discard::OverflowFull => c.overflow_full_drops += 1,
     }
 }

@@ -1,20 +1,25 @@
 //! Per-shard aggregation: parsed lines in (`ingest`), the context table, each context's value for
-//! the open window (`values`), and at each close one `ContextBatch` per owning shard out
-//! (`batch`); what skips the windows waits in `pending`.
+//! the open window (`values`), and at each close (`close`) one `ContextBatch` per owning shard
+//! out (`batch`); what skips the windows waits in `pending`; `caps` refuses new contexts past
+//! `--max-contexts`, `--max-contexts-per-metric` or the memory limit.
 //!
-//! Owns every context its shard has seen (interned name, host, origin and sorted tags) and
-//! each context's aggregate for the open window. Synchronous and clock-free: the caller passes the
-//! receive time and decides when a window closes. Must not do I/O or know about other shards
-//! beyond `owner_of`, which says whose batch a context's partial goes into.
+//! Owns every context its shard has seen (its keys, type and liveness: its description went to
+//! the sink's context table once, as news) and each context's aggregate for the open window.
+//! Synchronous and clock-free: the caller passes the receive time and decides when a window
+//! closes. Must not do I/O or know about other shards beyond `owner_of`, which says whose batch a
+//! context's partial goes into.
 //!
 //! Hot path (`insert`): one hash over the name, type, tag list and origin fields as sent (the
 //! alias key), one probe of the alias table, one aggregator update. Only when that misses (a new
-//! context, or tags in a new order) are the tags hashed one by one, sorted and deduplicated into
-//! the canonical key that every shard agrees on. Sorting, interning and allocation happen only
-//! when a context is created.
+//! context, or tags in a new order) are the tags hashed one by one and deduplicated into the
+//! canonical key that every shard agrees on (`key`). Allocation happens only when a context is
+//! created.
 
 mod batch;
+mod caps;
+mod close;
 mod ingest;
+mod key;
 mod pending;
 
 use std::hash::{BuildHasher, Hasher};
@@ -23,12 +28,19 @@ use foldhash::fast::FixedState;
 use hashbrown::{HashSet, HashTable};
 
 pub use batch::{ContextBatch, Partial, owner_of};
+#[cfg(test)]
+pub(crate) use caps::OVERFLOW_TAG;
 pub use ingest::{Packet, ingest};
+
+use caps::{Caps, NO_METRIC, OVERFLOW_FULL};
+use close::Closing;
+use key::{ContextTags, key_of, low, resolve_host, table_hash};
 
 use crate::flushed::{FlushBatch, NewContexts, desc};
 use crate::map::{NameConfig, NameOut, Stage};
-use crate::protocol::origin::{self, InternalTags, MagicTag, Precedence, magic_tag};
-use crate::protocol::{Metric, MetricType, TagIter};
+use crate::memory::Pressure;
+use crate::protocol::origin::{self, Precedence};
+use crate::protocol::{Metric, MetricType};
 use crate::values::{Agg, prefetch};
 
 /// Why the aggregator did not take a well-formed message (counted by `ingest`).
@@ -42,6 +54,11 @@ pub enum Discard {
     ServiceCheckOverflow,
     /// A metric whose final name is on the block list.
     Blocked,
+    /// An event or service check dropped near the memory limit.
+    EventShed,
+    ServiceCheckShed,
+    /// A refused context's sample, when its shard's overflow contexts are at their reserve.
+    OverflowFull,
 }
 
 /// Metrics resolved together by `insert_group`: enough to overlap a handful of cache misses.
@@ -50,137 +67,13 @@ pub const GROUP: usize = 16;
 const NO_CONTEXT: u32 = u32::MAX;
 
 /// Blocked alias keys remembered per shard before the set starts over.
-const MAX_BLOCKED_KEYS: usize = 1 << 16;
-
-/// What `by_alias` and `by_key` store of a key, beside the context's slot: its low half. The
-/// table's own hash is derived from it (`table_hash`), so growing a table reads only its entries:
-/// hashing through the context arrays instead made every rehash a cache miss per entry (8 % of
-/// the new-context path, `cargo bench --bench new_contexts`).
-fn low(key: u64) -> u32 {
-    key as u32
-}
-
-/// A table hash from a key's low half: spread so hashbrown's tag byte (the top bits) and bucket
-/// (the low bits) both vary.
-fn table_hash(low: u32) -> u64 {
-    u64::from(low).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(low)
-}
+pub(super) const MAX_BLOCKED_KEYS: usize = 1 << 16;
 
 /// News of new contexts a shard holds before sending them to the sink; they also go at every
 /// window close. Small enough to stay in the allocator's reused memory (a window's worth at
 /// 500k new contexts/s was a 1.3 GB arena of fresh pages), large enough to cost one channel
 /// message per ~1000 contexts.
 pub const NEWS_CHUNK: usize = 256 << 10;
-
-/// A tag list as sent split into its magic tags and the tags a context (or event, or check) keeps,
-/// sorted and deduplicated.
-struct SplitTags<'a> {
-    /// The last `host:` value.
-    host: Option<&'a [u8]>,
-    internal: InternalTags<'a>,
-    tags: Vec<&'a [u8]>,
-}
-
-/// What a new context's key needs of its tags: the client's and the mapper's without the magic
-/// tags (whose values it keeps), plus the extra ones, deduplicated, each reduced to its hash. The
-/// canonical key sums them (`sum`), which is order-free without sorting: sorting them, by bytes
-/// or even by hash, was a quarter of the new-context path (`cargo bench --bench new_contexts`:
-/// 805k -> 1.02M contexts/s without it). The strings themselves go to the sink's context table
-/// as the lists they came in (`desc::encode_new`); it sorts them once, when it learns the context.
-#[derive(Default)]
-struct ContextTags<'a> {
-    /// The last `host:` value.
-    host: Option<&'a [u8]>,
-    internal: InternalTags<'a>,
-    /// The tags' hashes, deduplicated (the vector is reused from context to context).
-    hashes: Vec<u64>,
-    /// The wrapping sum of `mix(hash)` over them.
-    sum: u64,
-}
-
-/// A tag's hash, remixed before the sum so that sums of related hashes do not cancel.
-fn mix(h: u64) -> u64 {
-    let h = (h ^ (h >> 31)).wrapping_mul(0x7fb5_d329_728e_a185);
-    h ^ (h >> 27)
-}
-
-impl<'a> ContextTags<'a> {
-    fn split(
-        state: &FixedState,
-        mut hashes: Vec<u64>,
-        sent: &'a [u8],
-        mapped: &'a [Vec<u8>],
-        extra: &'a [Box<[u8]>],
-    ) -> Self {
-        hashes.clear();
-        let mut out = ContextTags {
-            hashes,
-            ..ContextTags::default()
-        };
-        // Bit `hash % 128` of each tag seen: a duplicate is looked for only when its bit is set.
-        let mut seen = 0u128;
-        let mut add = |out: &mut ContextTags<'a>, tag: &[u8]| {
-            let hash = state.hash_one(tag);
-            let bit = 1u128 << (hash & 127);
-            if seen & bit != 0 && out.hashes.contains(&hash) {
-                return;
-            }
-            seen |= bit;
-            out.sum = out.sum.wrapping_add(mix(hash));
-            out.hashes.push(hash);
-        };
-        let all = TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice));
-        for tag in all {
-            match magic_tag(tag) {
-                Some(MagicTag::Host(h)) => out.host = Some(h),
-                Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
-                Some(MagicTag::Card(c)) => out.internal.card = Some(c),
-                None => add(&mut out, tag),
-            }
-        }
-        for t in extra {
-            add(&mut out, t);
-        }
-        out
-    }
-}
-
-/// Splits the client's tags and the mapper's (both may hold magic tags), plus extra tags, which
-/// are always plain: for the pending items (`|T` points, events, checks), whose tags are sorted
-/// here.
-fn split_tags_with<'a>(
-    sent: &'a [u8],
-    mapped: &'a [Vec<u8>],
-    extra: &'a [Box<[u8]>],
-) -> SplitTags<'a> {
-    let mut out = SplitTags {
-        host: None,
-        internal: InternalTags::default(),
-        tags: Vec::new(),
-    };
-    let all = TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice));
-    for tag in all {
-        match magic_tag(tag) {
-            Some(MagicTag::Host(h)) => out.host = Some(h),
-            Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
-            Some(MagicTag::Card(c)) => out.internal.card = Some(c),
-            None => out.tags.push(tag),
-        }
-    }
-    out.tags.extend(extra.iter().map(|t| &t[..]));
-    out.tags.sort_unstable();
-    out.tags.dedup();
-    out
-}
-
-/// The host a message resolves to: its `host:` (empty means none), else the default.
-fn resolve_host<'a>(host_tag: Option<&'a [u8]>, default: Option<&'a [u8]>) -> Option<&'a [u8]> {
-    match host_tag {
-        Some(b"") => None,
-        Some(h) => Some(h),
-        None => default,
-    }
-}
 
 /// Seed shared by every shard so a context hashes to the same owner everywhere.
 const KEY_SEED: u64 = 0x636f_7265_7374_6174;
@@ -208,6 +101,12 @@ pub struct AggregateConfig {
     pub origin_precedence: Precedence,
     /// Mapper, namespace, block list and extra tags, applied when a context is created.
     pub names: NameConfig,
+    /// Contexts this shard holds at most: its share of `--max-contexts`. A new context past it
+    /// goes to its metric's overflow context. `None`: no cap.
+    pub max_contexts: Option<usize>,
+    /// Contexts of one metric name this shard holds at most: its share of
+    /// `--max-contexts-per-metric`. `None`: no cap.
+    pub max_contexts_per_metric: Option<usize>,
 }
 
 /// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
@@ -233,20 +132,11 @@ struct Meta {
     metric_type: MetricType,
     /// False once freed (the slot waits in `free`).
     live: bool,
-}
-
-/// A closed window ready to leave the shard.
-pub struct ClosedWindow {
-    pub window: u64,
-    /// One batch per owner shard, indexed by owner.
-    pub batches: Vec<ContextBatch>,
-    pub live_contexts: u64,
-}
-
-struct Closing {
-    window: u32,
-    batches: Vec<ContextBatch>,
-    cursor: usize,
+    /// One of its metric's overflow contexts.
+    overflow: bool,
+    /// Its metric name's count in `caps` (with `--max-contexts-per-metric`, overflow contexts
+    /// aside), else `NO_METRIC`.
+    metric: u32,
 }
 
 pub struct Aggregator {
@@ -288,6 +178,8 @@ pub struct Aggregator {
     mapped_list: Vec<u8>,
     /// `--tag`, comma-joined once.
     extra_list: Box<[u8]>,
+    /// `--max-contexts`, `--max-contexts-per-metric`, the memory limit (`caps`).
+    caps: Caps,
     /// What bypasses the windows and waits for the next flush, in arrival order: `|T` gauges and
     /// counters (with their own timestamps), events and service checks.
     pending: FlushBatch,
@@ -322,6 +214,7 @@ impl Aggregator {
             tag_hashes: Vec::new(),
             mapped_list: Vec::new(),
             extra_list,
+            caps: Caps::default(),
             pending: FlushBatch {
                 arenas: vec![Vec::new()],
                 ..FlushBatch::default()
@@ -340,6 +233,12 @@ impl Aggregator {
 
     pub fn live_contexts(&self) -> usize {
         self.live
+    }
+
+    /// Context slots allocated, live or free for reuse.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// The descriptions of contexts created since the last call, once they hold at least
@@ -427,11 +326,16 @@ impl Aggregator {
                 unsupported(Discard::Blocked);
                 continue;
             }
+            if id == OVERFLOW_FULL {
+                unsupported(Discard::OverflowFull);
+                continue;
+            }
             self.aggregate(id, m, at);
         }
     }
 
-    /// Finds or creates the context of `m` the thorough way; `NO_CONTEXT` if it is blocked.
+    /// Finds or creates the context of `m` the thorough way (or, past a cap, its overflow
+    /// context); `NO_CONTEXT` if it is blocked, `OVERFLOW_FULL` if it can go nowhere.
     fn resolve_slow(&mut self, m: &Metric<'_>, alias: u64) -> u32 {
         let metas = &self.metas;
         // Exact alias match: a low-half collision, or a context created earlier in this group.
@@ -444,6 +348,9 @@ impl Aggregator {
         if self.blocked_aliases.contains(&alias) {
             return NO_CONTEXT;
         }
+        if let Some(id) = self.caps.overflow_of(alias) {
+            return id;
+        }
         let mut out = std::mem::take(&mut self.name_out);
         let id = if self.stage.metric_name(m.name, &mut out) {
             let extra = self.stage.extra_tags();
@@ -451,20 +358,23 @@ impl Aggregator {
             let hashes = std::mem::take(&mut self.tag_hashes);
             let tags = ContextTags::split(&self.state, hashes, m.tags, &out.mapped_tags, &extra);
             let key = self.context_key(name, m, &tags);
-            let metas = &self.metas;
-            let lo = low(key);
-            let found = self.by_key.find(table_hash(lo), |&(l, id)| {
-                l == lo && metas[id as usize].key == key
-            });
-            let id = match found {
+            let id = match self.find_key(key) {
                 // Same context, tags in another order (or another name as sent mapped to it):
                 // served by this path each time rather than adding aliases that would have to
                 // be tracked and freed.
-                Some(&(_, id)) => id,
-                None => {
-                    let lists = (m.tags, &out.mapped_tags[..]);
-                    self.create_context(key, alias, name, m.metric_type, tags.host, lists)
-                }
+                Some(id) => id,
+                None => match self.refusal(name) {
+                    None => {
+                        let lists = (m.tags, &out.mapped_tags[..]);
+                        let id =
+                            self.create_context(key, alias, name, m.metric_type, tags.host, lists);
+                        if self.cfg.max_contexts_per_metric.is_some() {
+                            self.metas[id as usize].metric = self.caps.count(&self.state, name);
+                        }
+                        id
+                    }
+                    Some(_) => self.overflow(alias, name, m.metric_type, tags.host),
+                },
             };
             self.tag_hashes = tags.hashes;
             id
@@ -477,6 +387,16 @@ impl Aggregator {
         };
         self.name_out = out;
         id
+    }
+
+    /// The context whose canonical key is `key`.
+    fn find_key(&self, key: u64) -> Option<u32> {
+        let (metas, lo) = (&self.metas, low(key));
+        self.by_key
+            .find(table_hash(lo), |&(l, id)| {
+                l == lo && metas[id as usize].key == key
+            })
+            .map(|&(_, id)| id)
     }
 
     fn alias_key(&self, m: &Metric<'_>) -> u64 {
@@ -510,11 +430,17 @@ impl Aggregator {
             let seen = ctx.last_seen;
             self.extract(id, agg, seen);
         }
+        // Near the memory limit histograms keep no exact samples: a sketch is bounded.
+        let exact = if self.caps.pressure >= Pressure::Shed {
+            0
+        } else {
+            self.cfg.exact_samples
+        };
         let ctx = &mut self.slots[id as usize];
         ctx.last_seen = window;
         ctx.agg
             .get_or_insert_with(|| Agg::new(m.metric_type))
-            .insert(m, at, self.cfg.exact_samples);
+            .insert(m, at, exact);
     }
 
     /// The canonical key of a context: final name, type, host, origin and tags, with a seed
@@ -526,22 +452,15 @@ impl Aggregator {
             split.internal,
             self.cfg.origin_precedence,
         );
-        let mut h = self.state.build_hasher();
-        h.write(name);
-        h.write_u8(m.metric_type.index());
-        match split.host {
-            Some(b"") => h.write_u8(0),
-            Some(host) => {
-                h.write_u8(1);
-                h.write(host);
-            }
-            None => h.write_u8(2),
-        }
-        h.write(&self.origin_buf);
-        // Deduplicated, and summed: the same for every order a sender uses.
-        h.write_usize(split.hashes.len());
-        h.write_u64(split.sum);
-        h.finish()
+        let tags = (split.hashes.len(), split.sum);
+        key_of(
+            &self.state,
+            name,
+            m.metric_type,
+            split.host,
+            &self.origin_buf,
+            tags,
+        )
     }
 
     /// Adds a context, and its description to the news for the sink's context table: `name`,
@@ -578,6 +497,8 @@ impl Aggregator {
             alias,
             metric_type,
             live: true,
+            overflow: false,
+            metric: NO_METRIC,
         };
         let slot = Slot {
             alias_hi: (alias >> 32) as u32,
@@ -603,125 +524,6 @@ impl Aggregator {
             .insert_unique(table_hash(low(alias)), (low(alias), id), hash);
         self.live += 1;
         id
-    }
-
-    /// Closes the open window and opens the next one. The closed window's contexts are then
-    /// swept by `close_step`; samples for the new window go on being accepted meanwhile.
-    pub fn begin_close(&mut self) {
-        if self.closing.is_some() {
-            // The previous sweep never finished (its caller stopped calling `close_step`):
-            // finish it so no window is mixed with the next.
-            while self.close_step(usize::MAX).is_none() {}
-        }
-        let window_start = self.window_start();
-        self.closing = Some(Closing {
-            window: self.window,
-            batches: (0..self.cfg.owners)
-                .map(|owner| {
-                    let partials = self.last_batch_sizes.get(owner).copied().unwrap_or(0);
-                    ContextBatch {
-                        window: window_start,
-                        partials: Vec::with_capacity(partials + partials / 8),
-                        freed: Vec::new(),
-                    }
-                })
-                .collect(),
-            cursor: 0,
-        });
-        self.window += 1;
-    }
-
-    /// Sweeps up to `budget` context slots of the closing window: hands their aggregates to the
-    /// owners' batches, zero-fills idle counters, frees expired contexts. Returns the closed window
-    /// once the sweep is complete.
-    pub fn close_step(&mut self, budget: usize) -> Option<ClosedWindow> {
-        let closing = self.closing.as_ref()?;
-        let closed = closing.window;
-        let start = closing.cursor;
-        let end = start.saturating_add(budget).min(self.slots.len());
-        let bucket = u64::from(self.cfg.bucket_secs);
-        let zero_fill = self.cfg.counter_zero_fill_secs.div_ceil(bucket) as u32;
-        let expiry = self.cfg.context_expiry_secs.div_ceil(bucket).max(1) as u32;
-        for id in start as u32..end as u32 {
-            if !self.metas[id as usize].live {
-                continue;
-            }
-            let slot = &mut self.slots[id as usize];
-            if slot.agg.is_some() && slot.last_seen == closed {
-                let agg = slot.agg.take();
-                self.extract(id, agg, closed);
-                continue;
-            }
-            if slot.last_seen > closed {
-                continue;
-            }
-            let idle = closed - slot.last_seen;
-            let is_counter = self.metas[id as usize].metric_type == MetricType::Counter;
-            if is_counter && idle <= zero_fill {
-                self.extract(id, Some(Agg::Counter(0.0)), closed);
-            }
-            let keep_for = if is_counter && zero_fill > 0 {
-                zero_fill
-            } else {
-                expiry
-            };
-            if idle >= keep_for {
-                self.free_context(id);
-            }
-        }
-        let closing = self.closing.as_mut()?;
-        closing.cursor = end;
-        if end < self.slots.len() {
-            return None;
-        }
-        let mut closing = self.closing.take()?;
-        self.last_batch_sizes = closing.batches.iter().map(|b| b.partials.len()).collect();
-        // Every context freed so far, the sweep's frees included: they reach the sink through
-        // each context's owner, after that owner's points of the window.
-        for (batch, freed) in closing.batches.iter_mut().zip(self.freed.iter_mut()) {
-            batch.freed = std::mem::take(freed);
-        }
-        Some(ClosedWindow {
-            window: u64::from(closing.window) * bucket,
-            batches: closing.batches,
-            live_contexts: self.live as u64,
-        })
-    }
-
-    /// Writes a context's aggregate into its owner's batch of the closing window.
-    fn extract(&mut self, id: u32, agg: Option<Agg>, window: u32) {
-        let Some(agg) = agg else { return };
-        let Some(closing) = self.closing.as_mut().filter(|c| c.window == window) else {
-            // Only reachable if a window was skipped without `begin_close`: a bug, not input.
-            debug_assert!(false, "aggregate of window {window} outside a close");
-            return;
-        };
-        let key = self.metas[id as usize].key;
-        closing.batches[owner_of(key, self.cfg.owners)]
-            .partials
-            .push(Partial { key, agg });
-    }
-
-    fn free_context(&mut self, id: u32) {
-        let ctx = &mut self.metas[id as usize];
-        let (key, alias) = (ctx.key, ctx.alias);
-        ctx.live = false;
-        self.slots[id as usize].agg = None;
-        if let Ok(e) = self
-            .by_key
-            .find_entry(table_hash(low(key)), |&(_, c)| c == id)
-        {
-            e.remove();
-        }
-        if let Ok(e) = self
-            .by_alias
-            .find_entry(table_hash(low(alias)), |&(_, c)| c == id)
-        {
-            e.remove();
-        }
-        self.freed[owner_of(key, self.cfg.owners)].push(key);
-        self.live -= 1;
-        self.free.push(id);
     }
 }
 

@@ -4,10 +4,12 @@
 //! flush. Owns no state of its own: these are `Aggregator` methods, kept apart from the windowed
 //! path.
 
-use super::{Aggregator, Discard, resolve_host, split_tags_with};
+use super::key::{resolve_host, split_tags_with};
+use super::{Aggregator, Discard};
 use crate::flushed::{
     DescRef, FlushBatch, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, Suffix, desc,
 };
+use crate::memory::Pressure;
 use crate::protocol::event::unescape;
 use crate::protocol::origin::{self, InternalTags, OriginFields};
 use crate::protocol::{Event, Metric, MetricType, ServiceCheck};
@@ -63,6 +65,9 @@ impl Aggregator {
         if self.pending.events.len() >= self.cfg.max_pending_events {
             return Err(Discard::EventOverflow);
         }
+        if self.refresh_pressure() >= Pressure::Shed {
+            return Err(Discard::EventShed);
+        }
         let extra = self.stage.extra_tags();
         let split = split_tags_with(e.tags, &[], &extra);
         let host = resolve_host(e.host.or(split.host), self.cfg.default_host.as_deref());
@@ -86,6 +91,9 @@ impl Aggregator {
     pub fn insert_service_check(&mut self, sc: &ServiceCheck<'_>) -> Result<(), Discard> {
         if self.pending.service_checks.len() >= self.cfg.max_pending_events {
             return Err(Discard::ServiceCheckOverflow);
+        }
+        if self.refresh_pressure() >= Pressure::Shed {
+            return Err(Discard::ServiceCheckShed);
         }
         let extra = self.stage.extra_tags();
         let split = split_tags_with(sc.tags, &[], &extra);

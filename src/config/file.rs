@@ -20,6 +20,10 @@ pub struct FileConfig {
     /// Entries of `block_list` are prefixes (`metric_filterlist_match_prefix: true`).
     pub block_match_prefix: bool,
     pub tags: Vec<String>,
+    /// corestatsd's own keys (the Agent has no such caps).
+    pub max_contexts: Option<usize>,
+    pub max_contexts_per_metric: Option<usize>,
+    pub memory_limit_bytes: Option<u64>,
     /// Top-level keys present but not used.
     pub ignored: Vec<String>,
 }
@@ -43,6 +47,9 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         namespace: take(&mut map, "statsd_metric_namespace")?,
         namespace_exempt: take(&mut map, "statsd_metric_namespace_blacklist")?,
         tags: take(&mut map, "dogstatsd_tags")?.unwrap_or_default(),
+        max_contexts: take(&mut map, "max_contexts")?,
+        max_contexts_per_metric: take(&mut map, "max_contexts_per_metric")?,
+        memory_limit_bytes: take(&mut map, "memory_limit_bytes")?,
         ..FileConfig::default()
     };
     if out.namespace_exempt.is_none() {
@@ -99,6 +106,8 @@ statsd_metric_namespace: app
 metric_filterlist: [a.b, c.]
 metric_filterlist_match_prefix: true
 dogstatsd_tags: ["env:prod"]
+max_contexts: 5000
+memory_limit_bytes: 1073741824
 dogstatsd_mapper_profiles:
   - name: p
     prefix: "x."
@@ -116,6 +125,9 @@ dogstatsd_mapper_profiles:
         assert_eq!(c.mapper_profiles.len(), 1);
         assert_eq!(c.ignored, vec!["api_key"]);
         assert_eq!(c.namespace_exempt, None);
+        assert_eq!(c.max_contexts, Some(5000));
+        assert_eq!(c.max_contexts_per_metric, None);
+        assert_eq!(c.memory_limit_bytes, Some(1 << 30));
     }
 
     #[test]

@@ -51,6 +51,12 @@ impl Contexts {
         self.by_key.is_empty()
     }
 
+    /// Entry slots allocated, live or free for reuse.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Distinct strings held.
     pub fn strings(&self) -> usize {
         self.interner.len()

@@ -276,6 +276,8 @@ impl Merger {
 }
 
 #[cfg(test)]
+mod cardinality_tests;
+#[cfg(test)]
 mod pipeline_tests;
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use crate::flushed::{Contexts, DescRef, FlushBatch, FlushedMetric, OutKind, Suff
 use crate::protocol::origin::{Cardinality, Origin, Precedence};
 use crate::protocol::{Metric, parse_metric};
 
-const T0: u64 = 1_000_000;
+pub(super) const T0: u64 = 1_000_000;
 
-fn cfg(owners: usize) -> AggregateConfig {
+pub(super) fn cfg(owners: usize) -> AggregateConfig {
     AggregateConfig {
         bucket_secs: 10,
         exact_samples: 100,
@@ -21,10 +21,12 @@ fn cfg(owners: usize) -> AggregateConfig {
         max_pending_events: 2,
         origin_precedence: Precedence::Client,
         names: Default::default(),
+        max_contexts: None,
+        max_contexts_per_metric: None,
     }
 }
 
-fn hist_out() -> HistogramOutput {
+pub(super) fn hist_out() -> HistogramOutput {
     HistogramOutput {
         aggregates: vec![Suffix::Max, Suffix::Median, Suffix::Avg, Suffix::Count],
         percentiles: vec![(95, 0.95)],
@@ -32,9 +34,9 @@ fn hist_out() -> HistogramOutput {
 }
 
 /// One flushed point, readable: (name, type, value, host, tags).
-type Point = (String, &'static str, f64, String, Vec<String>);
+pub(super) type Point = (String, &'static str, f64, String, Vec<String>);
 
-fn points(batch: &FlushBatch) -> Vec<Point> {
+pub(super) fn points(batch: &FlushBatch) -> Vec<Point> {
     let mut out: Vec<Point> = batch
         .metrics
         .iter()
@@ -63,7 +65,7 @@ fn points(batch: &FlushBatch) -> Vec<Point> {
     out
 }
 
-fn feed(agg: &mut Aggregator, lines: &[&str], at: u64) {
+pub(super) fn feed(agg: &mut Aggregator, lines: &[&str], at: u64) {
     for l in lines {
         agg.insert(&parse_metric(l.as_bytes()).unwrap(), at)
             .unwrap();
@@ -77,7 +79,7 @@ thread_local! {
 
 /// Closes the open window of every aggregator and merges everything the owners receive, each
 /// point described as the sink's context table describes it.
-fn close_all(aggs: &mut [Aggregator]) -> FlushBatch {
+pub(super) fn close_all(aggs: &mut [Aggregator]) -> FlushBatch {
     let owners = aggs.len();
     let mut mergers: Vec<Merger> = (0..owners)
         .map(|_| Merger::new(owners, 10, 100, hist_out()))
@@ -127,7 +129,13 @@ fn append(all: &mut FlushBatch, out: FlushBatch) {
         }));
 }
 
-fn point(name: &str, kind: &'static str, value: f64, host: &str, tags: &[&str]) -> Point {
+pub(super) fn point(
+    name: &str,
+    kind: &'static str,
+    value: f64,
+    host: &str,
+    tags: &[&str],
+) -> Point {
     (
         name.into(),
         kind,

@@ -104,13 +104,14 @@ struct Shard {
     sink: mpsc::Sender<ToSink>,
 }
 
-/// Starts one executor per configured CPU, calls `on_ready` once every shard runs its tasks,
-/// and waits for all of them to stop.
+/// Starts one executor per configured CPU, calls `on_ready` once every shard runs its tasks
+/// and `on_tick` every `STOP_POLL` from then on, and waits for all of them to stop.
 pub fn run_shards(
     cfg: &Config,
     sockets: Vec<Sockets>,
     sink: mpsc::Sender<ToSink>,
     on_ready: impl FnOnce(),
+    mut on_tick: impl FnMut(),
 ) -> io::Result<()> {
     let (outboxes, inboxes): (Vec<_>, Vec<_>) =
         (0..cfg.cores.len()).map(|_| mpsc::channel()).unzip();
@@ -167,6 +168,7 @@ pub fn run_shards(
     }
     while running() {
         std::thread::sleep(STOP_POLL);
+        on_tick();
     }
     for mut w in wakers {
         // A shard that already ended has closed its end; nothing to wake then.
@@ -361,8 +363,11 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
         c.mapper_cache[CacheResult::Hit] += names.cache_hits;
         c.mapper_cache[CacheResult::Miss] += names.cache_misses;
         c.mapped_names += names.mapped;
-        agg.take_pending()
+        let refusals = agg.take_refusals();
+        c.contexts_refused = refusals.refused;
+        (agg.take_pending(), top_refused(refusals.by_name))
     };
+    let (pending, refused_by_metric) = pending;
     let counters = std::mem::take(&mut *shard.counters.borrow_mut());
     send_to_sink(shard, ToSink::Batch(pending));
     send_to_sink(
@@ -371,6 +376,7 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
             shard: shard.index,
             window,
             counters,
+            refused_by_metric,
         })),
     );
 }
@@ -416,6 +422,15 @@ async fn peer_done(shard: &Shard) {
             expand_and_send(shard, ready).await;
         }
     }
+}
+
+/// The metric names with the most refused contexts, most first (ties by name), at most
+/// `TOP_REFUSED`.
+fn top_refused(by_name: hashbrown::HashMap<Box<[u8]>, u64>) -> Vec<(Box<[u8]>, u64)> {
+    let mut top: Vec<(Box<[u8]>, u64)> = by_name.into_iter().collect();
+    top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(crate::telemetry::TOP_REFUSED);
+    top
 }
 
 /// Sends the sink the descriptions of the contexts created since the last time, once they hold

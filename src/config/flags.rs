@@ -1,0 +1,482 @@
+//! The command line: every flag, its default, its file key where the Agent or statsd_exporter
+//! has one, and the parsers that check each value alone (naming the flag's value at fault).
+//! Settings that depend on one another are checked by `Config::from_flags`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::Downstream;
+use super::downstream;
+use crate::flushed::Suffix;
+use crate::listen::{Framing, Transport};
+use crate::protocol::origin::Precedence;
+use crate::sink::datadog::CountersAs;
+use crate::sink::payload::Compression;
+
+/// A thread-per-core DogStatsD server: UDP in on every pinned core, per-core aggregation,
+/// cross-core merge, flushed downstream every window.
+#[derive(Parser, Debug)]
+#[command(name = "corestatsd", version)]
+pub struct Flags {
+    /// CPUs to run one shard each on, as `0-3`, `0,2` or `0-1,4`. Defaults to every CPU in the
+    /// process' affinity mask.
+    #[arg(long, value_parser = parse_cores)]
+    pub cores: Option<CoreList>,
+
+    /// UDP address every shard binds with SO_REUSEPORT; `0.0.0.0:8125` takes non-local traffic,
+    /// port 0 picks a free port (logged). Defaults to 127.0.0.1:8125.
+    #[arg(long, hide_default_value = true, default_value = "127.0.0.1:8125")]
+    pub udp_addr: SocketAddr,
+
+    /// Do not listen on UDP at all (for hosts that take DogStatsD over unix sockets or TCP only).
+    #[arg(long)]
+    pub no_udp: bool,
+
+    /// Unix datagram socket to listen on; repeatable. With one path every shard reads the same
+    /// socket (the kernel hands each datagram to one reader); several paths are dealt to the
+    /// shards round-robin. A stale socket file is replaced; a path that exists and is not a
+    /// socket is an error. Defaults to none.
+    #[arg(long = "uds-path", value_name = "PATH")]
+    pub uds_paths: Vec<PathBuf>,
+
+    /// Permissions of the unix socket files, in octal. Defaults to 0722 (as the Agent: anyone
+    /// may send, only the owner may read).
+    #[arg(long, hide_default_value = true, default_value = "0722", value_parser = parse_mode)]
+    pub uds_mode: u32,
+
+    /// Unix stream socket to listen on: each frame is a 4-byte little-endian length and a
+    /// packet. A frame longer than --buffer-size-bytes closes its connection (counted).
+    /// Each connection is served by one shard. Defaults to none.
+    #[arg(long, value_name = "PATH")]
+    pub uds_stream_path: Option<PathBuf>,
+
+    /// TCP address to listen on (every shard accepts, SO_REUSEPORT); port 0 picks a free port
+    /// (logged). Defaults to none.
+    #[arg(long, value_name = "ADDR")]
+    pub tcp_addr: Option<SocketAddr>,
+
+    /// How TCP packets are delimited: `length` (4-byte little-endian length, then the packet,
+    /// as on the unix stream socket) or `newline` (every line ends with `\n`, the statsd_exporter
+    /// and Vector style). Defaults to length.
+    #[arg(long, hide_default_value = true, default_value = "length", value_parser = parse_framing)]
+    pub tcp_framing: Framing,
+
+    /// A TCP connection that sends nothing for this long is closed (counted); 0 never closes
+    /// one. Defaults to 300.
+    #[arg(long, hide_default_value = true, default_value_t = 300)]
+    pub tcp_idle_timeout_secs: u64,
+
+    /// Open stream connections (TCP and unix stream together) one shard serves; more are closed
+    /// at once and counted. Each holds up to 2 x --buffer-size-bytes. Defaults to 1024.
+    #[arg(long, hide_default_value = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_shard: u32,
+
+    /// Read the sending process' credentials on unix sockets (SO_PASSCRED / SO_PEERCRED) and
+    /// map its pid to a container id through /proc/<pid>/cgroup; the id becomes part of the
+    /// context as `|c:` would. Pids that cannot be resolved are counted. Defaults to off.
+    #[arg(long)]
+    pub origin_detection: bool,
+
+    /// Whose container id wins when a message has both `|c:` and socket credentials:
+    /// `client` or `socket`. Defaults to client.
+    #[arg(long, hide_default_value = true, default_value = "client", value_parser = parse_precedence)]
+    pub origin_precedence: Precedence,
+
+    /// How long a shard caches a pid's container id (or its absence). Defaults to 60 (as the
+    /// Agent).
+    #[arg(long, hide_default_value = true, default_value_t = 60)]
+    pub origin_cache_ttl_secs: u64,
+
+    /// Where the host's /proc is mounted, for origin detection (`/host/proc` when corestatsd
+    /// itself runs in a container). Defaults to /proc.
+    #[arg(long, hide_default_value = true, default_value = "/proc")]
+    pub proc_root: PathBuf,
+
+    /// SO_RCVBUF requested for each socket; the granted value is logged. Larger absorbs longer
+    /// bursts at the cost of kernel memory. 0 keeps the OS default. Defaults to 4194304 (4 MiB).
+    #[arg(long, hide_default_value = true, default_value_t = 4 << 20)]
+    pub so_rcvbuf_bytes: usize,
+
+    /// Size of each receive buffer; a longer datagram is counted as truncated and its cut last
+    /// line dropped. Defaults to 8192, the Agent's `dogstatsd_buffer_size`.
+    #[arg(long, hide_default_value = true, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1<<20))]
+    pub buffer_size_bytes: u32,
+
+    /// Datagrams taken per `recvmmsg` call, and so buffers in each shard's pool. More amortises
+    /// the syscall; fewer keeps the pool small. Defaults to 32.
+    #[arg(long, hide_default_value = true, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub recv_batch_datagrams: u32,
+
+    /// Host of metrics without a `host:` tag; an empty string means no host. Defaults to the
+    /// machine's hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+
+    /// Aggregation window, aligned to the wall clock. Defaults to 10 (the Agent's bucket).
+    #[arg(long, hide_default_value = true, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub bucket_secs: u32,
+
+    /// Histogram/timer aggregates to emit, from max, min, median, avg, count, sum.
+    /// Defaults to max,median,avg,count.
+    #[arg(long, hide_default_value = true, default_value = "max,median,avg,count", value_parser = parse_aggregates)]
+    pub histogram_aggregates: HistogramAggregates,
+
+    /// Histogram/timer percentiles to emit, each in (0, 1); `0.95` emits `name.95percentile`.
+    /// Defaults to 0.95.
+    #[arg(long, hide_default_value = true, default_value = "0.95", value_parser = parse_percentiles)]
+    pub histogram_percentiles: Percentiles,
+
+    /// Histogram/timer samples kept exactly per context and window; beyond that a DDSketch
+    /// (1/128 relative accuracy) bounds memory. Defaults to 512.
+    #[arg(long, hide_default_value = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1<<20))]
+    pub histogram_exact_samples: u32,
+
+    /// How long an idle counter keeps emitting 0 after its last sample; 0 disables.
+    /// Defaults to 300 (the Agent's `dogstatsd_expiry_seconds`).
+    #[arg(long, hide_default_value = true, default_value_t = 300)]
+    pub counter_zero_fill_secs: u64,
+
+    /// How long any other idle context is kept before its memory is freed.
+    /// Defaults to 20 (the Agent's `dogstatsd_context_expiry_seconds`).
+    #[arg(long, hide_default_value = true, default_value_t = 20)]
+    pub context_expiry_secs: u64,
+
+    /// Where flushed metrics go: `jsonl:-` (stdout), `jsonl:PATH` (appended), `datadog` (the
+    /// intake API at --dd-url), `prometheus-remote-write:URL`, `dogstatsd:HOST:PORT` or
+    /// `dogstatsd+uds:PATH` (relay to another DogStatsD tier). Defaults to jsonl:-.
+    #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = downstream::parse_downstream)]
+    pub downstream: Downstream,
+
+    /// Copies every received datagram, before parsing, to this UDP address (HOST:PORT), from the
+    /// shard that received it, without ever blocking receive; failed sends are counted. The
+    /// Agent's statsd_forward_host/port. Defaults to off.
+    #[arg(long, value_parser = parse_forward_addr)]
+    pub forward_addr: Option<SocketAddr>,
+
+    /// Transports whose packets must end with `\n`, from udp, uds, uds_stream, tcp: on those, a
+    /// packet's (or frame's) last line without one is dropped and counted
+    /// (`corestatsd.unterminated_lines`), as the Agent's `dogstatsd_eol_required`. With
+    /// `--tcp-framing newline` it applies to the bytes left when a client closes.
+    /// Defaults to none.
+    #[arg(long, value_parser = parse_eol_required)]
+    pub eol_required: Option<EolRequired>,
+
+    /// Events, and separately service checks, one shard holds between two flushes; more are
+    /// dropped and counted (`corestatsd.pending_full_drops`). Bounds memory under an event
+    /// flood. Defaults to 10000.
+    #[arg(long, hide_default_value = true, default_value_t = 10_000)]
+    pub max_pending_events: usize,
+
+    /// A YAML file for settings too structured for flags, with the Datadog Agent's key names so a
+    /// `datadog.yaml` section can be pasted in: `dogstatsd_mapper_profiles`,
+    /// `dogstatsd_mapper_cache_size`, `statsd_metric_namespace`,
+    /// `statsd_metric_namespace_blacklist`, `metric_filterlist` (+ `metric_filterlist_match_prefix`),
+    /// `dogstatsd_tags`. A flag given on the command line replaces the file's value. Keys
+    /// corestatsd does not use are listed at start-up and ignored. Defaults to none.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Names the mapper remembers per shard (hits and misses). Defaults to 1000 (as the Agent's
+    /// `dogstatsd_mapper_cache_size`); 0 disables the cache.
+    #[arg(long)]
+    pub mapper_cache_size: Option<usize>,
+
+    /// Prefix for every metric name, after mapping (a `.` is added if missing), except names
+    /// starting with an exempt prefix. Defaults to none.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// A prefix exempt from --namespace; repeatable; replaces the default list (the Agent's
+    /// standard prefixes: datadog.agent, datadog.dogstatsd, ..., jvm, kafka, runtime).
+    #[arg(long = "namespace-exempt", value_name = "PREFIX")]
+    pub namespace_exempt: Vec<String>,
+
+    /// Drop metrics with exactly this final name (after mapping and namespace); repeatable.
+    /// Counted as corestatsd.blocked_metrics. Defaults to none.
+    #[arg(long = "block-metric", value_name = "NAME")]
+    pub block_metric: Vec<String>,
+
+    /// Drop metrics whose final name starts with this; repeatable. Defaults to none.
+    #[arg(long = "block-metric-prefix", value_name = "PREFIX")]
+    pub block_metric_prefix: Vec<String>,
+
+    /// A `key:value` tag added to every metric, event and service check; repeatable.
+    /// Defaults to none.
+    #[arg(long = "tag", value_name = "KEY:VALUE")]
+    pub tags: Vec<String>,
+
+    /// Contexts the process holds at most (each shard holds its share, rounded up). A sample
+    /// whose new context would pass it is aggregated into its metric's overflow context (same
+    /// name, type and host, tags `corestatsd_overflow:true`), counted in
+    /// corestatsd.contexts_refused{reason:max_contexts}. File key `max_contexts`. Defaults to no
+    /// cap.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_contexts: Option<u64>,
+
+    /// Contexts of one metric name the process holds at most (each shard holds its share,
+    /// rounded up); past it as --max-contexts. File key `max_contexts_per_metric`. Defaults to
+    /// no cap.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_contexts_per_metric: Option<u64>,
+
+    /// The memory the process may use. From 90 % of it new contexts go to overflow contexts,
+    /// from 95 % events and service checks are dropped and histograms keep no exact samples,
+    /// all counted. 0 turns it off. File key `memory_limit_bytes`. Defaults to 90 % of the
+    /// cgroup's memory limit when there is one (a container), else none.
+    #[arg(long)]
+    pub memory_limit_bytes: Option<u64>,
+
+    /// Do not emit corestatsd.* self metrics (the per-window log line stays).
+    #[arg(long)]
+    pub no_self_metrics: bool,
+
+    /// Emit self metrics per shard, tagged `shard:N`, instead of summed over the process.
+    /// Defaults to off.
+    #[arg(long)]
+    pub self_metrics_per_shard: bool,
+
+    /// `--downstream datadog`: the intake's base URL (any http or https URL, e.g. a local
+    /// intake). Defaults to https://api.datadoghq.com.
+    #[arg(
+        long,
+        hide_default_value = true,
+        default_value = "https://api.datadoghq.com"
+    )]
+    pub dd_url: String,
+
+    /// `--downstream datadog`: a file holding the API key (surrounding whitespace ignored). The
+    /// key is otherwise read from DD_API_KEY; it is never logged. Defaults to none.
+    #[arg(long, value_name = "FILE")]
+    pub dd_api_key_file: Option<PathBuf>,
+
+    /// `--downstream datadog`: counts go out as `rate` (sum / interval, type RATE, as the Agent
+    /// sends them) or `count` (the window's sum, type COUNT). Defaults to rate.
+    #[arg(long, hide_default_value = true, default_value = "rate", value_parser = downstream::parse_counters_as)]
+    pub dd_counters_as: CountersAs,
+
+    /// `--downstream datadog`: payload compression, `zstd` (level 1, the Agent's default),
+    /// `deflate` (zlib) or `none`. Defaults to zstd.
+    #[arg(long, hide_default_value = true, default_value = "zstd", value_parser = downstream::parse_compression)]
+    pub dd_compression: Compression,
+
+    /// HTTP downstreams: bytes of payloads held in memory while the downstream is slow or down;
+    /// past it the oldest go to --retry-spill-dir, or are dropped and counted
+    /// (corestatsd.downstream.dropped_payloads). Defaults to 67108864 (64 MiB).
+    #[arg(long, visible_alias = "dd-retry-queue-bytes", hide_default_value = true, default_value_t = 64 << 20)]
+    pub retry_queue_bytes: usize,
+
+    /// HTTP downstreams: a directory where payloads that do not fit in memory, or are still
+    /// undelivered at stop, are written; a later start sends them first. Defaults to none.
+    #[arg(long, visible_alias = "dd-retry-spill-dir", value_name = "DIR")]
+    pub retry_spill_dir: Option<PathBuf>,
+
+    /// HTTP downstreams: the most --retry-spill-dir may hold; past it the oldest files are
+    /// dropped and counted. Defaults to 1073741824 (1 GiB).
+    #[arg(long, hide_default_value = true, default_value_t = 1 << 30)]
+    pub retry_spill_max_bytes: u64,
+
+    /// HTTP downstreams: the whole-request timeout. Defaults to 20 (the Agent's
+    /// forwarder_timeout).
+    #[arg(long, hide_default_value = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_timeout_secs: u64,
+
+    /// HTTP downstreams: the first retry delay; each further retry doubles it, up to
+    /// --retry-backoff-max-ms, each drawn in [1/2, 1] of that. Defaults to 1000.
+    #[arg(long, hide_default_value = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_backoff_base_ms: u64,
+
+    /// HTTP downstreams: the longest retry delay. Defaults to 32000.
+    #[arg(long, hide_default_value = true, default_value_t = 32_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_backoff_max_ms: u64,
+
+    /// HTTP downstreams: at stop, how long to keep delivering before what is left is spilled
+    /// (or dropped and counted, without --retry-spill-dir). Defaults to 5.
+    #[arg(long, hide_default_value = true, default_value_t = 5)]
+    pub downstream_stop_timeout_secs: u64,
+
+    /// `--downstream prometheus-remote-write`: how long a counter series unseen keeps its
+    /// running total; after that it restarts from its next value (a counter reset to
+    /// Prometheus). Defaults to 900; 0 keeps totals forever.
+    #[arg(long, hide_default_value = true, default_value_t = 900)]
+    pub remote_write_counter_expiry_secs: u64,
+
+    /// `--downstream dogstatsd…`: the largest datagram the relay sends. Defaults to 1432 for UDP
+    /// and 8192 for unix sockets.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(64..=65507))]
+    pub relay_max_packet_bytes: Option<u64>,
+
+    /// Microseconds an idle shard busy-polls before parking. Spinning trades CPU for fewer drops
+    /// on bursty UDP (wake-up latency). Defaults to 0 (park at once).
+    #[arg(long, hide_default_value = true, default_value_t = 0)]
+    pub spin_before_park_us: u64,
+}
+
+/// A `--cores` list, in the order given.
+#[derive(Debug, Clone)]
+pub struct CoreList(pub Vec<usize>);
+
+#[derive(Debug, Clone)]
+pub struct HistogramAggregates(pub Vec<Suffix>);
+
+#[derive(Debug, Clone)]
+pub struct Percentiles(pub Vec<(u8, f64)>);
+
+fn parse_cores(s: &str) -> Result<CoreList, String> {
+    let mut cores = Vec::new();
+    for part in s.split(',') {
+        let bad = || format!("{part:?} is not a CPU number or range like 0-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    let mut sorted = cores.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != cores.len() {
+        return Err("a CPU is listed twice".into());
+    }
+    Ok(CoreList(cores))
+}
+
+fn parse_aggregates(s: &str) -> Result<HistogramAggregates, String> {
+    s.split(',')
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            Suffix::from_aggregate(a)
+                .ok_or_else(|| format!("{a:?} is not one of max, min, median, avg, count, sum"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(HistogramAggregates)
+}
+
+fn parse_percentiles(s: &str) -> Result<Percentiles, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.parse::<f64>() {
+            Ok(q) if q > 0.0 && q < 1.0 => Ok(((q * 100.0 + 0.5) as u8, q)),
+            _ => Err(format!("{p:?} is not a number in (0, 1)")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Percentiles)
+}
+
+/// `--eol-required` transports, indexed by `Transport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EolRequired(pub [bool; Transport::ALL.len()]);
+
+impl EolRequired {
+    pub fn on(&self, t: Transport) -> bool {
+        self.0[t as usize]
+    }
+}
+
+fn parse_eol_required(s: &str) -> Result<EolRequired, String> {
+    let mut eol = EolRequired::default();
+    for t in s.split(',').filter(|t| !t.is_empty()) {
+        let Some(transport) = Transport::ALL.into_iter().find(|x| x.name() == t) else {
+            return Err(format!(
+                "{t:?} is not a transport corestatsd listens on (udp, uds, uds_stream, tcp)"
+            ));
+        };
+        eol.0[transport as usize] = true;
+    }
+    Ok(eol)
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{s:?} is not an octal file mode like 0722")),
+    }
+}
+
+fn parse_framing(s: &str) -> Result<Framing, String> {
+    match s {
+        "length" => Ok(Framing::Length),
+        "newline" => Ok(Framing::Newline),
+        _ => Err(format!("{s:?} is not a framing (length or newline)")),
+    }
+}
+
+fn parse_precedence(s: &str) -> Result<Precedence, String> {
+    match s {
+        "client" => Ok(Precedence::Client),
+        "socket" => Ok(Precedence::Socket),
+        _ => Err(format!("{s:?} is not client or socket")),
+    }
+}
+
+pub(super) fn parse_forward_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_accept_lists_and_ranges() {
+        assert_eq!(parse_cores("0-3").unwrap().0, vec![0, 1, 2, 3]);
+        assert_eq!(parse_cores("0,2").unwrap().0, vec![0, 2]);
+        assert_eq!(parse_cores("0-1,4").unwrap().0, vec![0, 1, 4]);
+        assert!(parse_cores("3-1").is_err());
+        assert!(parse_cores("0,0").is_err());
+        assert!(parse_cores("a").is_err());
+        assert!(parse_cores("").is_err());
+    }
+
+    #[test]
+    fn percentiles_and_aggregates_are_validated() {
+        assert_eq!(
+            parse_percentiles("0.95,0.5").unwrap().0,
+            vec![(95, 0.95), (50, 0.5)]
+        );
+        assert!(parse_percentiles("1.5").is_err());
+        assert!(parse_percentiles("0").is_err());
+        assert_eq!(
+            parse_aggregates("max,sum").unwrap().0,
+            vec![Suffix::Max, Suffix::Sum]
+        );
+        assert!(parse_aggregates("p99").is_err());
+    }
+
+    #[test]
+    fn eol_required_names_known_transports_only() {
+        let eol = parse_eol_required("udp,tcp").unwrap();
+        assert!(eol.on(Transport::Udp) && eol.on(Transport::Tcp));
+        assert!(!eol.on(Transport::Uds) && !eol.on(Transport::UdsStream));
+        assert!(
+            parse_eol_required("uds,uds_stream")
+                .unwrap()
+                .on(Transport::UdsStream)
+        );
+        assert_eq!(parse_eol_required("").unwrap(), EolRequired::default());
+        assert!(parse_eol_required("udp,smoke").is_err());
+    }
+
+    #[test]
+    fn modes_framings_and_precedence() {
+        assert_eq!(parse_mode("0722").unwrap(), 0o722);
+        assert_eq!(parse_mode("660").unwrap(), 0o660);
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("77777").is_err());
+        assert_eq!(parse_framing("newline").unwrap(), Framing::Newline);
+        assert!(parse_framing("lines").is_err());
+        assert_eq!(parse_precedence("socket").unwrap(), Precedence::Socket);
+        assert!(parse_precedence("kernel").is_err());
+    }
+}
