@@ -108,6 +108,13 @@ impl WindowSummaries {
                 .collect();
             let _ = write!(line, "; contexts refused most by: {}", names.join(","));
         }
+        // The process' memory (the heap as its allocator counts it; 0 where that allocator is
+        // not in use, as in unit tests).
+        let heap = crate::memory::heap_bytes();
+        let rss = crate::memory::resident_bytes().unwrap_or(0);
+        if heap > 0 {
+            let _ = write!(line, " heap_bytes={heap} rss_bytes={rss}");
+        }
         eprintln!("{line}");
         let mut points = FlushBatch::default();
         if self.cfg.points {
@@ -124,6 +131,10 @@ impl WindowSummaries {
                 let tag = format!("metric:{}", String::from_utf8_lossy(name));
                 let point = "corestatsd.contexts_refused_by_metric";
                 w.point(point, &[&tag], OutKind::Count, *n as f64);
+            }
+            if heap > 0 {
+                w.point("corestatsd.heap_bytes", &[], OutKind::Gauge, heap as f64);
+                w.point("corestatsd.rss_bytes", &[], OutKind::Gauge, rss as f64);
             }
             w.finish(&mut points);
         }

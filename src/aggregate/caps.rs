@@ -25,8 +25,8 @@ pub const OVERFLOW_TAG: &[u8] = b"corestatsd_overflow:true";
 /// What `resolve_slow` returns for a refused context whose overflow context cannot be made.
 pub(super) const OVERFLOW_FULL: u32 = u32::MAX - 1;
 
-/// A context's `metric` when `--max-contexts-per-metric` is off (or it is not counted).
-pub(super) const NO_METRIC: u32 = u32::MAX;
+/// A context's entry in `metric_of` when it is not counted (an overflow context).
+const NO_METRIC: u32 = u32::MAX;
 
 /// Overflow contexts a shard may create beyond its caps (one per metric name, type and host
 /// that overflowed; or 1 % of its `--max-contexts` share, if more): they keep totals exact, but
@@ -59,6 +59,9 @@ pub(super) struct Caps {
     metrics: Vec<MetricCount>,
     metrics_free: Vec<u32>,
     metrics_by_name: HashTable<u32>,
+    /// Each context's slot in `metrics`, by context id (with `--max-contexts-per-metric` only:
+    /// empty otherwise, so a context costs nothing for it).
+    metric_of: Vec<u32>,
     /// Aliases of refused contexts, to their overflow context: later samples skip the caps.
     /// Cleared when full, when an overflow context is freed, and at a close when a cap may
     /// have room again (`at_close`), so refused contexts get another chance.
@@ -93,12 +96,23 @@ impl Caps {
             .copied()
     }
 
-    /// Counts a new context of `name` for `--max-contexts-per-metric`; its slot in `metrics`.
-    pub(super) fn count(&mut self, state: &FixedState, name: &[u8]) -> u32 {
-        if let Some(i) = self.metric_slot(state, name) {
-            self.metrics[i as usize].live += 1;
-            return i;
+    /// Counts context `id`, new, against `name`'s `--max-contexts-per-metric`.
+    pub(super) fn count(&mut self, state: &FixedState, id: u32, name: &[u8]) {
+        let i = match self.metric_slot(state, name) {
+            Some(i) => {
+                self.metrics[i as usize].live += 1;
+                i
+            }
+            None => self.add_metric(state, name),
+        };
+        let id = id as usize;
+        if self.metric_of.len() <= id {
+            self.metric_of.resize(id + 1, NO_METRIC);
         }
+        self.metric_of[id] = i;
+    }
+
+    fn add_metric(&mut self, state: &FixedState, name: &[u8]) -> u32 {
         let entry = MetricCount {
             name: name.into(),
             live: 1,
@@ -121,14 +135,18 @@ impl Caps {
         i
     }
 
-    /// Forgets a freed context: its metric's count (`metric`, `NO_METRIC` if uncounted) and,
-    /// for an overflow context, every alias that may point at its slot before the slot is reused.
-    pub(super) fn release(&mut self, state: &FixedState, metric: u32, overflow: bool) {
+    /// Forgets freed context `id`: its metric's count and, for an overflow context, every
+    /// alias that may point at its slot before the slot is reused.
+    pub(super) fn release(&mut self, state: &FixedState, id: u32, overflow: bool) {
         self.changed = true;
         if overflow {
             self.overflow_live -= 1;
             self.overflow_aliases.clear();
         }
+        let Some(metric) = self.metric_of.get_mut(id as usize) else {
+            return;
+        };
+        let metric = std::mem::replace(metric, NO_METRIC);
         if metric == NO_METRIC {
             return;
         }

@@ -128,9 +128,9 @@ impl Aggregator {
 
     fn free_context(&mut self, id: u32) {
         let ctx = &mut self.metas[id as usize];
-        let (key, alias, metric, overflow) = (ctx.key, ctx.alias, ctx.metric, ctx.overflow);
+        let (key, alias_lo, overflow) = (ctx.key, ctx.alias_lo, ctx.overflow);
         ctx.live = false;
-        self.caps.release(&self.state, metric, overflow);
+        self.caps.release(&self.state, id, overflow);
         self.slots[id as usize].agg = None;
         if let Ok(e) = self
             .by_key
@@ -140,7 +140,7 @@ impl Aggregator {
         }
         if let Ok(e) = self
             .by_alias
-            .find_entry(table_hash(low(alias)), |&(_, c)| c == id)
+            .find_entry(table_hash(alias_lo), |&(_, c)| c == id)
         {
             e.remove();
         }

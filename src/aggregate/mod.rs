@@ -32,7 +32,7 @@ pub use batch::{ContextBatch, Partial, owner_of};
 pub(crate) use caps::OVERFLOW_TAG;
 pub use ingest::{Packet, ingest};
 
-use caps::{Caps, NO_METRIC, OVERFLOW_FULL};
+use caps::{Caps, OVERFLOW_FULL};
 use close::Closing;
 use key::{ContextTags, key_of, low, resolve_host, table_hash};
 
@@ -122,21 +122,19 @@ struct Slot {
     agg: Option<Agg>,
 }
 
-/// The rest of a context, touched when it is created, swept or freed. No strings: a context's
-/// description went to the sink's context table once, when it was created (`ContextNews`).
+/// The rest of a context, touched when it is created, swept or freed: 16 bytes. No strings: a
+/// context's description went to the sink's context table once, when it was created.
 struct Meta {
     /// Canonical key: identical on every shard for the same context, used for ownership.
     key: u64,
-    /// Alias key of the tag order first seen: its entry in `by_alias`, for the fast path.
-    alias: u64,
+    /// Low half of the alias key of the tag order first seen (the high half is in its `Slot`):
+    /// its entry in `by_alias`, for the fast path.
+    alias_lo: u32,
     metric_type: MetricType,
     /// False once freed (the slot waits in `free`).
     live: bool,
     /// One of its metric's overflow contexts.
     overflow: bool,
-    /// Its metric name's count in `caps` (with `--max-contexts-per-metric`, overflow contexts
-    /// aside), else `NO_METRIC`.
-    metric: u32,
 }
 
 pub struct Aggregator {
@@ -337,11 +335,11 @@ impl Aggregator {
     /// Finds or creates the context of `m` the thorough way (or, past a cap, its overflow
     /// context); `NO_CONTEXT` if it is blocked, `OVERFLOW_FULL` if it can go nowhere.
     fn resolve_slow(&mut self, m: &Metric<'_>, alias: u64) -> u32 {
-        let metas = &self.metas;
+        let slots = &self.slots;
         // Exact alias match: a low-half collision, or a context created earlier in this group.
-        let lo = low(alias);
+        let (lo, hi) = (low(alias), (alias >> 32) as u32);
         if let Some(&(_, id)) = self.by_alias.find(table_hash(lo), |&(l, id)| {
-            l == lo && metas[id as usize].alias == alias
+            l == lo && slots[id as usize].alias_hi == hi
         }) {
             return id;
         }
@@ -369,7 +367,7 @@ impl Aggregator {
                         let id =
                             self.create_context(key, alias, name, m.metric_type, tags.host, lists);
                         if self.cfg.max_contexts_per_metric.is_some() {
-                            self.metas[id as usize].metric = self.caps.count(&self.state, name);
+                            self.caps.count(&self.state, id, name);
                         }
                         id
                     }
@@ -494,11 +492,10 @@ impl Aggregator {
         news.contexts.push((key, offset));
         let meta = Meta {
             key,
-            alias,
+            alias_lo: low(alias),
             metric_type,
             live: true,
             overflow: false,
-            metric: NO_METRIC,
         };
         let slot = Slot {
             alias_hi: (alias >> 32) as u32,
@@ -535,5 +532,10 @@ mod tests {
     fn the_per_sample_half_of_a_context_fills_exactly_one_half_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 32);
         assert_eq!(std::mem::align_of::<Slot>(), 32);
+        assert_eq!(
+            std::mem::size_of::<Meta>(),
+            16,
+            "the rest fits in half as much"
+        );
     }
 }

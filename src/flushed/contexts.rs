@@ -10,7 +10,17 @@
 //!
 //! Lives on the sink thread. Strings are interned (`intern`): tags that many contexts share are
 //! stored once. A context's tags arrive in the shard's hash order; they are sorted here.
+//!
+//! What contexts share is stored once too: a context is its key, its name and at most one tag of
+//! its own, plus a reference to a `TagSet` (its host, origin and every other tag) that contexts
+//! alike hold together. The tag of its own is the one string the context brought that the table
+//! did not hold yet (a pod, request or user id); a context with two or more such strings keeps
+//! them all in its set, alone. At 1M contexts of ten tags, one unique, the table holds 131 B a
+//! context (was 230 with a tag list per context; `cargo bench --bench contexts`).
 
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
 use super::desc::{Desc, NewDesc};
@@ -18,25 +28,42 @@ use super::intern::{Interner, NO_SYM, Sym};
 use super::{DescRef, FlushBatch, NewContexts};
 use crate::protocol::MetricType;
 
+/// 24 bytes: a context's own part.
 struct Entry {
     key: u64,
-    /// Shards holding the context.
-    refs: u32,
-    metric_type: MetricType,
     name: Sym,
+    /// Its `TagSet`.
+    set: u32,
+    /// Its tag not in the set (`NO_SYM`: none).
+    own: Sym,
+    /// Shards holding the context (at most one per shard).
+    refs: u16,
+    metric_type: MetricType,
+}
+
+/// What contexts alike share: host, origin and sorted tags, each holding one reference to
+/// its strings.
+struct TagSet {
+    hash: u64,
     host: Sym,
     origin: Sym,
     tags: Box<[Sym]>,
+    /// Contexts holding the set.
+    refs: u32,
 }
 
 #[derive(Default)]
 pub struct Contexts {
     interner: Interner,
-    /// Entries by slot; a freed slot has `refs == 0` and waits in `free`.
+    /// Entries by slot; a freed slot waits in `free`.
     entries: Vec<Entry>,
     free: Vec<u32>,
     /// Slots by key.
     by_key: HashTable<u32>,
+    sets: Vec<TagSet>,
+    sets_free: Vec<u32>,
+    sets_by_hash: HashTable<u32>,
+    state: FixedState,
     /// Announcements of a context this table already had (another shard created it too).
     pub shared: u64,
 }
@@ -62,6 +89,12 @@ impl Contexts {
         self.interner.len()
     }
 
+    /// Tag sets held.
+    #[cfg(test)]
+    pub(crate) fn tag_sets(&self) -> usize {
+        self.sets_by_hash.len()
+    }
+
     fn slot(&self, key: u64) -> Option<u32> {
         let entries = &self.entries;
         self.by_key
@@ -72,6 +105,7 @@ impl Contexts {
     /// Learns the contexts `news` describes: one reference each.
     pub fn learn(&mut self, news: &NewContexts) {
         let mut tags: Vec<&[u8]> = Vec::new();
+        let mut syms: Vec<Sym> = Vec::new();
         for &(key, offset) in &news.contexts {
             if let Some(i) = self.slot(key) {
                 self.entries[i as usize].refs += 1;
@@ -83,15 +117,30 @@ impl Contexts {
             tags.extend(d.tags());
             tags.sort_unstable();
             tags.dedup();
+            syms.clear();
+            let mut own = None;
+            let mut own_count = 0;
+            for t in &tags {
+                let (sym, new) = self.interner.intern_new(t);
+                if new {
+                    own = Some(syms.len());
+                    own_count += 1;
+                }
+                syms.push(sym);
+            }
+            let own = match own {
+                Some(at) if own_count == 1 => syms.remove(at),
+                _ => NO_SYM,
+            };
             let i = &mut self.interner;
+            let (host, origin) = (i.intern_optional(d.host), i.intern_optional(d.origin));
             let entry = Entry {
                 key,
+                name: i.intern(d.name),
+                set: self.hold_set(host, origin, &syms),
+                own,
                 refs: 1,
                 metric_type: d.metric_type,
-                name: i.intern(d.name),
-                host: i.intern_optional(d.host),
-                origin: i.intern_optional(d.origin),
-                tags: tags.iter().map(|t| i.intern(t)).collect(),
             };
             let slot = match self.free.pop() {
                 Some(slot) => {
@@ -99,7 +148,7 @@ impl Contexts {
                     slot
                 }
                 None => {
-                    self.entries.push(entry);
+                    super::push_gently(&mut self.entries, entry);
                     (self.entries.len() - 1) as u32
                 }
             };
@@ -107,6 +156,65 @@ impl Contexts {
             self.by_key
                 .insert_unique(key, slot, |&i| entries[i as usize].key);
         }
+    }
+
+    /// The set of `host`, `origin` and `tags`, with one more context holding it. The caller
+    /// holds a reference to each string; a set already held takes them back.
+    fn hold_set(&mut self, host: Sym, origin: Sym, tags: &[Sym]) -> u32 {
+        let hash = self.state.hash_one((host, origin, tags));
+        let sets = &self.sets;
+        let same = |&i: &u32| {
+            let s = &sets[i as usize];
+            s.hash == hash && s.host == host && s.origin == origin && &*s.tags == tags
+        };
+        if let Some(&i) = self.sets_by_hash.find(hash, same) {
+            self.sets[i as usize].refs += 1;
+            for sym in [host, origin].into_iter().chain(tags.iter().copied()) {
+                self.interner.release(sym);
+            }
+            return i;
+        }
+        let set = TagSet {
+            hash,
+            host,
+            origin,
+            tags: tags.into(),
+            refs: 1,
+        };
+        let i = match self.sets_free.pop() {
+            Some(i) => {
+                self.sets[i as usize] = set;
+                i
+            }
+            None => {
+                self.sets.push(set);
+                (self.sets.len() - 1) as u32
+            }
+        };
+        let sets = &self.sets;
+        self.sets_by_hash
+            .insert_unique(hash, i, |&j| sets[j as usize].hash);
+        i
+    }
+
+    fn release_set(&mut self, i: u32) {
+        let set = &mut self.sets[i as usize];
+        set.refs -= 1;
+        if set.refs > 0 {
+            return;
+        }
+        let hash = set.hash;
+        let tags = std::mem::take(&mut set.tags);
+        for sym in [set.host, set.origin]
+            .into_iter()
+            .chain(tags.iter().copied())
+        {
+            self.interner.release(sym);
+        }
+        if let Ok(e) = self.sets_by_hash.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+        self.sets_free.push(i);
     }
 
     /// Drops one reference for each context a shard freed.
@@ -120,12 +228,11 @@ impl Contexts {
             if entry.refs > 0 {
                 continue;
             }
-            let syms = [entry.name, entry.host, entry.origin];
-            let tags = std::mem::take(&mut entry.tags);
-            for sym in syms.into_iter().chain(tags.iter().copied()) {
-                self.interner.release(sym);
-            }
+            let (name, own, set) = (entry.name, entry.own, entry.set);
             entry.name = NO_SYM;
+            self.interner.release(name);
+            self.interner.release(own);
+            self.release_set(set);
             if let Ok(e) = self.by_key.find_entry(key, |&i| i == slot) {
                 e.remove();
             }
@@ -167,13 +274,13 @@ impl Contexts {
     /// The description in `slot` (from `resolve`).
     pub(crate) fn desc(&self, slot: u32) -> Desc<'_> {
         let e = &self.entries[slot as usize];
+        let set = &self.sets[e.set as usize];
         Desc::interned(
             e.metric_type,
             &self.interner,
-            e.name,
-            e.host,
-            e.origin,
-            &e.tags,
+            [e.name, set.host, set.origin],
+            &set.tags,
+            e.own,
         )
     }
 }
@@ -255,6 +362,55 @@ mod tests {
         assert_eq!(c.strings(), 0, "freed strings go with their last context");
         c.learn(&news(&[(3, "b", &[b"x"])]));
         assert_eq!(c.entries.len(), 2, "freed slots are reused");
+    }
+
+    #[test]
+    fn a_context_of_its_own_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+    }
+
+    #[test]
+    fn contexts_alike_share_one_tag_set_and_each_reads_its_own_tag_in_order() {
+        let mut c = Contexts::default();
+        // Every string new: the first context keeps its tags in a set of its own.
+        c.learn(&news(&[(1, "a", &[b"pod:1", b"env:prod", b"zone:z"])]));
+        c.learn(&news(&[
+            (2, "a", &[b"zone:z", b"pod:2", b"env:prod"]),
+            (3, "b", &[b"env:prod", b"zone:z", b"pod:3"]),
+            (4, "a", &[b"env:prod", b"zone:z", b"aaa:0"]),
+            (5, "a", &[b"env:prod", b"zone:z", b"zzz:9"]),
+        ]));
+        assert_eq!(
+            c.tag_sets(),
+            2,
+            "1 alone; 2 to 5 share host, env:prod and zone:z"
+        );
+        for (key, own) in [(1, "pod:1"), (2, "pod:2"), (3, "pod:3")] {
+            let tags: Vec<_> = c.desc_of(key).tags().collect();
+            assert_eq!(tags, [&b"env:prod"[..], own.as_bytes(), b"zone:z"]);
+        }
+        let first: Vec<_> = c.desc_of(4).tags().collect();
+        assert_eq!(first, [&b"aaa:0"[..], b"env:prod", b"zone:z"]);
+        let last: Vec<_> = c.desc_of(5).tags().collect();
+        assert_eq!(last, [&b"env:prod"[..], b"zone:z", b"zzz:9"]);
+        // Two strings of its own: they stay in a set of its own.
+        c.learn(&news(&[(6, "a", &[b"env:prod", b"y:1", b"x:1"])]));
+        assert_eq!(c.tag_sets(), 3);
+        let two: Vec<_> = c.desc_of(6).tags().collect();
+        assert_eq!(two, [&b"env:prod"[..], b"x:1", b"y:1"]);
+        assert_eq!(c.desc_of(6).host, Some(&b"h"[..]));
+        c.forget(&[1, 2, 3]);
+        assert_eq!(
+            c.tag_sets(),
+            2,
+            "the shared set lives while 4 and 5 hold it"
+        );
+        c.forget(&[4, 5, 6]);
+        assert_eq!(
+            (c.tag_sets(), c.strings()),
+            (0, 0),
+            "sets and strings go with the last"
+        );
     }
 
     #[test]

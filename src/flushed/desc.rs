@@ -3,7 +3,7 @@
 //! news, self-metric points, `|T` points); the sink's context table keeps the same fields
 //! interned. `Desc` reads either.
 
-use super::intern::{Interner, Sym};
+use super::intern::{Interner, NO_SYM, Sym};
 use crate::protocol::origin::magic_tag;
 use crate::protocol::{MetricType, TagIter};
 
@@ -142,8 +142,11 @@ pub struct Desc<'a> {
 enum Tags<'a> {
     /// `count` length-prefixed fields.
     Encoded { count: u32, bytes: &'a [u8] },
+    /// Sorted `syms`, with `own` (unless `NO_SYM`) at index `own_at` among them.
     Interned {
         syms: &'a [Sym],
+        own: Sym,
+        own_at: usize,
         interner: &'a Interner,
     },
 }
@@ -171,15 +174,19 @@ impl<'a> Desc<'a> {
         }
     }
 
-    /// A description whose strings live in `interner`.
+    /// A description whose strings live in `interner`: `tags` sorted, and `own` (a context's
+    /// tag of its own, `NO_SYM` for none) sorted in among them as they are read.
     pub(crate) fn interned(
         metric_type: MetricType,
         interner: &'a Interner,
-        name: Sym,
-        host: Sym,
-        origin: Sym,
+        [name, host, origin]: [Sym; 3],
         tags: &'a [Sym],
+        own: Sym,
     ) -> Desc<'a> {
+        let own_at = match interner.get_optional(own) {
+            Some(o) => tags.partition_point(|&t| interner.get(t) < o),
+            None => tags.len(),
+        };
         Desc {
             metric_type,
             name: interner.get(name),
@@ -187,6 +194,8 @@ impl<'a> Desc<'a> {
             origin: interner.get_optional(origin),
             tags: Tags::Interned {
                 syms: tags,
+                own,
+                own_at,
                 interner,
             },
         }
@@ -195,11 +204,27 @@ impl<'a> Desc<'a> {
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
         let (count, mut encoded, interned) = match self.tags {
             Tags::Encoded { count, bytes } => (count as usize, Some((bytes, 0)), None),
-            Tags::Interned { syms, interner } => (syms.len(), None, Some((syms, interner))),
+            Tags::Interned {
+                syms,
+                own,
+                own_at,
+                interner,
+            } => {
+                let count = syms.len() + usize::from(own != NO_SYM);
+                (count, None, Some((syms, own, own_at, interner)))
+            }
         };
         (0..count).map(move |i| match (&mut encoded, interned) {
             (Some((bytes, at)), _) => read_field(bytes, at).unwrap_or_default(),
-            (None, Some((syms, interner))) => interner.get(syms[i]),
+            (None, Some((syms, own, own_at, interner))) => {
+                // Without `own`, `own_at` is past the last index.
+                let sym = match i.cmp(&own_at) {
+                    std::cmp::Ordering::Less => syms[i],
+                    std::cmp::Ordering::Equal => own,
+                    std::cmp::Ordering::Greater => syms[i - 1],
+                };
+                interner.get(sym)
+            }
             (None, None) => &[][..],
         })
     }

@@ -22,6 +22,12 @@ struct Entry {
     refs: u32,
 }
 
+/// A table hash from a string hash's high half: spread so hashbrown's tag byte (the top bits)
+/// and bucket (the low bits) both vary.
+fn table_hash(half: u32) -> u64 {
+    u64::from(half).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(half)
+}
+
 impl std::fmt::Debug for Interner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Interner({} strings)", self.len())
@@ -30,8 +36,9 @@ impl std::fmt::Debug for Interner {
 
 #[derive(Default)]
 pub struct Interner {
-    /// (hash, symbol).
-    table: HashTable<(u64, Sym)>,
+    /// (high half of the string's hash, symbol); the table's own hash is derived from the half
+    /// (`table_hash`), so 8 bytes an entry where the whole hash took 16.
+    table: HashTable<(u32, Sym)>,
     entries: Vec<Entry>,
     free: Vec<Sym>,
     state: FixedState,
@@ -40,17 +47,23 @@ pub struct Interner {
 impl Interner {
     /// Returns the symbol of `s`, adding one reference.
     pub fn intern(&mut self, s: &[u8]) -> Sym {
+        self.intern_new(s).0
+    }
+
+    /// Returns the symbol of `s`, adding one reference, and whether `s` was new (its only
+    /// reference is this one).
+    pub fn intern_new(&mut self, s: &[u8]) -> (Sym, bool) {
         let Interner {
             table,
             entries,
             free,
             state,
         } = self;
-        let hash = state.hash_one(s);
-        let same = |&(h, sym): &(u64, Sym)| h == hash && &*entries[sym as usize].bytes == s;
-        if let Some(&(_, sym)) = table.find(hash, same) {
+        let half = (state.hash_one(s) >> 32) as u32;
+        let same = |&(h, sym): &(u32, Sym)| h == half && &*entries[sym as usize].bytes == s;
+        if let Some(&(_, sym)) = table.find(table_hash(half), same) {
             entries[sym as usize].refs += 1;
-            return sym;
+            return (sym, false);
         }
         let entry = Entry {
             bytes: s.into(),
@@ -62,12 +75,12 @@ impl Interner {
                 sym
             }
             None => {
-                entries.push(entry);
+                super::push_gently(entries, entry);
                 (entries.len() - 1) as Sym
             }
         };
-        table.insert_unique(hash, (hash, sym), |&(h, _)| h);
-        sym
+        table.insert_unique(table_hash(half), (half, sym), |&(h, _)| table_hash(h));
+        (sym, true)
     }
 
     pub fn intern_optional(&mut self, s: Option<&[u8]>) -> Sym {
@@ -90,8 +103,8 @@ impl Interner {
         if entry.refs > 0 {
             return;
         }
-        let hash = state.hash_one(&*entry.bytes);
-        if let Ok(found) = table.find_entry(hash, |&(_, s)| s == sym) {
+        let half = (state.hash_one(&*entry.bytes) >> 32) as u32;
+        if let Ok(found) = table.find_entry(table_hash(half), |&(_, s)| s == sym) {
             found.remove();
         }
         entries[sym as usize].bytes = Box::default();

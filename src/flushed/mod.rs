@@ -77,6 +77,17 @@ impl Suffix {
     }
 }
 
+/// Pushes onto a table that holds one entry per live context or string: a full one grows by a
+/// quarter, not double, so at a million entries it holds at most a quarter more than it uses
+/// (doubling left up to half of a 50 MB vector unused). Growing costs more copies, on the sink
+/// thread only.
+fn push_gently<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.capacity() / 4).max(64));
+    }
+    v.push(x);
+}
+
 /// `name` followed by its suffix, into `out` (cleared first).
 pub fn full_name(out: &mut Vec<u8>, name: &[u8], suffix: Suffix) {
     out.clear();
