@@ -10,8 +10,8 @@ mod workload;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use send::{Pace, Target};
-use workload::{Counts, PRESETS, Shape, TYPES};
+use send::{Pace, Source, Target};
+use workload::{Counts, Generator, PRESETS, Shape, TYPES};
 
 #[derive(Parser, Debug)]
 #[command(name = "corestatsd-blast", version)]
@@ -21,14 +21,25 @@ struct Flags {
     #[arg(long)]
     target: String,
 
-    /// A named workload: counters-1k, mixed-100k, mixed-1m, distributions, one-per-datagram.
-    /// The shape flags below override its fields. Without one: 1000 contexts, 2 tags, the type
-    /// mix Datadog reports from production (c 208, g 66, d 72, s 9, h 1).
+    /// A named workload: counters-1k, mixed-100k, mixed-1m, distributions, one-per-datagram;
+    /// or one made while sending: new-contexts (every line a context not sent before) and churn
+    /// (--contexts live, default 1M, --churn-share of them replaced every --churn-window-secs),
+    /// both counters of 1 with 10 tags, one unique per context, and 30-byte names. The shape
+    /// flags below override a prebuilt preset's fields. Without one: 1000 contexts, 2 tags, the
+    /// type mix Datadog reports from production (c 208, g 66, d 72, s 9, h 1).
     #[arg(long)]
     preset: Option<String>,
 
+    /// Contexts of the workload (churn: live at a time).
     #[arg(long)]
     contexts: Option<usize>,
+    /// churn: the share of the live contexts replaced every window (0: the same contexts
+    /// throughout). Default 0.1.
+    #[arg(long)]
+    churn_share: Option<f64>,
+    /// churn: how often contexts are replaced, in seconds. Default 10 (the server's window).
+    #[arg(long)]
+    churn_window_secs: Option<f64>,
     /// Length of metric names.
     #[arg(long)]
     names_len: Option<usize>,
@@ -105,6 +116,14 @@ fn shape(f: &Flags, target: &Target) -> Result<Shape, String> {
     s.tag_len = f.tag_len.unwrap_or(s.tag_len);
     s.multivalue_prob = f.multivalue_prob.unwrap_or(s.multivalue_prob);
     s.sample_rate_prob = f.sample_rate_prob.unwrap_or(s.sample_rate_prob);
+    if let Some(workload::Stream::Churn { share, window_secs }) = &mut s.stream {
+        *share = f.churn_share.unwrap_or(*share);
+        *window_secs = f.churn_window_secs.unwrap_or(*window_secs);
+        let valid = (0.0..=1.0).contains(share) && *window_secs > 0.0;
+        if !valid {
+            return Err("--churn-share must be in [0, 1] and --churn-window-secs above 0".into());
+        }
+    }
     if let Some(t) = &f.tags_per_metric {
         let bad = || format!("--tags-per-metric {t:?} is not N or MIN-MAX");
         s.tags_per_metric = match t.split_once('-') {
@@ -160,32 +179,48 @@ fn run(f: &Flags) -> Result<(), String> {
     let run_for = Duration::from_secs_f64(f.duration_secs);
     let built = Instant::now();
     // Build every thread's packets first, so all threads start sending together.
-    let packets: Vec<Vec<workload::Packet>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let shape = &shape;
-                s.spawn(move || workload::build(shape, f.seed, t, f.max_prebuilt_bytes))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("build thread"))
-            .collect()
-    });
+    let packets: Vec<Vec<workload::Packet>> = match shape.stream {
+        Some(_) => (0..threads).map(|_| Vec::new()).collect(),
+        None => std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let shape = &shape;
+                    s.spawn(move || workload::build(shape, f.seed, t, f.max_prebuilt_bytes))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("build thread"))
+                .collect()
+        }),
+    };
     let build_secs = built.elapsed().as_secs_f64();
+    let mut replaced_per_window = 0;
+    let sources: Vec<Source<'_>> = packets
+        .iter()
+        .enumerate()
+        .map(|(t, p)| match shape.stream {
+            Some(stream) => {
+                let g = Generator::new(&shape, stream, t, threads);
+                replaced_per_window = g.replaced_per_window();
+                Source::Made(g)
+            }
+            None => Source::Prebuilt(p),
+        })
+        .collect();
     let started = Instant::now();
     let results: Vec<Result<send::Sent, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = packets
-            .iter()
+        let handles: Vec<_> = sources
+            .into_iter()
             .enumerate()
-            .map(|(t, p)| {
+            .map(|(t, source)| {
                 let target = &target;
                 let core = cores.as_ref().map(|c| c[t % c.len()]);
                 s.spawn(move || {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     }
-                    send::send(target, p, run_for, pace)
+                    send::send(target, source, run_for, pace)
                 })
             })
             .collect();
@@ -210,10 +245,14 @@ fn run(f: &Flags) -> Result<(), String> {
     println!(
         "{{\"preset\":\"{}\",\"transport\":\"{}\",\"threads\":{threads},\"contexts\":{},\"seconds\":{seconds:.3},\
          \"build_seconds\":{build_secs:.3},\"packets\":{},\"bytes\":{},\"metrics\":{},\"samples\":{},\
-         \"samples_by_type\":{{{}}},\"send_errors\":{errors}}}",
+         \"samples_by_type\":{{{}}},\"send_errors\":{errors},\"replaced_per_window\":{replaced_per_window}}}",
         f.preset.as_deref().unwrap_or("custom"),
         target.name(),
-        shape.contexts,
+        match shape.stream {
+            // Every line its own context.
+            Some(workload::Stream::NewContexts) => total.metrics,
+            _ => shape.contexts as u64,
+        },
         total.packets,
         total.bytes,
         total.metrics,

@@ -1,4 +1,4 @@
-//! Sending prebuilt packets over one transport as fast as allowed: `sendmmsg` from many source
+//! Sending packets (prebuilt, or made as it goes) over one transport as fast as allowed: `sendmmsg` from many source
 //! ports for UDP (so SO_REUSEPORT spreads them over the server's shards), blocking sends for unix
 //! datagram sockets, 4-byte length frames written in batches for unix stream and TCP. An optional
 //! rate is kept per thread by pacing every batch.
@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::workload::{Counts, Packet};
+use crate::workload::{Counts, Generator, Packet};
 
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -68,10 +68,16 @@ pub struct Sent {
     pub errors: u64,
 }
 
-/// Sends `packets` round and round for `run`, at `pace`.
+/// What a thread sends: prebuilt packets round and round, or packets made as it goes.
+pub enum Source<'a> {
+    Prebuilt(&'a [Packet]),
+    Made(Generator),
+}
+
+/// Sends from `source` for `run`, at `pace`.
 pub fn send(
     target: &Target,
-    packets: &[Packet],
+    source: Source<'_>,
     run: Duration,
     pace: Pace,
 ) -> Result<Sent, String> {
@@ -82,11 +88,33 @@ pub fn send(
         errors: 0,
     };
     let mut next = 0usize;
+    let (packets, mut generator) = match source {
+        Source::Prebuilt(p) => (p, None),
+        Source::Made(g) => (&[][..], Some(g)),
+    };
+    let mut made: Vec<Packet> = (0..BATCH)
+        .map(|_| Packet {
+            bytes: Vec::new(),
+            counts: Counts::default(),
+        })
+        .collect();
     while start.elapsed() < run {
-        let batch: Vec<&Packet> = (0..BATCH)
-            .map(|k| &packets[(next + k) % packets.len()])
-            .collect();
-        next = (next + BATCH) % packets.len();
+        let batch: Vec<&Packet> = match generator.as_mut() {
+            Some(g) => {
+                let at = start.elapsed().as_secs_f64();
+                for p in &mut made {
+                    g.fill(at, p);
+                }
+                made.iter().collect()
+            }
+            None => {
+                let batch = (0..BATCH)
+                    .map(|k| &packets[(next + k) % packets.len()])
+                    .collect();
+                next = (next + BATCH) % packets.len();
+                batch
+            }
+        };
         let ok = sink.send(&batch)?;
         for p in &batch[..ok] {
             sent.counts.add(&p.counts);

@@ -20,6 +20,8 @@ pub struct Shape {
     pub sample_rate_prob: f64,
     /// Lines are packed into packets up to this many bytes; 0 for one line per packet.
     pub packet_bytes: usize,
+    /// Lines made while sending instead of a prebuilt set (`new-contexts`, `churn`).
+    pub stream: Option<Stream>,
 }
 
 /// Datadog's reported production mix: c 208, g 66, d 72, s 9, h 1.
@@ -45,6 +47,13 @@ impl Shape {
             multivalue_prob: 0.0,
             sample_rate_prob: 0.0,
             packet_bytes,
+            stream: None,
+        };
+        let stream_base = Shape {
+            names_len: 30,
+            tags_per_metric: (10, 10),
+            weights: [1, 0, 0, 0, 0, 0],
+            ..base.clone()
         };
         Some(match name {
             "counters-1k" => base,
@@ -71,18 +80,124 @@ impl Shape {
                 packet_bytes: 0,
                 ..base
             },
+            // The shape of `Stream::line`: 10 tags, 30-byte names, counters of 1.
+            "new-contexts" => Shape {
+                stream: Some(Stream::NewContexts),
+                ..stream_base
+            },
+            "churn" => Shape {
+                contexts: 1_000_000,
+                stream: Some(Stream::Churn {
+                    share: 0.1,
+                    window_secs: 10.0,
+                }),
+                ..stream_base
+            },
             _ => return None,
         })
     }
 }
 
-pub const PRESETS: [&str; 5] = [
+pub const PRESETS: [&str; 7] = [
     "counters-1k",
     "mixed-100k",
     "mixed-1m",
     "distributions",
     "one-per-datagram",
+    "new-contexts",
+    "churn",
 ];
+
+/// A workload made line by line while sending, for context sets too large to prebuild. Every
+/// line is a counter of 1 (received == flushed is checkable) with 10 tags, one of them unique
+/// to its context.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stream {
+    /// Every line a context not sent before in this run.
+    NewContexts,
+    /// `Shape::contexts` live at a time; every `window_secs` the oldest `share` of them are
+    /// replaced by new ones (the window `w` sends contexts `w * replaced .. w * replaced + live`).
+    Churn { share: f64, window_secs: f64 },
+}
+
+/// Fixed-width fields keep every line the same length, so packets hold a fixed count.
+const NAMES: u64 = 1000;
+
+impl Stream {
+    /// Appends the line of context `ctx`.
+    pub fn line(ctx: u64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // 25 + 5 bytes of name; the unique tag is the last of ten.
+        let _ = write!(
+            out,
+            "checkout.request.latency.{:05}:1|c|#env:production,region:eu-west-1,az:eu-west-1a,\
+             service:checkout-api,version:1.24.3-build.512,pod:checkout-api-7d9f8b6c5-xk2lp,\
+             team:payments,tier:backend,cluster:prod-eu-1,request:{ctx:012}",
+            ctx % NAMES
+        );
+    }
+}
+
+/// Makes the packets of a `Stream` for one of `threads` sender threads.
+pub struct Generator {
+    stream: Stream,
+    live: u64,
+    lines_per_packet: u64,
+    thread: u64,
+    threads: u64,
+    /// Lines this thread made so far.
+    seq: u64,
+}
+
+impl Generator {
+    pub fn new(shape: &Shape, stream: Stream, thread: usize, threads: usize) -> Generator {
+        let mut one = Vec::new();
+        Stream::line(0, &mut one);
+        let lines_per_packet = (shape.packet_bytes + 1) / (one.len() + 1);
+        Generator {
+            stream,
+            live: shape.contexts.max(1) as u64,
+            lines_per_packet: lines_per_packet.max(1) as u64,
+            thread: thread as u64,
+            threads: threads.max(1) as u64,
+            seq: 0,
+        }
+    }
+
+    /// Contexts replaced per window (churn), else 0.
+    pub fn replaced_per_window(&self) -> u64 {
+        match self.stream {
+            Stream::Churn { share, .. } => (self.live as f64 * share).ceil() as u64,
+            Stream::NewContexts => 0,
+        }
+    }
+
+    /// Refills `p` with the next packet, `elapsed_secs` into the run.
+    pub fn fill(&mut self, elapsed_secs: f64, p: &mut Packet) {
+        p.bytes.clear();
+        p.counts = Counts::default();
+        for _ in 0..self.lines_per_packet {
+            let n = self.seq * self.threads + self.thread;
+            let ctx = match self.stream {
+                Stream::NewContexts => n,
+                Stream::Churn { window_secs, .. } => {
+                    let window = (elapsed_secs / window_secs.max(1e-3)) as u64;
+                    // 7919 is prime: the walk visits every live context in turn.
+                    window * self.replaced_per_window() + n.wrapping_mul(7919) % self.live
+                }
+            };
+            self.seq += 1;
+            if !p.bytes.is_empty() {
+                p.bytes.push(b'\n');
+            }
+            Stream::line(ctx, &mut p.bytes);
+            p.counts.metrics += 1;
+            p.counts.samples[0] += 1;
+        }
+        p.counts.packets = 1;
+        p.counts.bytes = p.bytes.len() as u64;
+    }
+}
 
 /// Totals of a set of packets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -326,5 +441,67 @@ mod tests {
         assert_eq!(again[0].bytes, packets[0].bytes);
         let one = build(&Shape::preset("one-per-datagram", 1432).unwrap(), 1, 0, 0);
         assert!(one.iter().all(|p| p.counts.metrics == 1));
+    }
+
+    fn contexts_of(p: &Packet) -> Vec<String> {
+        let text = std::str::from_utf8(&p.bytes).unwrap();
+        assert_eq!(text.split('\n').count() as u64, p.counts.metrics);
+        text.split('\n')
+            .map(|l| {
+                assert_eq!(l.matches(',').count(), 9, "ten tags: {l}");
+                l.rsplit_once("request:").unwrap().1.to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_contexts_never_repeat_across_threads() {
+        let shape = Shape::preset("new-contexts", 1432).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut p = Packet {
+            bytes: Vec::new(),
+            counts: Counts::default(),
+        };
+        for t in 0..2 {
+            let mut g = Generator::new(&shape, Stream::NewContexts, t, 2);
+            for _ in 0..100 {
+                g.fill(0.0, &mut p);
+                assert!(p.bytes.len() <= 1432 && p.counts.metrics >= 5);
+                for c in contexts_of(&p) {
+                    assert!(seen.insert(c), "a context sent twice");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn churn_replaces_its_share_of_the_live_contexts_each_window() {
+        let shape = Shape {
+            contexts: 1000,
+            ..Shape::preset("churn", 1432).unwrap()
+        };
+        let stream = shape.stream.unwrap();
+        let mut g = Generator::new(&shape, stream, 0, 1);
+        assert_eq!(g.replaced_per_window(), 100);
+        let mut p = Packet {
+            bytes: Vec::new(),
+            counts: Counts::default(),
+        };
+        let mut window = |g: &mut Generator, at: f64| {
+            let mut set = std::collections::BTreeSet::new();
+            while set.len() < 1000 {
+                g.fill(at, &mut p);
+                set.extend(
+                    contexts_of(&p)
+                        .into_iter()
+                        .map(|c| c.parse::<u64>().unwrap()),
+                );
+            }
+            set
+        };
+        let first = window(&mut g, 0.0);
+        let third = window(&mut g, 25.0);
+        assert_eq!(first, (0..1000).collect());
+        assert_eq!(third, (200..1200).collect());
     }
 }
