@@ -64,7 +64,7 @@ def status_kib(pid, key):
 class Server:
     """One server process under test, pinned to `core`, listening on a UDP loopback port."""
 
-    def __init__(self, kind, core, work, args):
+    def __init__(self, kind, core, work, args, downstream=None, extra=()):
         self.kind, self.core, self.work = kind, core, work
         self.out = os.path.join(work, f"{kind}.out")
         self.err = os.path.join(work, f"{kind}.err")
@@ -76,8 +76,9 @@ class Server:
         if kind == "corestatsd":
             cmd = [os.path.join(ROOT, "target/release/corestatsd"), "--cores", str(core),
                    "--udp-addr", f"127.0.0.1:{self.port}",
-                   "--so-rcvbuf-bytes", str(args.rcvbuf), "--downstream", f"jsonl:{self.out}",
-                   "--hostname", "bench"] + shlex.split(args.server_args)
+                   "--so-rcvbuf-bytes", str(args.rcvbuf),
+                   "--downstream", downstream or f"jsonl:{self.out}",
+                   "--hostname", "bench"] + list(extra) + shlex.split(args.server_args)
         elif kind == "netdata":
             conf = write_netdata_conf(work, self.port)
             cmd = pin + ["netdata", "-D", "-c", conf]
@@ -393,7 +394,12 @@ def svg(rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--presets", default=",".join(PRESETS), help="'none' for no preset rows")
+    ap.add_argument("--cardinality", default="all",
+                    help="cardinality rows (harness/cardinality.py): all, none, or a list of "
+                    "cold-start, new-contexts, live-1m, churn")
+    ap.add_argument("--live-secs", type=float, default=60, help="live-1m's measured phase")
+    ap.add_argument("--churn-secs", type=float, default=600, help="churn's measured phase")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--generator-core", type=int, default=1)
@@ -411,7 +417,13 @@ def main():
     for bin in ("corestatsd", "corestatsd-blast"):
         if not os.path.exists(os.path.join(ROOT, "target/release", bin)):
             sys.exit("build first: cargo build --release")
-    presets = [p for p in args.presets.split(",") if p]
+    import cardinality
+    presets = [p for p in args.presets.split(",") if p and p != "none"]
+    scenarios = (cardinality.SCENARIOS if args.cardinality == "all" else
+                 [c for c in args.cardinality.split(",") if c and c != "none"])
+    for c in scenarios:
+        if c not in cardinality.SCENARIOS:
+            sys.exit(f"--cardinality: {c!r} is not one of {', '.join(cardinality.SCENARIOS)}")
     for p in presets:
         if p not in PRESETS:
             sys.exit(f"--presets: {p!r} is not one of {', '.join(PRESETS)}")
@@ -424,7 +436,7 @@ def main():
               "(cd harness/peers && npm install statsd@0.9.0)", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="corestatsd-bench-")
-    rows, steps = [], []
+    rows, steps, card = [], [], []
     try:
         for preset in presets:
             for mode in args.modes.split(","):
@@ -434,16 +446,22 @@ def main():
                     rows.append(run_one(kind, preset, rate, args, work))
             if args.step:
                 steps.append(step(preset, args, work))
+        for c in scenarios:
+            print(f"cardinality {c} ...", file=sys.stderr)
+            card.append(cardinality.run_scenario(sys.modules[__name__], c, args, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    table = markdown(rows, steps)
+    table = markdown(rows, steps) if rows else ""
+    if card:
+        table += ("\n\n" if table else "") + cardinality.markdown(sys.modules[__name__], card)
     print(table)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump({"rows": rows, "steps": steps, "seconds": args.seconds,
+        json.dump({"rows": rows, "steps": steps, "cardinality": card, "seconds": args.seconds,
                    "rcvbuf": args.rcvbuf, "server_args": args.server_args,
                    "server_core": args.server_core, "generator_core": args.generator_core}, f, indent=1)
-    with open(os.path.join(args.out, "bench.svg"), "w") as f:
-        f.write(svg(rows))
+    if rows:
+        with open(os.path.join(args.out, "bench.svg"), "w") as f:
+            f.write(svg(rows))
     print(f"\nJSON: {args.out}/bench.json  chart: {args.out}/bench.svg", file=sys.stderr)
 
 

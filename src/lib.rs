@@ -8,10 +8,11 @@
 //! 2. `protocol` (bytes to borrowed metrics, events, service checks), `listen` (sockets, batched
 //!    receive, framing, pid to container) and `map` (mapper, namespace, block list, extra tags);
 //! 3. `values`: the per-type aggregates (counter, gauge, set, histogram, DDSketch);
-//! 4. `flushed`: the flushed form every downstream reads (`FlushBatch`, context descriptions);
+//! 4. `flushed`: the flushed form every downstream reads (`FlushBatch`, context descriptions,
+//!    the sink's context table);
 //! 5. `counters`: the per-shard counters, each declared once;
-//! 6. `aggregate`: `ingest` (parse into the aggregator), contexts, windows, the batches a close
-//!    hands each owning shard;
+//! 6. `aggregate`: `ingest` (parse into the aggregator), contexts and their caps, windows, the
+//!    batches a close hands each owning shard;
 //! 7. `merge`: the owner's merge of every shard's batches into the flushed form;
 //! 8. `telemetry`: counters to `corestatsd.*` points and the window log line;
 //! 9. `sink`: the downstream writers and the sink thread;

@@ -123,18 +123,33 @@ pub enum Stream {
 /// Fixed-width fields keep every line the same length, so packets hold a fixed count.
 const NAMES: u64 = 1000;
 
+/// The line of `Stream::line` with its two numbers zeroed: 25 + 5 bytes of name, then ten tags,
+/// the unique one last.
+const LINE: &[u8] = b"checkout.request.latency.00000:1|c|#env:production,region:eu-west-1,\
+az:eu-west-1a,service:checkout-api,version:1.24.3-build.512,pod:checkout-api-7d9f8b6c5-xk2lp,\
+team:payments,tier:backend,cluster:prod-eu-1,request:000000000000";
+/// Where the name's 5 digits start.
+const NAME_DIGITS: usize = 25;
+
 impl Stream {
-    /// Appends the line of context `ctx`.
+    /// Appends the line of context `ctx`: the template with its digits written in place (a
+    /// formatted line cost the one generator core a third of its sending rate).
     pub fn line(ctx: u64, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // 25 + 5 bytes of name; the unique tag is the last of ten.
-        let _ = write!(
-            out,
-            "checkout.request.latency.{:05}:1|c|#env:production,region:eu-west-1,az:eu-west-1a,\
-             service:checkout-api,version:1.24.3-build.512,pod:checkout-api-7d9f8b6c5-xk2lp,\
-             team:payments,tier:backend,cluster:prod-eu-1,request:{ctx:012}",
-            ctx % NAMES
-        );
+        let at = out.len();
+        out.extend_from_slice(LINE);
+        let line = &mut out[at..];
+        put_digits(&mut line[NAME_DIGITS..NAME_DIGITS + 5], ctx % NAMES);
+        let end = line.len();
+        put_digits(&mut line[end - 12..], ctx);
+    }
+}
+
+/// Writes `n` in decimal into `out`, right-aligned and zero-padded (its high digits cut if it
+/// does not fit).
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -452,6 +467,18 @@ mod tests {
                 l.rsplit_once("request:").unwrap().1.to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_stream_line_is_its_template_with_its_numbers() {
+        let mut out = b"x\n".to_vec();
+        Stream::line(1_234_567, &mut out);
+        let line = std::str::from_utf8(&out[2..]).unwrap();
+        assert!(line.starts_with("checkout.request.latency.00567:1|c|#env:production,"));
+        assert!(
+            line.ends_with(",cluster:prod-eu-1,request:000001234567"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -278,6 +278,8 @@ impl Merger {
 #[cfg(test)]
 mod cardinality_tests;
 #[cfg(test)]
+mod origin_tests;
+#[cfg(test)]
 mod pipeline_tests;
 
 #[cfg(test)]
