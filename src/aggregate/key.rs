@@ -95,35 +95,49 @@ impl<'a> ContextTags<'a> {
         extra: &'a [Box<[u8]>],
     ) -> Self {
         hashes.clear();
-        let mut out = ContextTags {
-            hashes,
-            ..ContextTags::default()
-        };
+        let (mut host, mut internal, mut sum) = (None, InternalTags::default(), 0u64);
         // Bit `hash % 128` of each tag seen: a duplicate is looked for only when its bit is set.
         let mut seen = 0u128;
-        let mut add = |out: &mut ContextTags<'a>, tag: &[u8]| {
+        let mut add = |tag: &[u8]| {
             let hash = state.hash_one(tag);
             let bit = 1u128 << (hash & 127);
-            if seen & bit != 0 && out.hashes.contains(&hash) {
+            if seen & bit != 0 && hashes.contains(&hash) {
                 return;
             }
             seen |= bit;
-            out.sum = out.sum.wrapping_add(mix(hash));
-            out.hashes.push(hash);
+            sum = sum.wrapping_add(mix(hash));
+            hashes.push(hash);
         };
-        let all = TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice));
-        for tag in all {
-            match magic_tag(tag) {
-                Some(MagicTag::Host(h)) => out.host = Some(h),
-                Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
-                Some(MagicTag::Card(c)) => out.internal.card = Some(c),
-                None => add(&mut out, tag),
-            }
-        }
+        take_magic(sent, mapped, &mut host, &mut internal, &mut add);
         for t in extra {
-            add(&mut out, t);
+            add(t);
         }
-        out
+        ContextTags {
+            host,
+            internal,
+            hashes,
+            sum,
+        }
+    }
+}
+
+/// Walks the client's tags, then the mapper's: each magic tag's value goes to `host` or
+/// `internal` (the last one wins), every other tag to `plain`.
+#[inline]
+fn take_magic<'a>(
+    sent: &'a [u8],
+    mapped: &'a [Vec<u8>],
+    host: &mut Option<&'a [u8]>,
+    internal: &mut InternalTags<'a>,
+    mut plain: impl FnMut(&'a [u8]),
+) {
+    for tag in TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice)) {
+        match magic_tag(tag) {
+            Some(MagicTag::Host(h)) => *host = Some(h),
+            Some(MagicTag::EntityId(id)) => internal.entity_id = Some(id),
+            Some(MagicTag::Card(c)) => internal.card = Some(c),
+            None => plain(tag),
+        }
     }
 }
 
@@ -140,15 +154,10 @@ pub(super) fn split_tags_with<'a>(
         internal: InternalTags::default(),
         tags: Vec::new(),
     };
-    let all = TagIter::new(sent).chain(mapped.iter().map(Vec::as_slice));
-    for tag in all {
-        match magic_tag(tag) {
-            Some(MagicTag::Host(h)) => out.host = Some(h),
-            Some(MagicTag::EntityId(id)) => out.internal.entity_id = Some(id),
-            Some(MagicTag::Card(c)) => out.internal.card = Some(c),
-            None => out.tags.push(tag),
-        }
-    }
+    let tags = &mut out.tags;
+    take_magic(sent, mapped, &mut out.host, &mut out.internal, |t| {
+        tags.push(t)
+    });
     out.tags.extend(extra.iter().map(|t| &t[..]));
     out.tags.sort_unstable();
     out.tags.dedup();

@@ -62,26 +62,22 @@ impl Aggregator {
     /// Queues an event for the next flush, in arrival order (`Err` once `max_pending_events` are
     /// waiting).
     pub fn insert_event(&mut self, e: &Event<'_>) -> Result<(), Discard> {
-        if self.pending.events.len() >= self.cfg.max_pending_events {
-            return Err(Discard::EventOverflow);
-        }
-        if self.refresh_pressure() >= Pressure::Shed {
-            return Err(Discard::EventShed);
-        }
-        let extra = self.stage.extra_tags();
-        let split = split_tags_with(e.tags, &[], &extra);
-        let host = resolve_host(e.host.or(split.host), self.cfg.default_host.as_deref());
-        let origin = self.origin_of(&e.origin, split.internal);
+        let queued = self.pending.events.len();
+        let (host, tags, origin) = self.admit(
+            queued,
+            [Discard::EventOverflow, Discard::EventShed],
+            (e.tags, e.host, &e.origin),
+        )?;
         self.pending.events.push(FlushedEvent {
             title: unescape(e.title),
             text: unescape(e.text),
             ts: e.timestamp,
-            host: host.map(<[u8]>::to_vec),
+            host,
             aggregation_key: e.aggregation_key.map(<[u8]>::to_vec),
             priority: e.priority,
             source_type: e.source_type.map(<[u8]>::to_vec),
             alert_type: e.alert_type,
-            tags: owned(split.tags),
+            tags,
             origin,
         });
         Ok(())
@@ -89,26 +85,44 @@ impl Aggregator {
 
     /// Queues a service check for the next flush, in arrival order.
     pub fn insert_service_check(&mut self, sc: &ServiceCheck<'_>) -> Result<(), Discard> {
-        if self.pending.service_checks.len() >= self.cfg.max_pending_events {
-            return Err(Discard::ServiceCheckOverflow);
-        }
-        if self.refresh_pressure() >= Pressure::Shed {
-            return Err(Discard::ServiceCheckShed);
-        }
-        let extra = self.stage.extra_tags();
-        let split = split_tags_with(sc.tags, &[], &extra);
-        let host = resolve_host(sc.host.or(split.host), self.cfg.default_host.as_deref());
-        let origin = self.origin_of(&sc.origin, split.internal);
+        let queued = self.pending.service_checks.len();
+        let (host, tags, origin) = self.admit(
+            queued,
+            [Discard::ServiceCheckOverflow, Discard::ServiceCheckShed],
+            (sc.tags, sc.host, &sc.origin),
+        )?;
         self.pending.service_checks.push(FlushedServiceCheck {
             name: sc.name.to_vec(),
             status: sc.status,
             ts: sc.timestamp,
-            host: host.map(<[u8]>::to_vec),
+            host,
             message: sc.message.map(<[u8]>::to_vec),
-            tags: owned(split.tags),
+            tags,
             origin,
         });
         Ok(())
+    }
+
+    /// Whether an event or service check may queue behind `queued` others (`Err` with the
+    /// first reason when the queue is full, the second under memory pressure), and if so its
+    /// host, its tags sorted and deduplicated, and its origin blob.
+    fn admit(
+        &mut self,
+        queued: usize,
+        [full, shed]: [Discard; 2],
+        (tags, host, fields): (&[u8], Option<&[u8]>, &OriginFields<'_>),
+    ) -> Result<PendingParts, Discard> {
+        if queued >= self.cfg.max_pending_events {
+            return Err(full);
+        }
+        if self.refresh_pressure() >= Pressure::Shed {
+            return Err(shed);
+        }
+        let extra = self.stage.extra_tags();
+        let split = split_tags_with(tags, &[], &extra);
+        let host = resolve_host(host.or(split.host), self.cfg.default_host.as_deref());
+        let origin = self.origin_of(fields, split.internal);
+        Ok((host.map(<[u8]>::to_vec), owned(split.tags), origin))
     }
 
     /// The canonical origin blob of a message, or `None` when it has none.
@@ -133,6 +147,9 @@ impl Aggregator {
         )
     }
 }
+
+/// An event's or service check's host, tags and origin blob, owned.
+type PendingParts = (Option<Vec<u8>>, Vec<Vec<u8>>, Option<Vec<u8>>);
 
 fn owned(tags: Vec<&[u8]>) -> Vec<Vec<u8>> {
     tags.into_iter().map(<[u8]>::to_vec).collect()

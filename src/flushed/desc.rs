@@ -26,10 +26,7 @@ pub fn encode<'t>(
     tags: impl ExactSizeIterator<Item = &'t [u8]>,
 ) -> u32 {
     let offset = arena.len() as u32;
-    arena.push(metric_type.index());
-    push_field(arena, name);
-    push_optional(arena, host);
-    push_optional(arena, origin);
+    push_head(arena, metric_type, name, host, origin);
     arena.extend_from_slice(&(tags.len() as u32).to_le_bytes());
     for tag in tags {
         push_field(arena, tag);
@@ -58,10 +55,7 @@ pub fn encode_new(
         + len(origin)
         + lists.iter().map(|l| 4 + l.len()).sum::<usize>();
     arena.reserve(total);
-    arena.push(metric_type.index());
-    push_field(arena, name);
-    push_optional(arena, host);
-    push_optional(arena, origin);
+    push_head(arena, metric_type, name, host, origin);
     for list in lists {
         push_field(arena, list);
     }
@@ -83,11 +77,7 @@ impl<'a> NewDesc<'a> {
     /// Reads the description at `offset` (written by `encode_new`; see `Desc::decode`).
     pub fn decode(arena: &'a [u8], offset: u32) -> NewDesc<'a> {
         let mut at = offset as usize;
-        let metric_type = TYPES[arena[at] as usize];
-        at += 1;
-        let name = read_field(arena, &mut at).unwrap_or_default();
-        let host = read_field(arena, &mut at);
-        let origin = read_field(arena, &mut at);
+        let (metric_type, name, host, origin) = read_head(arena, &mut at);
         let mut lists = [&[][..]; 3];
         for list in &mut lists {
             *list = read_field(arena, &mut at).unwrap_or_default();
@@ -111,6 +101,20 @@ impl<'a> NewDesc<'a> {
             .filter(|t| magic_tag(t).is_none())
             .chain(TagIter::new(extra))
     }
+}
+
+/// The fields `encode` and `encode_new` both open with: type, name, host, origin.
+fn push_head(
+    arena: &mut Vec<u8>,
+    metric_type: MetricType,
+    name: &[u8],
+    host: Option<&[u8]>,
+    origin: Option<&[u8]>,
+) {
+    arena.push(metric_type.index());
+    push_field(arena, name);
+    push_optional(arena, host);
+    push_optional(arena, origin);
 }
 
 fn push_field(arena: &mut Vec<u8>, bytes: &[u8]) {
@@ -156,11 +160,7 @@ impl<'a> Desc<'a> {
     /// in bounds; a corrupt arena would be a bug, and slicing would panic loudly rather than lie.
     pub fn decode(arena: &'a [u8], offset: u32) -> Desc<'a> {
         let mut at = offset as usize;
-        let metric_type = TYPES[arena[at] as usize];
-        at += 1;
-        let name = read_field(arena, &mut at).unwrap_or_default();
-        let host = read_field(arena, &mut at);
-        let origin = read_field(arena, &mut at);
+        let (metric_type, name, host, origin) = read_head(arena, &mut at);
         let count = read_u32(arena, &mut at);
         Desc {
             metric_type,
@@ -228,6 +228,19 @@ impl<'a> Desc<'a> {
             (None, None) => &[][..],
         })
     }
+}
+
+/// Type, name, host and origin, as `push_head` writes them.
+type Head<'a> = (MetricType, &'a [u8], Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Reads what `push_head` wrote, leaving `at` past it.
+fn read_head<'a>(arena: &'a [u8], at: &mut usize) -> Head<'a> {
+    let metric_type = TYPES[arena[*at] as usize];
+    *at += 1;
+    let name = read_field(arena, at).unwrap_or_default();
+    let host = read_field(arena, at);
+    let origin = read_field(arena, at);
+    (metric_type, name, host, origin)
 }
 
 fn read_u32(arena: &[u8], at: &mut usize) -> u32 {

@@ -92,23 +92,17 @@ impl Interner {
         if sym == NO_SYM {
             return;
         }
-        let Interner {
-            table,
-            entries,
-            free,
-            state,
-        } = self;
-        let entry = &mut entries[sym as usize];
+        let entry = &mut self.entries[sym as usize];
         entry.refs -= 1;
         if entry.refs > 0 {
             return;
         }
-        let half = (state.hash_one(&*entry.bytes) >> 32) as u32;
-        if let Ok(found) = table.find_entry(table_hash(half), |&(_, s)| s == sym) {
+        let bytes = std::mem::take(&mut entry.bytes);
+        let half = (self.state.hash_one(&*bytes) >> 32) as u32;
+        if let Ok(found) = self.table.find_entry(table_hash(half), |&(_, s)| s == sym) {
             found.remove();
         }
-        entries[sym as usize].bytes = Box::default();
-        free.push(sym);
+        self.free.push(sym);
     }
 
     pub fn get(&self, sym: Sym) -> &[u8] {

@@ -449,6 +449,20 @@ mod tests {
     }
 
     /// Parses every relayed line back into an aggregate, as the downstream tier does.
+    /// Reads a distribution's packets back and checks that count, extremes and bins survived.
+    fn same_bins_back(packets: &[Vec<u8>], sk: &Sketch) -> Box<Sketch> {
+        let Agg::Distribution(back) = reaggregate(MetricType::Distribution, packets) else {
+            unreachable!()
+        };
+        assert_eq!(back.count, sk.count);
+        assert_eq!((back.min, back.max), (sk.min, sk.max));
+        assert_eq!(
+            back.bins().collect::<Vec<_>>(),
+            sk.bins().collect::<Vec<_>>()
+        );
+        back
+    }
+
     fn reaggregate(t: MetricType, packets: &[Vec<u8>]) -> Agg {
         let mut agg = Agg::new(t);
         for p in packets {
@@ -516,15 +530,7 @@ mod tests {
         let b = distribution(&sk);
         let ps = packets(&b, 512);
         assert!(ps.iter().all(|p| p.len() <= 512));
-        let Agg::Distribution(back) = reaggregate(MetricType::Distribution, &ps) else {
-            unreachable!()
-        };
-        assert_eq!(back.count, sk.count);
-        assert_eq!((back.min, back.max), (sk.min, sk.max));
-        assert_eq!(
-            back.bins().collect::<Vec<_>>(),
-            sk.bins().collect::<Vec<_>>()
-        );
+        let back = same_bins_back(&ps, &sk);
         assert!((back.sum - sk.sum).abs() <= sk.sum.abs() * 0.01 + 1.0);
         for q in [0.5, 0.9, 0.99] {
             assert_eq!(back.quantile(q), sk.quantile(q));
@@ -558,15 +564,7 @@ mod tests {
         sk.insert(5.0, 1.5);
         let b = distribution(&sk);
         let ps = packets(&b, 1432);
-        let Agg::Distribution(back) = reaggregate(MetricType::Distribution, &ps) else {
-            unreachable!()
-        };
-        assert_eq!(back.count, sk.count);
-        assert_eq!((back.min, back.max), (sk.min, sk.max));
-        assert_eq!(
-            back.bins().collect::<Vec<_>>(),
-            sk.bins().collect::<Vec<_>>()
-        );
+        same_bins_back(&ps, &sk);
     }
 
     #[test]
