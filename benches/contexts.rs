@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corestatsd::bench_api::{
-    CHUNK, Contexts, Counters, HistogramOutput, Merger, NEWS_CHUNK, Suffix, ingest,
+    CHUNK, ContextBatch, Contexts, Counters, HistogramOutput, Merger, NEWS_CHUNK, Partial, Suffix,
+    ingest,
 };
 
 struct Counting;
@@ -79,12 +80,14 @@ fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> Stri
     );
 }
 
-fn flush_pause(contexts: usize) {
+/// One window close over `contexts` live contexts, each sent the `lines` of one window. With
+/// `senders` > 1 the owner merges that many copies of the batch, as when every shard saw every
+/// context (the worst case for the merge); the sweep is timed once.
+fn flush_pause(label: &str, contexts: usize, lines: &[Vec<u8>], senders: usize) {
     let mut agg = workloads::aggregator();
     let mut counters = Counters::default();
-    let lines = workloads::mixed_tagged(contexts * 3, contexts);
     // Steady state: one window has closed before, so batch sizes are known.
-    for l in &lines {
+    for l in lines {
         ingest(&mut agg, &mut counters, [l.as_slice()], 0);
     }
     agg.begin_close();
@@ -97,11 +100,13 @@ fn flush_pause(contexts: usize) {
         aggregates: vec![Suffix::Max, Suffix::Median, Suffix::Avg, Suffix::Count],
         percentiles: vec![(95, 0.95)],
     };
-    let mut merger = Merger::new(1, 10, 512, output);
+    let mut merger = Merger::new(senders, 10, 512, output);
     for b in warm.batches {
-        merger.add(b);
+        for copy in copies(b, senders) {
+            merger.add(copy);
+        }
     }
-    for l in &lines {
+    for l in lines {
         ingest(&mut agg, &mut counters, [l.as_slice()], 0);
     }
     assert_eq!(agg.live_contexts(), contexts);
@@ -117,22 +122,26 @@ fn flush_pause(contexts: usize) {
         }
     };
     let sweep = start.elapsed();
+    let mut done = None;
     let batch = closed.batches.into_iter().next().unwrap();
-    let merge_start = Instant::now();
     let batch_window = batch.window;
-    merger.accept_freed(batch_window, batch.freed);
+    let batches = copies(batch, senders);
+    let merge_start = Instant::now();
     let mut longest_merge = Duration::ZERO;
-    let mut partials = batch.partials.into_iter().peekable();
-    while partials.peek().is_some() {
-        let t = Instant::now();
-        for p in partials.by_ref().take(CHUNK) {
-            merger.merge(batch_window, p);
+    for batch in batches {
+        let mut partials = merger.begin_batch(batch).peekable();
+        while partials.peek().is_some() {
+            let t = Instant::now();
+            merger.merge(batch_window, partials.by_ref().take(CHUNK));
+            longest_merge = longest_merge.max(t.elapsed());
         }
-        longest_merge = longest_merge.max(t.elapsed());
+        if let Some(ready) = merger.batch_done(batch_window) {
+            done = Some(ready);
+        }
     }
     let merged = merge_start.elapsed();
     let t = Instant::now();
-    let mut ready = merger.batch_done(batch_window).expect("one shard");
+    let mut ready = done.expect("every sender reported");
     let mut longest_expand = Duration::ZERO;
     loop {
         let c = Instant::now();
@@ -144,9 +153,11 @@ fn flush_pause(contexts: usize) {
     }
     let expand = t.elapsed();
     let out = ready.out;
+    let total = sweep + merged + expand;
     println!(
-        "flush   {contexts} contexts: sweep {:.2} ms (longest chunk {:.3} ms), merge {:.2} ms \
+        "flush   {label}: {:.0} ns/context; sweep {:.2} ms (longest chunk {:.3} ms), merge {:.2} ms \
          (longest chunk {:.3} ms), expand {:.2} ms (longest chunk {:.3} ms) into {} points",
+        total.as_nanos() as f64 / contexts as f64,
         ms(sweep),
         ms(longest_sweep),
         ms(merged),
@@ -157,19 +168,62 @@ fn flush_pause(contexts: usize) {
     );
 }
 
+/// `batch` and `n - 1` copies of it.
+fn copies(batch: ContextBatch, n: usize) -> Vec<ContextBatch> {
+    let mut out: Vec<ContextBatch> = (1..n)
+        .map(|_| ContextBatch {
+            window: batch.window,
+            partials: batch
+                .partials
+                .iter()
+                .map(|p| Partial {
+                    key: p.key,
+                    agg: p.agg.clone(),
+                })
+                .collect(),
+            freed: Vec::new(),
+        })
+        .collect();
+    out.insert(0, batch);
+    out
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    memory_per_context(
-        "1M counters, 10 tags (~250 B lines, 1 tag unique)",
-        1_000_000,
-        |i| workloads::tagged_line(i, "c", 1),
-    );
-    memory_per_context("1M counters, untagged unique names", 1_000_000, |i| {
-        format!("app.requests.{i}:1|c")
-    });
-    flush_pause(100_000);
+    // `cargo bench --bench contexts -- flush` runs only the rows whose name holds `flush`.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
+    let wanted = |row: &str| row.contains(filter.as_str());
+    if wanted("memory") {
+        memory_per_context(
+            "1M counters, 10 tags (~250 B lines, 1 tag unique)",
+            1_000_000,
+            |i| workloads::tagged_line(i, "c", 1),
+        );
+        memory_per_context("1M counters, untagged unique names", 1_000_000, |i| {
+            format!("app.requests.{i}:1|c")
+        });
+    }
+    if wanted("flush-mixed") {
+        let lines = workloads::mixed_tagged(300_000, 100_000);
+        flush_pause("100k mixed contexts", 100_000, &lines, 1);
+    }
+    if wanted("flush-counters") {
+        // Issue 13's close target is for this shape: 1M counters of 10 tags, one unique.
+        let lines: Vec<Vec<u8>> = (0..1_000_000)
+            .map(|i| workloads::tagged_line(i, "c", 1).into_bytes())
+            .collect();
+        flush_pause("1M counters, 10 tags", 1_000_000, &lines, 1);
+        flush_pause(
+            "1M counters, 10 tags, each from 2 shards",
+            1_000_000,
+            &lines,
+            2,
+        );
+    }
 }

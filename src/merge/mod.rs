@@ -4,7 +4,11 @@
 //! Owns the merge tables of windows it is collecting. Must not touch a shard's context table or
 //! interner: everything arriving here is an owned, `Send` `ContextBatch`.
 
+use std::cell::Cell;
+
 use hashbrown::HashMap;
+
+use table::{Merged, Table};
 
 use crate::aggregate::{ContextBatch, Partial};
 use crate::flushed::{DescRef, FlushBatch, FlushedMetric, OutKind, Suffix};
@@ -18,49 +22,37 @@ pub struct HistogramOutput {
     pub percentiles: Vec<(u8, f64)>,
 }
 
-/// Identity hasher for keys that are already well-mixed 64-bit hashes.
-#[derive(Default, Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
-
 #[derive(Default)]
 struct Pending {
+    /// Batches finished (`batch_done`).
     received: usize,
-    /// Histogram contexts, each expanding to several points.
-    histograms: usize,
     /// Contexts the shards freed, forwarded after the points.
     freed: Vec<u64>,
-    slots: KeyMap<Agg>,
+    table: Table,
 }
 
 /// A window every shard has reported, being expanded into points.
 pub struct ReadyWindow {
     pub window: u64,
-    slots: hashbrown::hash_map::IntoIter<u64, Agg>,
+    merged: Merged,
+    /// Contexts expanded so far.
+    contexts: usize,
     /// The points so far; complete once `expand_step` returns true.
     pub out: FlushBatch,
 }
 
 impl ReadyWindow {
-    fn new(window: u64, p: Pending, points_per_histogram: usize) -> Self {
+    fn new(window: u64, p: Pending, merger: &Merger) -> Self {
         // Sized up front: growing a vector of 100k+ points mid-expansion copies it whole, a
-        // multi-millisecond stall for the owner's receive loop (benches/contexts.rs).
-        let points = p.slots.len() - p.histograms + p.histograms * points_per_histogram;
+        // multi-millisecond stall for the owner's receive loop (benches/contexts.rs). A window
+        // several shards sent may hold each context more than once: then the last window's
+        // size is the better guess (reserving the bound would count as heap held).
+        let t = &p.table;
+        let mut points = t.partials - t.histograms + t.histograms * merger.points_per_histogram();
+        if t.split {
+            let last = merger.last_points.get();
+            points = points.min((last + last / 8).max(1024));
+        }
         ReadyWindow {
             window,
             out: FlushBatch {
@@ -68,7 +60,8 @@ impl ReadyWindow {
                 freed: p.freed,
                 ..FlushBatch::default()
             },
-            slots: p.slots.into_iter(),
+            merged: p.table.into_merged(merger.exact_limit),
+            contexts: 0,
         }
     }
 }
@@ -80,9 +73,10 @@ pub struct Merger {
     exact_limit: usize,
     histogram: HistogramOutput,
     pending: HashMap<u64, Pending>,
-    /// Contexts in the last expanded window: the next window's table starts that large, as a
-    /// rehash of 100k entries mid-merge stalls the owner for over a millisecond.
-    last_slots: usize,
+    /// Contexts and points of the last expanded window: the next window's table and points
+    /// start that large.
+    last_contexts: Cell<usize>,
+    last_points: Cell<usize>,
     /// Hand sets and histograms on whole (`FlushedMetric::whole`), one point per context, for a
     /// downstream that aggregates again (the relay).
     keep_whole: bool,
@@ -101,7 +95,8 @@ impl Merger {
             exact_limit,
             histogram,
             pending: HashMap::new(),
-            last_slots: 0,
+            last_contexts: Cell::new(0),
+            last_points: Cell::new(0),
             keep_whole: false,
         }
     }
@@ -112,32 +107,24 @@ impl Merger {
         self
     }
 
-    /// Starts merging one batch: keeps the contexts it says were freed for the window's output.
-    pub fn accept_freed(&mut self, window: u64, freed: Vec<u64>) {
-        let expected = self.last_slots + self.last_slots / 8;
-        let p = self.pending.entry(window).or_insert_with(|| Pending {
-            slots: KeyMap::with_capacity_and_hasher(expected, Default::default()),
-            ..Pending::default()
-        });
+    /// Starts merging one shard's batch: keeps the contexts it says were freed for the window's
+    /// output, and takes the window's first batch whole (its vector becomes the window's table;
+    /// copying it partial by partial was 37 of the 197 ns a context of a 1M-counter close).
+    /// Returns what is left to `merge`, in chunks so the caller can yield in between.
+    pub fn begin_batch(&mut self, batch: ContextBatch) -> std::vec::IntoIter<Partial> {
+        let expected = self.last_contexts.get() * 9 / 8;
+        let p = self.pending.entry(batch.window).or_default();
         if p.freed.is_empty() {
-            p.freed = freed;
+            p.freed = batch.freed;
         } else {
-            p.freed.extend(freed);
+            p.freed.extend(batch.freed);
         }
+        p.table.begin(batch.partials, expected)
     }
 
-    /// Merges one partial into its window's table.
-    pub fn merge(&mut self, window: u64, partial: Partial) {
-        let p = self.pending.entry(window).or_default();
-        match p.slots.entry(partial.key) {
-            hashbrown::hash_map::Entry::Occupied(mut o) => {
-                o.get_mut().merge(partial.agg, self.exact_limit)
-            }
-            hashbrown::hash_map::Entry::Vacant(v) => {
-                p.histograms += usize::from(matches!(partial.agg, Agg::Histogram(_)));
-                v.insert(partial.agg);
-            }
-        }
+    /// Adds partials of one batch (begun with `begin_batch`) to its window's table.
+    pub fn merge(&mut self, window: u64, partials: impl IntoIterator<Item = Partial>) {
+        self.pending.entry(window).or_default().table.add(partials);
     }
 
     /// Marks one shard's batch for `window` as fully merged. Once every shard has reported,
@@ -149,8 +136,7 @@ impl Merger {
             return None;
         }
         let p = self.pending.remove(&window)?;
-        self.last_slots = p.slots.len();
-        Some(ReadyWindow::new(window, p, self.points_per_histogram()))
+        Some(ReadyWindow::new(window, p, self))
     }
 
     fn points_per_histogram(&self) -> usize {
@@ -163,10 +149,8 @@ impl Merger {
     /// Convenience for tests and single-threaded callers: merges a whole batch.
     pub fn add(&mut self, batch: ContextBatch) -> Option<FlushBatch> {
         let window = batch.window;
-        self.accept_freed(window, batch.freed);
-        for partial in batch.partials {
-            self.merge(window, partial);
-        }
+        let rest = self.begin_batch(batch);
+        self.merge(window, rest);
         let mut ready = self.batch_done(window)?;
         while !self.expand_step(&mut ready, usize::MAX) {}
         Some(ready.out)
@@ -180,8 +164,8 @@ impl Merger {
         windows
             .into_iter()
             .filter_map(|w| {
-                let per = self.points_per_histogram();
-                self.pending.remove(&w).map(|p| ReadyWindow::new(w, p, per))
+                let p = self.pending.remove(&w)?;
+                Some(ReadyWindow::new(w, p, self))
             })
             .collect()
     }
@@ -199,7 +183,7 @@ impl Merger {
         let out = &mut ready.out;
         let interval = self.bucket_secs;
         let mut n = 0;
-        for (key, agg) in ready.slots.by_ref() {
+        while let Some(Partial { key, agg }) = ready.merged.next() {
             let base = FlushedMetric {
                 desc: DescRef::Context(key),
                 suffix: Suffix::None,
@@ -267,13 +251,18 @@ impl Merger {
                 }
             }
             n += 1;
-            if n >= budget {
-                return ready.slots.len() == 0;
+            ready.contexts += 1;
+            if n >= budget && !ready.merged.is_done() {
+                return false;
             }
         }
+        self.last_points.set(out.metrics.len());
+        self.last_contexts.set(ready.contexts);
         true
     }
 }
+
+mod table;
 
 #[cfg(test)]
 mod cardinality_tests;

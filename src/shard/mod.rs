@@ -383,19 +383,14 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
 
 async fn merge_batch(shard: &Shard, batch: ContextBatch) {
     let window = batch.window;
-    shard.merger.borrow_mut().accept_freed(window, batch.freed);
-    let mut partials = batch.partials.into_iter();
+    let mut partials = shard.merger.borrow_mut().begin_batch(batch);
     loop {
         {
-            let mut merger = shard.merger.borrow_mut();
-            let mut any = false;
-            for p in partials.by_ref().take(CHUNK) {
-                merger.merge(window, p);
-                any = true;
-            }
-            if !any {
+            if partials.len() == 0 {
                 break;
             }
+            let chunk = partials.by_ref().take(CHUNK);
+            shard.merger.borrow_mut().merge(window, chunk);
         }
         glommio::yield_if_needed().await;
     }
