@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corestatsd::bench_api::{
-    CHUNK, ContextBatch, Contexts, Counters, HistogramOutput, Merger, NEWS_CHUNK, Partial, Suffix,
-    ingest,
+    CHUNK, ContextBatch, Contexts, Counters, HistogramOutput, JsonlSink, Merger, NEWS_CHUNK,
+    Partial, Sink, Suffix, View, ingest,
 };
 
 struct Counting;
@@ -168,6 +168,53 @@ fn flush_pause(label: &str, contexts: usize, lines: &[Vec<u8>], senders: usize) 
     );
 }
 
+/// The sink thread's share of a window of `contexts` counters (10 tags, one unique): resolving
+/// each point's key in the context table, then writing it as a jsonl line (to `io::sink`).
+fn sink_per_point(contexts: usize) {
+    let mut agg = workloads::aggregator();
+    let mut counters = Counters::default();
+    let mut table = Contexts::default();
+    let mut buf = String::new();
+    for i in 0..contexts {
+        buf.clear();
+        buf.push_str(&workloads::tagged_line(i, "c", 1));
+        ingest(&mut agg, &mut counters, [buf.as_bytes()], 0);
+        if let Some(news) = agg.take_news(NEWS_CHUNK) {
+            table.learn(&news);
+        }
+    }
+    if let Some(news) = agg.take_news(0) {
+        table.learn(&news);
+    }
+    agg.begin_close();
+    let closed = loop {
+        if let Some(c) = agg.close_step(usize::MAX) {
+            break c;
+        }
+    };
+    let output = HistogramOutput {
+        aggregates: vec![],
+        percentiles: vec![],
+    };
+    let mut merger = Merger::new(1, 10, 512, output);
+    let mut out = merger
+        .add(closed.batches.into_iter().next().expect("one owner"))
+        .expect("one shard");
+    let t = Instant::now();
+    table.resolve(&mut out);
+    let resolved = t.elapsed();
+    let mut sink = JsonlSink::new(Box::new(std::io::sink()));
+    let t = Instant::now();
+    sink.write(View::new(&out, &table)).expect("io::sink");
+    let written = t.elapsed();
+    let per = |d: Duration| d.as_nanos() as f64 / out.metrics.len() as f64;
+    println!(
+        "sink    {contexts} counters, 10 tags: resolve {:.0} ns/point, jsonl {:.0} ns/point",
+        per(resolved),
+        per(written)
+    );
+}
+
 /// `batch` and `n - 1` copies of it.
 fn copies(batch: ContextBatch, n: usize) -> Vec<ContextBatch> {
     let mut out: Vec<ContextBatch> = (1..n)
@@ -212,6 +259,9 @@ fn main() {
     if wanted("flush-mixed") {
         let lines = workloads::mixed_tagged(300_000, 100_000);
         flush_pause("100k mixed contexts", 100_000, &lines, 1);
+    }
+    if wanted("sink") {
+        sink_per_point(1_000_000);
     }
     if wanted("flush-counters") {
         // Issue 13's close target is for this shape: 1M counters of 10 tags, one unique.

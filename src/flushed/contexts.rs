@@ -39,7 +39,12 @@ struct Entry {
     /// Shards holding the context (at most one per shard).
     refs: u16,
     metric_type: MetricType,
+    /// Where `own` sorts among the set's tags (`OWN_AT_UNKNOWN`: past 254, looked up): kept so
+    /// reading a description compares no strings (that search was 20 % of writing a jsonl point).
+    own_at: u8,
 }
+
+const OWN_AT_UNKNOWN: u8 = u8::MAX;
 
 /// What contexts alike share: host, origin and sorted tags, each holding one reference to
 /// its strings.
@@ -128,9 +133,11 @@ impl Contexts {
                 }
                 syms.push(sym);
             }
-            let own = match own {
-                Some(at) if own_count == 1 => syms.remove(at),
-                _ => NO_SYM,
+            let (own, own_at) = match own {
+                Some(at) if own_count == 1 => {
+                    (syms.remove(at), u8::try_from(at).unwrap_or(OWN_AT_UNKNOWN))
+                }
+                _ => (NO_SYM, OWN_AT_UNKNOWN),
             };
             let i = &mut self.interner;
             let (host, origin) = (i.intern_optional(d.host), i.intern_optional(d.origin));
@@ -141,6 +148,7 @@ impl Contexts {
                 own,
                 refs: 1,
                 metric_type: d.metric_type,
+                own_at,
             };
             let slot = match self.free.pop() {
                 Some(slot) => {
@@ -281,6 +289,7 @@ impl Contexts {
             [e.name, set.host, set.origin],
             &set.tags,
             e.own,
+            (e.own_at != OWN_AT_UNKNOWN).then_some(usize::from(e.own_at)),
         )
     }
 }

@@ -175,17 +175,20 @@ impl<'a> Desc<'a> {
     }
 
     /// A description whose strings live in `interner`: `tags` sorted, and `own` (a context's
-    /// tag of its own, `NO_SYM` for none) sorted in among them as they are read.
+    /// tag of its own, `NO_SYM` for none) sorted in among them, at `own_at` when the caller
+    /// knows where, as they are read.
     pub(crate) fn interned(
         metric_type: MetricType,
         interner: &'a Interner,
         [name, host, origin]: [Sym; 3],
         tags: &'a [Sym],
         own: Sym,
+        own_at: Option<usize>,
     ) -> Desc<'a> {
-        let own_at = match interner.get_optional(own) {
-            Some(o) => tags.partition_point(|&t| interner.get(t) < o),
-            None => tags.len(),
+        let own_at = match (interner.get_optional(own), own_at) {
+            (None, _) => tags.len(),
+            (Some(_), Some(at)) => at.min(tags.len()),
+            (Some(o), None) => tags.partition_point(|&t| interner.get(t) < o),
         };
         Desc {
             metric_type,
