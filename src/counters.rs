@@ -252,6 +252,9 @@ counters! {
     /// Samples of refused contexts dropped because the shard's overflow contexts hit their
     /// reserve (unique metric names past every cap).
     overflow_full_drops: u64 = Count, OnceNonZero, true;
+    /// Points (metrics, events, service checks) dropped because the sink thread already had
+    /// `--sink-queue-max-points` waiting.
+    sink_queue_drops: u64 = Count, OnceNonZero, true;
     /// Contexts held at the window close.
     live_contexts: u64 = Level, Always, true;
     /// The longest the receive loop yielded to other work while data could be waiting, in us.

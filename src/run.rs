@@ -105,10 +105,11 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         host: cfg.aggregate.default_host.clone(),
         interval: cfg.aggregate.bucket_secs,
     };
-    let (tx, sink_thread) = sink::spawn(sink, telemetry).map_err(|e| RunError {
-        message: format!("cannot start the sink thread: {e}"),
-        status: 1,
-    })?;
+    let (tx, sink_thread) =
+        sink::spawn(sink, telemetry, cfg.sink_queue_max_points).map_err(|e| RunError {
+            message: format!("cannot start the sink thread: {e}"),
+            status: 1,
+        })?;
     let limit = std::cell::Cell::new(None);
     let on_ready = || {
         eprintln!("{ready_line}");

@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
-
-use common::{Finished, Server, metric_lines, self_metric, temp_dir};
+use common::{Finished, Server, metric_lines, self_metric, send_unix, temp_dir};
 
 const OVERFLOW: &str = "corestatsd_overflow:true";
 
@@ -26,16 +23,6 @@ fn totals(done: &Finished, name: &str) -> (f64, f64) {
             .sum()
     };
     (of(false) + of(true), of(true))
-}
-
-/// `lines` in datagrams of `per` lines each, over a blocking unix datagram socket: the sender
-/// waits for the server instead of losing anything.
-fn send_unix(path: &std::path::Path, lines: &[String], per: usize) {
-    let tx = UnixDatagram::unbound().unwrap();
-    tx.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    for chunk in lines.chunks(per) {
-        tx.send_to(chunk.join("\n").as_bytes(), path).unwrap();
-    }
 }
 
 #[test]

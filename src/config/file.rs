@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub max_contexts: Option<usize>,
     pub max_contexts_per_metric: Option<usize>,
     pub memory_limit_bytes: Option<u64>,
+    pub sink_queue_max_points: Option<u64>,
     /// Top-level keys present but not used.
     pub ignored: Vec<String>,
 }
@@ -50,6 +51,7 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         max_contexts: take(&mut map, "max_contexts")?,
         max_contexts_per_metric: take(&mut map, "max_contexts_per_metric")?,
         memory_limit_bytes: take(&mut map, "memory_limit_bytes")?,
+        sink_queue_max_points: take(&mut map, "sink_queue_max_points")?,
         ..FileConfig::default()
     };
     if out.namespace_exempt.is_none() {

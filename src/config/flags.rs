@@ -228,6 +228,14 @@ pub struct Flags {
     #[arg(long)]
     pub memory_limit_bytes: Option<u64>,
 
+    /// Points (metrics, events, service checks) that may wait for the sink thread. A window's
+    /// points that find this many already waiting (the downstream or the sink thread is behind)
+    /// are dropped, counted in corestatsd.sink_queue_drops and logged; descriptions of new
+    /// contexts and expiries still go through. File key `sink_queue_max_points`. Defaults to
+    /// 4000000 (a FlushedMetric is 56 bytes: about 220 MB).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sink_queue_max_points: Option<u64>,
+
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
     #[arg(long)]
     pub no_self_metrics: bool,

@@ -54,9 +54,14 @@ pub struct Config {
     /// `--memory-limit-bytes` as resolved (flag, file, or the cgroup's), and where from.
     pub memory_limit: Option<(u64, &'static str)>,
     pub spin_before_park: Duration,
+    /// `--sink-queue-max-points`.
+    pub sink_queue_max_points: u64,
     /// Keys of `--config` that corestatsd does not use (logged at start-up).
     pub ignored_config_keys: Vec<String>,
 }
+
+/// `--sink-queue-max-points` when neither the flag nor the file sets it.
+pub const DEFAULT_SINK_QUEUE_MAX_POINTS: u64 = 4_000_000;
 
 impl Config {
     /// The transports something listens on.
@@ -183,6 +188,10 @@ impl Config {
             self_metrics: !f.no_self_metrics,
             self_metrics_per_shard: f.self_metrics_per_shard,
             spin_before_park: Duration::from_micros(f.spin_before_park_us),
+            sink_queue_max_points: f
+                .sink_queue_max_points
+                .or(file.sink_queue_max_points)
+                .unwrap_or(DEFAULT_SINK_QUEUE_MAX_POINTS),
         })
     }
 }

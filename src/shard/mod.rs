@@ -34,7 +34,7 @@ use crate::counters::{CacheResult, Counters};
 use crate::label::by;
 use crate::listen::{ContainerCache, Forwarder};
 use crate::merge::{Merger, ReadyWindow};
-use crate::sink::ToSink;
+use crate::sink::{SinkGone, SinkSender, ToSink};
 use crate::telemetry::TelemetrySnapshot;
 
 /// Set by SIGINT/SIGTERM. Only the main thread polls it; it then wakes every shard through a
@@ -73,7 +73,7 @@ pub struct ShardSetup {
     pub outboxes: Vec<mpsc::Sender<ShardMsg>>,
     /// Batches and `Done`s from the other shards.
     pub inbox: mpsc::Receiver<ShardMsg>,
-    pub sink: mpsc::Sender<ToSink>,
+    pub sink: SinkSender,
     pub clock_base: Instant,
     /// The shard's end of its stop socket pair: readable (a byte, or EOF) means stop.
     pub stop_wake: UnixStream,
@@ -101,7 +101,9 @@ struct Shard {
     forwarder: RefCell<Option<Forwarder>>,
     clock_base: Instant,
     peers_done: Cell<usize>,
-    sink: mpsc::Sender<ToSink>,
+    sink: SinkSender,
+    /// Points the sink queue refused so far (for the log line's total).
+    sink_queue_drops: Cell<u64>,
 }
 
 /// Starts one executor per configured CPU, calls `on_ready` once every shard runs its tasks
@@ -109,7 +111,7 @@ struct Shard {
 pub fn run_shards(
     cfg: &Config,
     sockets: Vec<Sockets>,
-    sink: mpsc::Sender<ToSink>,
+    sink: SinkSender,
     on_ready: impl FnOnce(),
     mut on_tick: impl FnMut(),
 ) -> io::Result<()> {
@@ -233,6 +235,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         }),
         clock_base: setup.clock_base,
         peers_done: Cell::new(0),
+        sink_queue_drops: Cell::new(0),
         sink: setup.sink,
         cfg,
     });
@@ -438,10 +441,24 @@ fn send_news(shard: &Shard, min_bytes: usize) {
 }
 
 fn send_to_sink(shard: &Shard, out: ToSink) {
-    if shard.sink.send(out).is_err() {
-        eprintln!(
+    match shard.sink.send(out) {
+        Ok(0) => {}
+        Ok(dropped) => {
+            let mut c = shard.counters.borrow_mut();
+            c.sink_queue_drops += dropped;
+            let total = shard.sink_queue_drops.get() + dropped;
+            shard.sink_queue_drops.set(total);
+            if total == dropped || (total.ilog2() > (total - dropped).ilog2()) {
+                eprintln!(
+                    "corestatsd: shard {}: the sink is behind (--sink-queue-max-points {} \
+                     waiting): {dropped} points dropped, {total} so far",
+                    shard.index, shard.cfg.sink_queue_max_points
+                );
+            }
+        }
+        Err(SinkGone) => eprintln!(
             "corestatsd: shard {}: the sink thread is gone; a flush was lost",
             shard.index
-        );
+        ),
     }
 }

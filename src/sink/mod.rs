@@ -16,15 +16,16 @@ pub mod jsonl;
 pub mod payload;
 pub mod prometheus;
 pub mod proto;
+pub mod queue;
 pub mod relay;
 pub mod spill;
 
 use std::io;
-use std::sync::mpsc;
 use std::thread;
 
 use crate::flushed::{Contexts, FlushBatch, NewContexts, View};
 use crate::telemetry::{TelemetryConfig, TelemetrySnapshot, WindowSummaries};
+pub use queue::{SinkGone, SinkSender};
 
 /// What the cores hand the sink thread.
 pub enum ToSink {
@@ -54,13 +55,15 @@ pub trait Sink: Send {
 }
 
 /// Starts the sink thread. It ends when every sender is dropped, after writing what it got.
+/// At most `max_points` points wait for it (`SinkSender::send`).
 /// Telemetry snapshots are summed per window; once every shard has reported one, its log line is
 /// written, and its points (with the sink's own) go to the downstream like any batch.
 pub fn spawn(
     mut sink: Box<dyn Sink>,
     telemetry: TelemetryConfig,
-) -> io::Result<(mpsc::Sender<ToSink>, thread::JoinHandle<SinkStats>)> {
-    let (tx, rx) = mpsc::channel::<ToSink>();
+    max_points: u64,
+) -> io::Result<(SinkSender, thread::JoinHandle<SinkStats>)> {
+    let (tx, rx, queued) = queue::channel(max_points);
     let handle = thread::Builder::new()
         .name("corestatsd-sink".into())
         .spawn(move || {
@@ -70,7 +73,10 @@ pub fn spawn(
             for msg in rx {
                 match msg {
                     ToSink::News(news) => contexts.learn(&news),
-                    ToSink::Batch(batch) => stats.write_batch(&mut *sink, &mut contexts, batch),
+                    ToSink::Batch(batch) => {
+                        queued.taken(&batch);
+                        stats.write_batch(&mut *sink, &mut contexts, batch)
+                    }
                     ToSink::Telemetry(t) => {
                         if let Some(mut done) = summaries.add(*t) {
                             sink.emit_telemetry(&mut done.points, done.window);

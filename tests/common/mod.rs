@@ -21,6 +21,8 @@ pub struct Server {
     stderr_seen: Vec<String>,
     /// Reads stdout while the server runs: a full pipe would block its sink.
     stdout: Option<std::thread::JoinHandle<String>>,
+    /// With `start_holding_stdout`: stdout is read only once this is sent on (or dropped).
+    hold_stdout: Option<mpsc::Sender<()>>,
 }
 
 /// A test that panics before `stop` must not leave its server running.
@@ -49,6 +51,21 @@ impl Server {
 
     /// `start` with extra environment variables for the server process.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(args, env, false)
+    }
+
+    /// `start`, with nothing read from stdout until `release_stdout` (or `stop`): once the pipe
+    /// is full, the server's sink thread blocks on it, as on a slow downstream.
+    pub fn start_holding_stdout(args: &[&str]) -> Server {
+        Server::launch(args, &[], true)
+    }
+
+    /// Starts reading stdout (see `start_holding_stdout`).
+    pub fn release_stdout(&mut self) {
+        self.hold_stdout = None;
+    }
+
+    fn launch(args: &[&str], env: &[(&str, &str)], hold: bool) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
             .args(["--udp-addr", "127.0.0.1:0"])
             .args(args)
@@ -58,7 +75,12 @@ impl Server {
             .spawn()
             .expect("the binary starts");
         let mut stdout = child.stdout.take().unwrap();
+        let (hold_tx, held) = mpsc::channel::<()>();
         let stdout = std::thread::spawn(move || {
+            if hold {
+                // Released by a send or by the sender's drop.
+                let _ = held.recv();
+            }
             let mut out = String::new();
             let _ = stdout.read_to_string(&mut out);
             out
@@ -94,6 +116,7 @@ impl Server {
             stderr_lines: rx,
             stderr_seen: seen,
             stdout: Some(stdout),
+            hold_stdout: Some(hold_tx),
         }
     }
 
@@ -133,6 +156,7 @@ impl Server {
 
     /// SIGTERM, then waits (bounded) for exit and collects stdout and stderr.
     pub fn stop(mut self) -> Finished {
+        self.release_stdout();
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -180,6 +204,16 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `lines` in datagrams of `per` lines each, over a blocking unix datagram socket: the sender
+/// waits for the server instead of losing anything.
+pub fn send_unix(path: &std::path::Path, lines: &[String], per: usize) {
+    let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    tx.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    for chunk in lines.chunks(per) {
+        tx.send_to(chunk.join("\n").as_bytes(), path).unwrap();
+    }
 }
 
 /// A 4-byte little-endian length, then the packet: unix stream and default TCP framing.
