@@ -87,6 +87,14 @@ fn ingest_benches(c: &mut Criterion) {
         "ten_tags_250_bytes_mixed_100k_contexts",
         workloads::mixed_tagged(200_000, 100_000),
     );
+    // Issue 13's live shape: 1M counters of 10 tags (one unique), visited in a scattered order.
+    run(
+        c,
+        "ten_tags_250_bytes_counters_1m_contexts",
+        (0..1_000_000)
+            .map(|i| workloads::tagged_line((i * 7919) % 1_000_000, "c", 1).into_bytes())
+            .collect(),
+    );
 }
 
 criterion_group!(benches, ingest_benches);
