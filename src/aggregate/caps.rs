@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use hashbrown::{HashMap, HashTable};
 
-use super::key::{key_of, low, mix, table_hash};
+use super::key::{key_of, low, mix};
 use super::{Aggregator, MAX_BLOCKED_KEYS};
 use crate::counters::Refusal;
 use crate::memory::Pressure;
@@ -259,12 +259,7 @@ impl Aggregator {
                     let id = self.create_context(key, alias, name, metric_type, host_tag, lists);
                     // Reached through `overflow_aliases` only: once those are cleared, the alias
                     // that made it must find the caps again, not this context on the fast path.
-                    let by_alias = self
-                        .by_alias
-                        .find_entry(table_hash(low(alias)), |&(_, c)| c == id);
-                    if let Ok(e) = by_alias {
-                        e.remove();
-                    }
+                    self.by_alias.remove(low(alias), id);
                     self.metas[id as usize].overflow = true;
                     self.caps.overflow_live += 1;
                     id

@@ -6,7 +6,7 @@
 //! samples; a sample for the new window that reaches an unswept context hands its old aggregate
 //! over first (`extract`, from `Aggregator::aggregate`).
 
-use super::key::{low, table_hash};
+use super::key::low;
 use super::{Aggregator, ContextBatch, Partial, owner_of};
 use crate::protocol::MetricType;
 use crate::values::Agg;
@@ -132,18 +132,8 @@ impl Aggregator {
         ctx.live = false;
         self.caps.release(&self.state, id, overflow);
         self.slots[id as usize].agg = None;
-        if let Ok(e) = self
-            .by_key
-            .find_entry(table_hash(low(key)), |&(_, c)| c == id)
-        {
-            e.remove();
-        }
-        if let Ok(e) = self
-            .by_alias
-            .find_entry(table_hash(alias_lo), |&(_, c)| c == id)
-        {
-            e.remove();
-        }
+        self.by_key.remove(low(key), id);
+        self.by_alias.remove(alias_lo, id);
         self.freed[owner_of(key, self.cfg.owners)].push(key);
         self.live -= 1;
         self.free.push(id);

@@ -18,6 +18,7 @@
 mod batch;
 mod caps;
 mod close;
+mod ids;
 mod ingest;
 mod key;
 mod pending;
@@ -25,7 +26,7 @@ mod pending;
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::FixedState;
-use hashbrown::{HashSet, HashTable};
+use hashbrown::HashSet;
 
 pub use batch::{ContextBatch, Partial, owner_of};
 #[cfg(test)]
@@ -34,7 +35,8 @@ pub use ingest::{Packet, ingest};
 
 use caps::{Caps, OVERFLOW_FULL};
 use close::Closing;
-use key::{ContextTags, key_of, low, resolve_host, table_hash};
+use ids::IdTable;
+use key::{ContextTags, key_of, low, resolve_host};
 
 use crate::flushed::{FlushBatch, NewContexts, desc};
 use crate::map::{NameConfig, NameOut, Stage};
@@ -148,9 +150,9 @@ pub struct Aggregator {
     /// (low half of the alias key, context slot): the table the fast path probes. Probing
     /// compares the low half only, so it touches no context; the high half is checked when the
     /// context is loaded to be aggregated anyway.
-    by_alias: HashTable<(u32, u32)>,
+    by_alias: IdTable,
     /// (low half of the canonical key, context slot), probed only when the alias key misses.
-    by_key: HashTable<(u32, u32)>,
+    by_key: IdTable,
     live: usize,
     /// Index of the open window (`start / bucket_secs`).
     window: u32,
@@ -197,8 +199,8 @@ impl Aggregator {
             slots: Vec::new(),
             metas: Vec::new(),
             free: Vec::new(),
-            by_alias: HashTable::new(),
-            by_key: HashTable::new(),
+            by_alias: IdTable::default(),
+            by_key: IdTable::default(),
             live: 0,
             window,
             closing: None,
@@ -294,17 +296,14 @@ impl Aggregator {
         for (m, f) in ms.iter().zip(found.iter_mut()) {
             if m.timestamp.is_none() {
                 f.0 = self.alias_key(m);
+                self.by_alias.prefetch(low(f.0));
             }
         }
         for (m, f) in ms.iter().zip(found.iter_mut()) {
             if m.timestamp.is_some() {
                 continue;
             }
-            let lo = low(f.0);
-            let id = self
-                .by_alias
-                .find(table_hash(lo), |&(l, _)| l == lo)
-                .map_or(NO_CONTEXT, |&(_, id)| id);
+            let id = self.by_alias.find(low(f.0), |_| true).unwrap_or(NO_CONTEXT);
             if id != NO_CONTEXT {
                 prefetch(self.slots.as_ptr().wrapping_add(id as usize));
             }
@@ -344,9 +343,10 @@ impl Aggregator {
         let slots = &self.slots;
         // Exact alias match: a low-half collision, or a context created earlier in this group.
         let (lo, hi) = (low(alias), (alias >> 32) as u32);
-        if let Some(&(_, id)) = self.by_alias.find(table_hash(lo), |&(l, id)| {
-            l == lo && slots[id as usize].alias_hi == hi
-        }) {
+        if let Some(id) = self
+            .by_alias
+            .find(lo, |id| slots[id as usize].alias_hi == hi)
+        {
             return id;
         }
         if self.blocked_aliases.contains(&alias) {
@@ -396,11 +396,7 @@ impl Aggregator {
     /// The context whose canonical key is `key`.
     fn find_key(&self, key: u64) -> Option<u32> {
         let (metas, lo) = (&self.metas, low(key));
-        self.by_key
-            .find(table_hash(lo), |&(l, id)| {
-                l == lo && metas[id as usize].key == key
-            })
-            .map(|&(_, id)| id)
+        self.by_key.find(lo, |id| metas[id as usize].key == key)
     }
 
     fn alias_key(&self, m: &Metric<'_>) -> u64 {
@@ -520,11 +516,8 @@ impl Aggregator {
                 (self.metas.len() - 1) as u32
             }
         };
-        let hash = |&(l, _): &(u32, u32)| table_hash(l);
-        self.by_key
-            .insert_unique(table_hash(low(key)), (low(key), id), hash);
-        self.by_alias
-            .insert_unique(table_hash(low(alias)), (low(alias), id), hash);
+        self.by_key.insert(low(key), id);
+        self.by_alias.insert(low(alias), id);
         self.live += 1;
         id
     }

@@ -1,0 +1,256 @@
+//! The id tables behind `by_alias` and `by_key`: a context's slot id by the low half of a key,
+//! in open addressing with linear probing, grown a few entries at a time.
+//!
+//! Owns only (low half, id) pairs; the caller's predicate checks the rest of a key against the
+//! context arrays. Must not allocate per lookup. Growing never stops the shard: when a table is
+//! full a twice larger one takes new entries and every insert moves `MOVES_PER_INSERT` old ones
+//! over, so no insert copies the whole table (hashbrown's rehash of two 1M-context tables
+//! paused receive for 16 ms). Entries are contiguous, so the fast path can prefetch the line a
+//! lookup will read before it hashes the next key.
+
+use super::key::table_hash;
+
+/// An empty bucket.
+const EMPTY: u32 = u32::MAX;
+/// A bucket of a table being emptied into its successor: moved or removed. Probes go on past
+/// it; nothing is inserted there.
+const GONE: u32 = u32::MAX - 1;
+/// Old entries moved over per insert while growing. A table grows when three quarters full, so
+/// its successor holds its entries and has room for as many again: moving 4 per insert empties
+/// the old one long before the new one fills.
+const MOVES_PER_INSERT: usize = 4;
+const MIN_BUCKETS: usize = 16;
+
+/// Buckets of one table: `(low half, id)`, id `EMPTY` or `GONE` for none.
+struct Buckets {
+    entries: Box<[(u32, u32)]>,
+    /// Live entries.
+    len: usize,
+}
+
+impl Buckets {
+    fn new(buckets: usize) -> Self {
+        Buckets {
+            entries: vec![(0, EMPTY); buckets].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.entries.len() - 1
+    }
+
+    fn home(&self, lo: u32) -> usize {
+        (table_hash(lo) >> 32) as usize & self.mask()
+    }
+
+    fn find(&self, lo: u32, pred: &mut impl FnMut(u32) -> bool) -> Option<usize> {
+        let mask = self.mask();
+        let mut i = self.home(lo);
+        loop {
+            let (l, id) = self.entries[i];
+            if id == EMPTY {
+                return None;
+            }
+            if id != GONE && l == lo && pred(id) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Into the first empty bucket of its probe (a table that takes inserts holds no `GONE`).
+    fn put(&mut self, lo: u32, id: u32) {
+        let mask = self.mask();
+        let mut i = self.home(lo);
+        while self.entries[i].1 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.entries[i] = (lo, id);
+        self.len += 1;
+    }
+
+    /// Removes bucket `i`, shifting the rest of its cluster back so no probe stops early.
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.mask();
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let (l, id) = self.entries[j];
+            if id == EMPTY {
+                break;
+            }
+            // Entry j may fill the hole at i unless its home lies cyclically in (i, j].
+            let home = self.home(l);
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.entries[i] = self.entries[j];
+                i = j;
+            }
+        }
+        self.entries[i] = (0, EMPTY);
+        self.len -= 1;
+    }
+}
+
+/// Context slot ids by a key's low half (see the module doc).
+pub(super) struct IdTable {
+    cur: Buckets,
+    /// The table being emptied into `cur`, and the next bucket to move.
+    old: Option<(Buckets, usize)>,
+}
+
+impl Default for IdTable {
+    fn default() -> Self {
+        IdTable {
+            cur: Buckets::new(MIN_BUCKETS),
+            old: None,
+        }
+    }
+}
+
+impl IdTable {
+    pub(super) fn len(&self) -> usize {
+        self.cur.len + self.old.as_ref().map_or(0, |(b, _)| b.len)
+    }
+
+    /// The first id stored under `lo` that `pred` accepts.
+    pub(super) fn find(&self, lo: u32, mut pred: impl FnMut(u32) -> bool) -> Option<u32> {
+        if let Some(i) = self.cur.find(lo, &mut pred) {
+            return Some(self.cur.entries[i].1);
+        }
+        let (old, _) = self.old.as_ref()?;
+        old.find(lo, &mut pred).map(|i| old.entries[i].1)
+    }
+
+    /// Brings in the bucket a lookup of `lo` starts at.
+    pub(super) fn prefetch(&self, lo: u32) {
+        crate::values::prefetch(&self.cur.entries[self.cur.home(lo)]);
+    }
+
+    /// Stores `id` under `lo`. The pair must not be stored already.
+    pub(super) fn insert(&mut self, lo: u32, id: u32) {
+        if (self.len() + 1) * 4 > self.cur.entries.len() * 3 {
+            self.finish_growing();
+            let bigger = Buckets::new(self.cur.entries.len() * 2);
+            self.old = Some((std::mem::replace(&mut self.cur, bigger), 0));
+        }
+        self.cur.put(lo, id);
+        self.move_some(MOVES_PER_INSERT);
+    }
+
+    /// Removes the pair; false if it was not stored.
+    pub(super) fn remove(&mut self, lo: u32, id: u32) -> bool {
+        if let Some(i) = self.cur.find(lo, &mut |c| c == id) {
+            self.cur.remove_at(i);
+            return true;
+        }
+        let Some((old, _)) = &mut self.old else {
+            return false;
+        };
+        match old.find(lo, &mut |c| c == id) {
+            Some(i) => {
+                old.entries[i].1 = GONE;
+                old.len -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves up to `n` live entries of the old table over; drops it once empty.
+    fn move_some(&mut self, mut n: usize) {
+        let Some((old, next)) = &mut self.old else {
+            return;
+        };
+        while n > 0 && *next < old.entries.len() {
+            let (lo, id) = old.entries[*next];
+            if id != EMPTY && id != GONE {
+                old.entries[*next].1 = GONE;
+                old.len -= 1;
+                self.cur.put(lo, id);
+                n -= 1;
+            }
+            *next += 1;
+        }
+        if *next == old.entries.len() {
+            self.old = None;
+        }
+    }
+
+    fn finish_growing(&mut self) {
+        self.move_some(usize::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A cheap deterministic sequence, so collisions and clusters vary.
+    fn lows(n: u32) -> impl Iterator<Item = u32> {
+        (0..n).map(|i| i.wrapping_mul(2_654_435_761) >> (i % 7))
+    }
+
+    #[test]
+    fn finds_what_was_inserted_through_growth_and_removals() {
+        let mut t = IdTable::default();
+        let mut model: HashMap<u32, u32> = HashMap::new();
+        for (id, lo) in lows(200_000).enumerate() {
+            let id = id as u32;
+            t.insert(lo, id);
+            model.insert(id, lo);
+            // Remove every third one a little later, some while the table is growing.
+            if id.is_multiple_of(3) && id >= 30 {
+                let gone = id - 30;
+                assert!(t.remove(model[&gone], gone), "{gone}");
+                model.remove(&gone);
+            }
+            if id.is_multiple_of(9973) {
+                for (&id, &lo) in &model {
+                    assert_eq!(t.find(lo, |c| c == id), Some(id), "id {id} lo {lo}");
+                }
+            }
+        }
+        assert_eq!(t.len(), model.len());
+        for (&id, &lo) in &model {
+            assert_eq!(t.find(lo, |c| c == id), Some(id));
+        }
+        assert!(!t.remove(12345, u32::MAX - 2), "never stored");
+        assert_eq!(t.find(7, |_| false), None);
+    }
+
+    #[test]
+    fn equal_low_halves_are_told_apart_by_the_predicate() {
+        let mut t = IdTable::default();
+        for id in 0..100 {
+            t.insert(42, id);
+        }
+        assert_eq!(t.find(42, |id| id == 77), Some(77));
+        assert!(t.remove(42, 77));
+        assert_eq!(t.find(42, |id| id == 77), None);
+        assert_eq!(t.find(42, |id| id == 99), Some(99));
+        assert_eq!(t.len(), 99);
+    }
+
+    #[test]
+    fn growing_moves_a_few_entries_per_insert_not_the_whole_table() {
+        let mut t = IdTable::default();
+        let mut id = 0u32;
+        while t.old.is_none() || t.cur.entries.len() < 1 << 12 {
+            t.insert(id.wrapping_mul(31), id);
+            id += 1;
+        }
+        let (old, _) = t.old.as_ref().unwrap();
+        assert!(old.len > MOVES_PER_INSERT * 8, "most entries still to move");
+        for i in 0..id {
+            assert_eq!(t.find(i.wrapping_mul(31), |c| c == i), Some(i));
+        }
+    }
+}
