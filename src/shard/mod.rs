@@ -13,6 +13,7 @@
 //! cross cores. No borrow is held across an `.await`.
 
 mod receive;
+mod stream;
 
 pub use receive::Sockets;
 

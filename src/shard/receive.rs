@@ -1,25 +1,22 @@
 //! The receive side of a shard: one task per datagram socket (UDP, unix datagram) draining it
-//! with `recvmmsg`, one accept task per stream listener (unix stream, TCP) and one task per
-//! connection, all on the shard's latency-sensitive queue and inside its receive gate, so a
-//! stop can wait for every one of them to drain. Every packet, whatever its transport, goes
-//! through `ingest`.
+//! with `recvmmsg`, and the start of every receive task, the stream ones (`stream`) included,
+//! all on the shard's latency-sensitive queue and inside its receive gate, so a stop can wait
+//! for every one of them to drain. Every packet, whatever its transport, goes through `ingest`.
 
 use std::io;
-use std::ops::Range;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncReadExt;
 use glommio::TaskQueueHandle;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 
+use super::stream::{Listener, accept_loop};
 use super::{DRAIN_LIMIT, Shard};
 use crate::aggregate::{NEWS_CHUNK, Packet, ingest};
 use crate::counters::Counters;
 use crate::listen::{
-    CloseReason, DatagramReceiver, Framer, Framing, Lookup, Readiness, Received, Stream, Transport,
-    Unresolved, peer_pid,
+    DatagramReceiver, Framing, Lookup, Readiness, Received, Stream, Transport, Unresolved,
 };
 
 /// Longest a datagram task waits on readiness before looking at its socket again anyway.
@@ -30,9 +27,6 @@ const FALSE_WAKES_TO_POLL: u32 = 4;
 
 /// The poll interval while readiness cannot be trusted.
 const FALSE_WAKE_POLL: Duration = Duration::from_millis(1);
-
-/// How long a stopping connection waits for more bytes before it counts as drained.
-const STREAM_DRAIN_WAIT: Duration = Duration::from_millis(20);
 
 /// The sockets one shard serves.
 #[derive(Default)]
@@ -95,7 +89,7 @@ pub(super) fn start(shard: &Rc<Shard>, sockets: Sockets, queue: TaskQueueHandle)
 }
 
 /// Resolves when the shard is stopping.
-async fn stopped(shard: &Shard) {
+pub(super) async fn stopped(shard: &Shard) {
     // The semaphore is closed, never signalled: every waiter fails out at once.
     let _ = shard.stop_signal.acquire(1).await;
 }
@@ -213,7 +207,7 @@ async fn wait_or_stop(shard: &Shard, wait: impl Future<Output = Woke>) -> Woke {
 
 /// Counts a socket error for its transport and logs it when this task's count of them is a power
 /// of two: a failing socket cannot flood the log.
-fn socket_error(
+pub(super) fn socket_error(
     shard: &Shard,
     transport: Transport,
     op: &str,
@@ -293,7 +287,7 @@ fn handle_batch(
 
 /// Why the last line of a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LostTail {
+pub(super) enum LostTail {
     /// The kernel cut the datagram to the buffer size.
     Truncated,
     /// `--eol-required` and no final `\n`.
@@ -302,7 +296,11 @@ enum LostTail {
 
 /// The complete lines of a packet: a cut, or (with `eol_required`) unterminated, last line is
 /// dropped and reported.
-fn complete_lines(data: &[u8], cut: bool, eol_required: bool) -> (&[u8], Option<LostTail>) {
+pub(super) fn complete_lines(
+    data: &[u8],
+    cut: bool,
+    eol_required: bool,
+) -> (&[u8], Option<LostTail>) {
     let lost = if cut {
         LostTail::Truncated
     } else if eol_required && !data.is_empty() && !data.ends_with(b"\n") {
@@ -317,7 +315,7 @@ fn complete_lines(data: &[u8], cut: bool, eol_required: bool) -> (&[u8], Option<
 }
 
 /// The container of a unix socket sender, counting what could not be resolved.
-fn resolve_origin(
+pub(super) fn resolve_origin(
     shard: &Shard,
     c: &mut Counters,
     pid: Option<i32>,
@@ -343,298 +341,6 @@ fn resolve_origin(
             None
         }
     }
-}
-
-/// What ended an accept loop's wait.
-enum Accepted {
-    Conn(glommio::Result<glommio::net::AcceptedTcpStream, ()>),
-    Stop,
-    /// Stopping, and no connection came for `STREAM_DRAIN_WAIT`.
-    Quiet,
-}
-
-/// A stream listener and its descriptor (glommio's `TcpListener` does not expose it).
-struct Listener {
-    inner: TcpListener,
-    fd: RawFd,
-}
-
-async fn accept_loop(
-    shard: Rc<Shard>,
-    listener: Listener,
-    stream: Stream,
-    framing: Framing,
-    queue: TaskQueueHandle,
-) {
-    let transport = stream.transport();
-    let mut errors = 0u64;
-    let mut stopping = false;
-    // Connections accepted once stopping: served from tasks this one awaits, as the receive
-    // gate, closing, takes no new tasks.
-    let mut serving = Vec::new();
-    loop {
-        // A flood of connections (refused ones above all) keeps every accept ready at once:
-        // without this the loop would never give the shard's other tasks a turn.
-        glommio::yield_if_needed().await;
-        // One accept, kept across the stop: an io_uring accept dropped after the kernel gave
-        // it a connection would lose that connection and what its client sent. Once stopping,
-        // the same accept is awaited until the listener has been quiet for a moment.
-        let mut accept =
-            std::pin::pin!(async { Accepted::Conn(listener.inner.shared_accept().await) });
-        let accepted = loop {
-            let other = async {
-                if stopping {
-                    glommio::timer::sleep(STREAM_DRAIN_WAIT).await;
-                    Accepted::Quiet
-                } else {
-                    stopped(&shard).await;
-                    Accepted::Stop
-                }
-            };
-            match futures_lite::future::or(accept.as_mut(), other).await {
-                Accepted::Stop => stopping = true,
-                done => break done,
-            }
-        };
-        let conn = match accepted {
-            Accepted::Quiet | Accepted::Stop => break,
-            Accepted::Conn(Ok(a)) => a.bind_to_executor(),
-            Accepted::Conn(Err(e)) => {
-                // Out of descriptors, or a connection reset before it was accepted.
-                socket_error(&shard, transport, "accept", &mut errors, &e);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Some(serve) = admit(&shard, conn, stream, framing) else {
-            continue;
-        };
-        if stopping {
-            if let Ok(task) = glommio::spawn_local_into(serve, queue) {
-                serving.push(task);
-            }
-            continue;
-        }
-        match shard.receivers.spawn_into(serve, queue) {
-            Ok(task) => {
-                task.detach();
-            }
-            // The gate closed: the shard is stopping; the stream was dropped with the future.
-            Err(_) => {
-                shard.open_connections.borrow_mut()[stream] -= 1;
-                shard.counters.borrow_mut().connections_closed[stream][CloseReason::Stopped] += 1;
-            }
-        }
-    }
-    drain_backlog(&shard, &listener, stream, framing, queue, &mut serving);
-    for task in serving {
-        task.await;
-    }
-}
-
-/// At a stop: the connections still waiting in the listen backlog hold data their clients
-/// believe delivered. Each is accepted and read until its client falls quiet, like an open one,
-/// from a task put in `serving`, which the accept task awaits (and the stop waits for it).
-fn drain_backlog(
-    shard: &Rc<Shard>,
-    listener: &Listener,
-    stream: Stream,
-    framing: Framing,
-    queue: TaskQueueHandle,
-    serving: &mut Vec<glommio::Task<()>>,
-) {
-    loop {
-        // SAFETY: accept4 on our own listening descriptor, no address buffers.
-        let fd = unsafe {
-            libc::accept4(
-                listener.fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            // EAGAIN: the backlog is empty (or the listener failed, which ends the drain too).
-            break;
-        }
-        // SAFETY: `fd` is a connected stream socket just accepted, owned by nothing else.
-        let conn = unsafe { TcpStream::from_raw_fd(fd) };
-        if let Some(serve) = admit(shard, conn, stream, framing) {
-            // Not in the receive gate, which is closing; this task, which is in it, waits.
-            if let Ok(task) = glommio::spawn_local_into(serve, queue) {
-                serving.push(task);
-            }
-        }
-    }
-}
-
-/// Counts a new connection and returns the task that serves it, or refuses it (counted) when
-/// the shard is at `--max-connections-per-shard`.
-fn admit(
-    shard: &Rc<Shard>,
-    conn: TcpStream,
-    stream: Stream,
-    framing: Framing,
-) -> Option<impl Future<Output = ()> + use<>> {
-    let mut c = shard.counters.borrow_mut();
-    c.connections_opened[stream] += 1;
-    let total_open: u64 = shard.open_connections.borrow().iter().map(|(_, n)| n).sum();
-    if total_open >= shard.cfg.max_connections_per_shard as u64 {
-        c.connections_closed[stream][CloseReason::Refused] += 1;
-        return None;
-    }
-    let container = if stream == Stream::UdsStream && shard.cfg.origin.is_some() {
-        // SAFETY: the descriptor belongs to `conn`, alive for this borrow.
-        let fd = unsafe { BorrowedFd::borrow_raw(conn.as_raw_fd()) };
-        resolve_origin(shard, &mut c, peer_pid(&fd), Instant::now())
-    } else {
-        None
-    };
-    drop(c);
-    shard.open_connections.borrow_mut()[stream] += 1;
-    Some(serve_connection(
-        shard.clone(),
-        conn,
-        stream,
-        framing,
-        container,
-    ))
-}
-
-/// What ended one wait of a connection.
-enum Wake {
-    Read(io::Result<usize>),
-    /// Nothing arrived for the idle timeout (or, when stopping, the drain wait).
-    Quiet,
-    Stop,
-}
-
-/// Reads one connection until its client closes, it breaks a limit, idles out, or the shard
-/// stops (then what the client already sent is read first).
-async fn serve_connection(
-    shard: Rc<Shard>,
-    mut conn: TcpStream,
-    stream: Stream,
-    framing: Framing,
-    container: Option<Rc<[u8]>>,
-) {
-    let transport = stream.transport();
-    let mut framer = Framer::new(framing, shard.cfg.buffer_size_bytes);
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    let idle = match stream {
-        Stream::Tcp => shard.cfg.tcp_idle_timeout,
-        Stream::UdsStream => None,
-    };
-    let mut draining: Option<Instant> = None;
-    let reason = loop {
-        if draining.is_none() && shard.stop.get() {
-            draining = Some(Instant::now() + DRAIN_LIMIT);
-        }
-        let wait = if draining.is_some() {
-            Some(STREAM_DRAIN_WAIT)
-        } else {
-            idle
-        };
-        let spare = framer.spare();
-        // glommio reads wait on readiness, so dropping a read that lost the race loses no
-        // bytes. (Its own read timeout cannot be shortened once armed, hence the timer here.)
-        let read = async { Wake::Read(conn.read(spare).await) };
-        let timer = async {
-            match wait {
-                Some(d) => {
-                    glommio::timer::sleep(d).await;
-                    Wake::Quiet
-                }
-                None => futures_lite::future::pending().await,
-            }
-        };
-        let stop = async {
-            if draining.is_some() {
-                futures_lite::future::pending().await
-            } else {
-                stopped(&shard).await;
-                Wake::Stop
-            }
-        };
-        let read = match futures_lite::future::or(read, futures_lite::future::or(timer, stop)).await
-        {
-            Wake::Read(r) => Some(r),
-            Wake::Quiet if draining.is_some() => break CloseReason::Stopped,
-            Wake::Quiet => break CloseReason::IdleTimeout,
-            Wake::Stop => None,
-        };
-        let n = match read {
-            // The stop arrived while waiting: drain with short reads from here.
-            None => continue,
-            Some(Ok(0)) => {
-                let end = framer.finish();
-                if let Ok(Some(rest)) = &end {
-                    ingest_stream(
-                        &shard,
-                        &framer,
-                        std::slice::from_ref(rest),
-                        transport,
-                        container.as_deref(),
-                    );
-                }
-                break match end {
-                    Ok(_) => CloseReason::Eof,
-                    Err(e) => e.into(),
-                };
-            }
-            Some(Ok(n)) => n,
-            Some(Err(_)) => {
-                shard.counters.borrow_mut().receive_errors[transport] += 1;
-                break CloseReason::ReadError;
-            }
-        };
-        framer.filled(n);
-        shard.counters.borrow_mut().bytes[transport] += n as u64;
-        ranges.clear();
-        let cut = framer.packets(&mut ranges);
-        ingest_stream(&shard, &framer, &ranges, transport, container.as_deref());
-        if let Err(e) = cut {
-            break e.into();
-        }
-        if draining.is_some_and(|d| Instant::now() >= d) {
-            break CloseReason::Stopped;
-        }
-        glommio::yield_if_needed().await;
-    };
-    shard.open_connections.borrow_mut()[stream] -= 1;
-    shard.counters.borrow_mut().connections_closed[stream][reason] += 1;
-}
-
-/// Ingests complete packets cut from a connection's buffer.
-fn ingest_stream(
-    shard: &Shard,
-    framer: &Framer,
-    ranges: &[Range<usize>],
-    transport: Transport,
-    container: Option<&[u8]>,
-) {
-    if ranges.is_empty() {
-        return;
-    }
-    let at = shard.clock_base.elapsed().as_nanos() as u64;
-    let mut c = shard.counters.borrow_mut();
-    if let Some(f) = shard.forwarder.borrow_mut().as_mut() {
-        let r = f.forward(ranges.iter().map(|r| framer.get(r.clone())));
-        c.forwarded += r.sent;
-        c.forward_errors += r.failed;
-    }
-    let eol_required = shard.cfg.eol_required.on(transport);
-    let mut unterminated = 0;
-    let packets = ranges.iter().map(|r| {
-        let (bytes, lost) = complete_lines(framer.get(r.clone()), false, eol_required);
-        unterminated += u64::from(lost.is_some());
-        Packet { bytes, container }
-    });
-    let c = &mut *c;
-    ingest(&mut shard.agg.borrow_mut(), c, packets, at);
-    super::send_news(shard, NEWS_CHUNK);
-    c.unterminated_lines += unterminated;
-    c.packets[transport] += ranges.len() as u64;
 }
 
 #[cfg(test)]
