@@ -10,20 +10,38 @@
 
 use super::key::table_hash;
 
-/// An empty bucket.
-const EMPTY: u32 = u32::MAX;
+/// A bucket is `(low half << 32) | slot`, the slot being the context id plus one: an empty
+/// bucket is all zeros, so a new table comes from `alloc_zeroed` as untouched pages, faulted in
+/// as inserts reach them. (Filling 2M buckets with a non-zero marker wrote 16 MB per table in
+/// one go, and both tables grow on the same insert.)
+const EMPTY: u32 = 0;
 /// A bucket of a table being emptied into its successor: moved or removed. Probes go on past
 /// it; nothing is inserted there.
-const GONE: u32 = u32::MAX - 1;
+const GONE: u32 = u32::MAX;
+
+/// A bucket for context `id`, which is below `u32::MAX - 1` (a slot index).
+fn pack(lo: u32, id: u32) -> u64 {
+    debug_assert!(id < GONE - 1, "id {id} is no slot index");
+    (u64::from(lo) << 32) | u64::from(id + 1)
+}
+
+fn lo_of(bucket: u64) -> u32 {
+    (bucket >> 32) as u32
+}
+
+fn slot_of(bucket: u64) -> u32 {
+    bucket as u32
+}
+
 /// Old entries moved over per insert while growing. A table grows when three quarters full, so
 /// its successor holds its entries and has room for as many again: moving 4 per insert empties
 /// the old one long before the new one fills.
 const MOVES_PER_INSERT: usize = 4;
 const MIN_BUCKETS: usize = 16;
 
-/// Buckets of one table: `(low half, id)`, id `EMPTY` or `GONE` for none.
+/// Buckets of one table (see `EMPTY`).
 struct Buckets {
-    entries: Box<[(u32, u32)]>,
+    entries: Box<[u64]>,
     /// Live entries.
     len: usize,
 }
@@ -31,7 +49,7 @@ struct Buckets {
 impl Buckets {
     fn new(buckets: usize) -> Self {
         Buckets {
-            entries: vec![(0, EMPTY); buckets].into_boxed_slice(),
+            entries: vec![0u64; buckets].into_boxed_slice(),
             len: 0,
         }
     }
@@ -48,12 +66,12 @@ impl Buckets {
         let mask = self.mask();
         let mut i = self.home(lo);
         loop {
-            let (l, id) = self.entries[i];
-            if id == EMPTY {
-                return None;
-            }
-            if id != GONE && l == lo && pred(id) {
-                return Some(i);
+            let b = self.entries[i];
+            match slot_of(b) {
+                EMPTY => return None,
+                GONE => {}
+                slot if lo_of(b) == lo && pred(slot - 1) => return Some(i),
+                _ => {}
             }
             i = (i + 1) & mask;
         }
@@ -63,10 +81,10 @@ impl Buckets {
     fn put(&mut self, lo: u32, id: u32) {
         let mask = self.mask();
         let mut i = self.home(lo);
-        while self.entries[i].1 != EMPTY {
+        while slot_of(self.entries[i]) != EMPTY {
             i = (i + 1) & mask;
         }
-        self.entries[i] = (lo, id);
+        self.entries[i] = pack(lo, id);
         self.len += 1;
     }
 
@@ -76,12 +94,12 @@ impl Buckets {
         let mut j = i;
         loop {
             j = (j + 1) & mask;
-            let (l, id) = self.entries[j];
-            if id == EMPTY {
+            let b = self.entries[j];
+            if slot_of(b) == EMPTY {
                 break;
             }
             // Entry j may fill the hole at i unless its home lies cyclically in (i, j].
-            let home = self.home(l);
+            let home = self.home(lo_of(b));
             let stays = if i <= j {
                 i < home && home <= j
             } else {
@@ -92,7 +110,7 @@ impl Buckets {
                 i = j;
             }
         }
-        self.entries[i] = (0, EMPTY);
+        self.entries[i] = 0;
         self.len -= 1;
     }
 }
@@ -121,10 +139,10 @@ impl IdTable {
     /// The first id stored under `lo` that `pred` accepts.
     pub(super) fn find(&self, lo: u32, mut pred: impl FnMut(u32) -> bool) -> Option<u32> {
         if let Some(i) = self.cur.find(lo, &mut pred) {
-            return Some(self.cur.entries[i].1);
+            return Some(slot_of(self.cur.entries[i]) - 1);
         }
         let (old, _) = self.old.as_ref()?;
-        old.find(lo, &mut pred).map(|i| old.entries[i].1)
+        old.find(lo, &mut pred).map(|i| slot_of(old.entries[i]) - 1)
     }
 
     /// Brings in the bucket a lookup of `lo` starts at.
@@ -154,7 +172,7 @@ impl IdTable {
         };
         match old.find(lo, &mut |c| c == id) {
             Some(i) => {
-                old.entries[i].1 = GONE;
+                old.entries[i] = u64::from(GONE);
                 old.len -= 1;
                 true
             }
@@ -168,11 +186,11 @@ impl IdTable {
             return;
         };
         while n > 0 && *next < old.entries.len() {
-            let (lo, id) = old.entries[*next];
-            if id != EMPTY && id != GONE {
-                old.entries[*next].1 = GONE;
+            let b = old.entries[*next];
+            if !matches!(slot_of(b), EMPTY | GONE) {
+                old.entries[*next] = u64::from(GONE);
                 old.len -= 1;
-                self.cur.put(lo, id);
+                self.cur.put(lo_of(b), slot_of(b) - 1);
                 n -= 1;
             }
             *next += 1;
@@ -222,7 +240,7 @@ mod tests {
         for (&id, &lo) in &model {
             assert_eq!(t.find(lo, |c| c == id), Some(id));
         }
-        assert!(!t.remove(12345, u32::MAX - 2), "never stored");
+        assert!(!t.remove(12345, u32::MAX - 3), "never stored");
         assert_eq!(t.find(7, |_| false), None);
     }
 
