@@ -15,6 +15,7 @@ use hashbrown::{HashMap, HashTable};
 use super::key::{key_of, low, mix};
 use super::{Aggregator, MAX_BLOCKED_KEYS};
 use crate::counters::Refusal;
+use crate::flushed::put_in_slot;
 use crate::memory::Pressure;
 use crate::protocol::MetricType;
 
@@ -117,16 +118,7 @@ impl Caps {
             name: name.into(),
             live: 1,
         };
-        let i = match self.metrics_free.pop() {
-            Some(i) => {
-                self.metrics[i as usize] = entry;
-                i
-            }
-            None => {
-                self.metrics.push(entry);
-                (self.metrics.len() - 1) as u32
-            }
-        };
+        let i = put_in_slot(&mut self.metrics, &mut self.metrics_free, entry);
         let metrics = &self.metrics;
         self.metrics_by_name
             .insert_unique(state.hash_one(name), i, |&j| {

@@ -153,7 +153,8 @@ impl IdTable {
     /// Stores `id` under `lo`. The pair must not be stored already.
     pub(super) fn insert(&mut self, lo: u32, id: u32) {
         if (self.len() + 1) * 4 > self.cur.entries.len() * 3 {
-            self.finish_growing();
+            // A growth still under way ends before the next begins.
+            self.move_some(usize::MAX);
             let bigger = Buckets::new(self.cur.entries.len() * 2);
             self.old = Some((std::mem::replace(&mut self.cur, bigger), 0));
         }
@@ -198,10 +199,6 @@ impl IdTable {
         if *next == old.entries.len() {
             self.old = None;
         }
-    }
-
-    fn finish_growing(&mut self) {
-        self.move_some(usize::MAX);
     }
 }
 

@@ -150,16 +150,7 @@ impl Contexts {
                 metric_type: d.metric_type,
                 own_at,
             };
-            let slot = match self.free.pop() {
-                Some(slot) => {
-                    self.entries[slot as usize] = entry;
-                    slot
-                }
-                None => {
-                    super::push_gently(&mut self.entries, entry);
-                    (self.entries.len() - 1) as u32
-                }
-            };
+            let slot = super::put_in_slot(&mut self.entries, &mut self.free, entry);
             let entries = &self.entries;
             self.by_key
                 .insert_unique(key, slot, |&i| entries[i as usize].key);
@@ -189,16 +180,7 @@ impl Contexts {
             tags: tags.into(),
             refs: 1,
         };
-        let i = match self.sets_free.pop() {
-            Some(i) => {
-                self.sets[i as usize] = set;
-                i
-            }
-            None => {
-                self.sets.push(set);
-                (self.sets.len() - 1) as u32
-            }
-        };
+        let i = super::put_in_slot(&mut self.sets, &mut self.sets_free, set);
         let sets = &self.sets;
         self.sets_by_hash
             .insert_unique(hash, i, |&j| sets[j as usize].hash);

@@ -69,16 +69,7 @@ impl Interner {
             bytes: s.into(),
             refs: 1,
         };
-        let sym = match free.pop() {
-            Some(sym) => {
-                entries[sym as usize] = entry;
-                sym
-            }
-            None => {
-                super::push_gently(entries, entry);
-                (entries.len() - 1) as Sym
-            }
-        };
+        let sym = super::put_in_slot(entries, free, entry);
         table.insert_unique(table_hash(half), (half, sym), |&(h, _)| table_hash(h));
         (sym, true)
     }

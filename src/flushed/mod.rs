@@ -88,6 +88,21 @@ fn push_gently<T>(v: &mut Vec<T>, x: T) {
     v.push(x);
 }
 
+/// Puts `x` in a slot of `v`: the last one `free` holds, else a new one (`push_gently`).
+/// Returns its index.
+pub(crate) fn put_in_slot<T>(v: &mut Vec<T>, free: &mut Vec<u32>, x: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            v[i as usize] = x;
+            i
+        }
+        None => {
+            push_gently(v, x);
+            (v.len() - 1) as u32
+        }
+    }
+}
+
 /// `name` followed by its suffix, into `out` (cleared first).
 pub fn full_name(out: &mut Vec<u8>, name: &[u8], suffix: Suffix) {
     out.clear();

@@ -49,7 +49,7 @@ impl ReadyWindow {
         // size is the better guess (reserving the bound would count as heap held).
         let t = &p.table;
         let mut points = t.partials - t.histograms + t.histograms * merger.points_per_histogram();
-        if t.split {
+        if t.is_split() {
             let last = merger.last_points.get();
             points = points.min((last + last / 8).max(1024));
         }

@@ -41,8 +41,6 @@ pub(super) struct Table {
     pub(super) partials: usize,
     /// Histogram partials among them, each context expanding to several points.
     pub(super) histograms: usize,
-    /// Whether partials arrived from more than one batch (contexts may then repeat).
-    pub(super) split: bool,
 }
 
 impl Table {
@@ -59,7 +57,7 @@ impl Table {
             .iter()
             .filter(|p| matches!(p.agg, Agg::Histogram(_)))
             .count();
-        if !self.split && self.whole.is_empty() {
+        if !self.is_split() && self.whole.is_empty() {
             self.whole = partials;
             return Vec::new().into_iter();
         }
@@ -76,15 +74,19 @@ impl Table {
     }
 
     fn split_whole(&mut self, expected: usize) {
-        if self.split {
+        if self.is_split() {
             return;
         }
-        self.split = true;
         let per = (expected.max(self.whole.len()) / PARTS) * 9 / 8 + 16;
         self.parts = (0..PARTS).map(|_| Vec::with_capacity(per)).collect();
         for p in std::mem::take(&mut self.whole) {
             self.parts[part_of(p.key)].push(p);
         }
+    }
+
+    /// Whether partials arrived from more than one batch (contexts may then repeat).
+    pub(super) fn is_split(&self) -> bool {
+        !self.parts.is_empty()
     }
 
     /// The merged contexts, to be read in order by `Merged::next`.
@@ -189,7 +191,7 @@ mod tests {
     fn a_lone_batch_is_taken_whole_and_read_back_in_order() {
         let mut t = Table::default();
         assert_eq!(t.begin(counters([3, 1, 2], 1.0), 0).len(), 0);
-        assert!(!t.split);
+        assert!(!t.is_split());
         let mut m = t.into_merged(100);
         let keys: Vec<u64> = std::iter::from_fn(|| m.next()).map(|p| p.key).collect();
         assert_eq!(keys, [3, 1, 2]);
@@ -210,7 +212,7 @@ mod tests {
                 }));
             }
         }
-        assert!(t.split);
+        assert!(t.is_split());
         assert_eq!(t.partials, 18_000);
         let got = read_all(t);
         assert_eq!(got.len(), 9000);
