@@ -80,6 +80,64 @@ fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> Stri
     );
 }
 
+/// Heap over `windows` windows of `live` contexts with `share` of them replaced every window
+/// (issue 13's churn: its RSS must stay flat after the second window). Every window sends each
+/// live context once, closes, and the sink's table learns the news and forgets the freed, as the
+/// sink thread does. Counters are kept 20 s after their last sample, as the harness's churn runs.
+fn memory_churn(live: usize, share: f64, windows: usize) {
+    let mut agg = workloads::aggregator_with(|c| c.counter_zero_fill_secs = 20);
+    let mut table = Contexts::default();
+    let mut counters = Counters::default();
+    let before = LIVE.load(Ordering::Relaxed);
+    let replaced = (live as f64 * share) as usize;
+    let mut heaps = Vec::with_capacity(windows);
+    let mut buf = String::new();
+    for w in 0..windows {
+        let first = w * replaced;
+        for i in first..first + live {
+            buf.clear();
+            buf.push_str(&workloads::tagged_line(i, "c", 1));
+            ingest(&mut agg, &mut counters, [buf.as_bytes()], (w * 10) as u64);
+            if let Some(news) = agg.take_news(NEWS_CHUNK) {
+                table.learn(&news);
+            }
+        }
+        if let Some(news) = agg.take_news(0) {
+            table.learn(&news);
+        }
+        agg.begin_close();
+        let closed = loop {
+            if let Some(c) = agg.close_step(usize::MAX) {
+                break c;
+            }
+        };
+        for b in closed.batches {
+            table.forget(&b.freed);
+        }
+        heaps.push(LIVE.load(Ordering::Relaxed) - before);
+    }
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let base = heaps[1];
+    let (low, high) = heaps[2..]
+        .iter()
+        .fold((usize::MAX, 0), |(l, h), &b| (l.min(b), h.max(b)));
+    let at = heaps[2..].iter().position(|&b| b == high).unwrap_or(0) + 2;
+    println!(
+        "memory  churn: {live} live, {:.0} % replaced a window, {windows} windows: heap {:.1} MiB \
+         after window 2, then {:.1}..{:.1} MiB (peak at window {}: {:+.1} %), {:.1} MiB at the end \
+         ({} contexts live, {} in the sink's table)",
+        share * 100.0,
+        mib(base),
+        mib(low),
+        mib(high),
+        at + 1,
+        (high as f64 / base as f64 - 1.0) * 100.0,
+        mib(heaps[windows - 1]),
+        agg.live_contexts(),
+        table.len()
+    );
+}
+
 /// One window close over `contexts` live contexts, each sent the `lines` of one window. With
 /// `senders` > 1 the owner merges that many copies of the batch, as when every shard saw every
 /// context (the worst case for the merge); the sweep is timed once.
@@ -255,6 +313,9 @@ fn main() {
         memory_per_context("1M counters, untagged unique names", 1_000_000, |i| {
             format!("app.requests.{i}:1|c")
         });
+    }
+    if wanted("memory-churn") {
+        memory_churn(1_000_000, 0.1, 64);
     }
     if wanted("flush-mixed") {
         let lines = workloads::mixed_tagged(300_000, 100_000);

@@ -45,20 +45,24 @@ pub fn packed_counters(n: usize, contexts: usize) -> Vec<Vec<u8>> {
 }
 
 pub fn aggregator() -> Aggregator {
-    Aggregator::new(
-        AggregateConfig {
-            bucket_secs: 10,
-            exact_samples: 512,
-            counter_zero_fill_secs: 300,
-            context_expiry_secs: 20,
-            default_host: Some(b"bench-host".to_vec()),
-            owners: 1,
-            max_pending_events: 10_000,
-            origin_precedence: Default::default(),
-            names: Default::default(),
-            max_contexts: None,
-            max_contexts_per_metric: None,
-        },
-        1_000_000,
-    )
+    aggregator_with(|_| {})
+}
+
+/// The benchmarks' aggregator with `adjust` applied to its configuration.
+pub fn aggregator_with(adjust: impl FnOnce(&mut AggregateConfig)) -> Aggregator {
+    let mut cfg = AggregateConfig {
+        bucket_secs: 10,
+        exact_samples: 512,
+        counter_zero_fill_secs: 300,
+        context_expiry_secs: 20,
+        default_host: Some(b"bench-host".to_vec()),
+        owners: 1,
+        max_pending_events: 10_000,
+        origin_precedence: Default::default(),
+        names: Default::default(),
+        max_contexts: None,
+        max_contexts_per_metric: None,
+    };
+    adjust(&mut cfg);
+    Aggregator::new(cfg, 1_000_000)
 }

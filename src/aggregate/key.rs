@@ -12,19 +12,7 @@ use foldhash::fast::FixedState;
 use crate::protocol::origin::{InternalTags, MagicTag, magic_tag};
 use crate::protocol::{MetricType, TagIter};
 
-/// What `by_alias` and `by_key` store of a key, beside the context's slot: its low half. The
-/// table's own hash is derived from it (`table_hash`), so growing a table reads only its entries:
-/// hashing through the context arrays instead made every rehash a cache miss per entry (8 % of
-/// the new-context path, `cargo bench --bench new_contexts`).
-pub(super) fn low(key: u64) -> u32 {
-    key as u32
-}
-
-/// A table hash from a key's low half: spread so hashbrown's tag byte (the top bits) and bucket
-/// (the low bits) both vary.
-pub(super) fn table_hash(low: u32) -> u64 {
-    u64::from(low).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(low)
-}
+pub(super) use crate::flushed::ids::low;
 
 /// The canonical key from a context's parts (`tags`: count and sum of the deduplicated tags'
 /// mixed hashes).

@@ -18,7 +18,6 @@
 mod batch;
 mod caps;
 mod close;
-mod ids;
 mod ingest;
 mod key;
 mod pending;
@@ -35,9 +34,9 @@ pub use ingest::{Packet, ingest};
 
 use caps::{Caps, OVERFLOW_FULL};
 use close::Closing;
-use ids::IdTable;
 use key::{ContextTags, key_of, low, resolve_host};
 
+use crate::flushed::ids::IdTable;
 use crate::flushed::{FlushBatch, NewContexts, desc};
 use crate::map::{NameConfig, NameOut, Stage};
 use crate::memory::Pressure;

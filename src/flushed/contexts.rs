@@ -15,15 +15,15 @@
 //! its own, plus a reference to a `TagSet` (its host, origin and every other tag) that contexts
 //! alike hold together. The tag of its own is the one string the context brought that the table
 //! did not hold yet (a pod, request or user id); a context with two or more such strings keeps
-//! them all in its set, alone. At 1M contexts of ten tags, one unique, the table holds 131 B a
+//! them all in its set, alone. At 1M contexts of ten tags, one unique, the table holds 136 B a
 //! context (was 230 with a tag list per context; `cargo bench --bench contexts`).
 
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 
 use super::desc::{Desc, NewDesc};
+use super::ids::{IdTable, low};
 use super::intern::{Interner, NO_SYM, Sym};
 use super::{DescRef, FlushBatch, NewContexts};
 use crate::protocol::MetricType;
@@ -64,10 +64,10 @@ pub struct Contexts {
     entries: Vec<Entry>,
     free: Vec<u32>,
     /// Slots by key.
-    by_key: HashTable<u32>,
+    by_key: IdTable,
     sets: Vec<TagSet>,
     sets_free: Vec<u32>,
-    sets_by_hash: HashTable<u32>,
+    sets_by_hash: IdTable,
     state: FixedState,
     /// Announcements of a context this table already had (another shard created it too).
     pub shared: u64,
@@ -80,7 +80,7 @@ impl Contexts {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.by_key.len() == 0
     }
 
     /// Entry slots allocated, live or free for reuse.
@@ -103,8 +103,7 @@ impl Contexts {
     fn slot(&self, key: u64) -> Option<u32> {
         let entries = &self.entries;
         self.by_key
-            .find(key, |&i| entries[i as usize].key == key)
-            .copied()
+            .find(low(key), |i| entries[i as usize].key == key)
     }
 
     /// Learns the contexts `news` describes: one reference each.
@@ -151,9 +150,7 @@ impl Contexts {
                 own_at,
             };
             let slot = super::put_in_slot(&mut self.entries, &mut self.free, entry);
-            let entries = &self.entries;
-            self.by_key
-                .insert_unique(key, slot, |&i| entries[i as usize].key);
+            self.by_key.insert(low(key), slot);
         }
     }
 
@@ -162,11 +159,11 @@ impl Contexts {
     fn hold_set(&mut self, host: Sym, origin: Sym, tags: &[Sym]) -> u32 {
         let hash = self.state.hash_one((host, origin, tags));
         let sets = &self.sets;
-        let same = |&i: &u32| {
+        let same = |i: u32| {
             let s = &sets[i as usize];
             s.hash == hash && s.host == host && s.origin == origin && &*s.tags == tags
         };
-        if let Some(&i) = self.sets_by_hash.find(hash, same) {
+        if let Some(i) = self.sets_by_hash.find(low(hash), same) {
             self.sets[i as usize].refs += 1;
             for sym in [host, origin].into_iter().chain(tags.iter().copied()) {
                 self.interner.release(sym);
@@ -181,9 +178,7 @@ impl Contexts {
             refs: 1,
         };
         let i = super::put_in_slot(&mut self.sets, &mut self.sets_free, set);
-        let sets = &self.sets;
-        self.sets_by_hash
-            .insert_unique(hash, i, |&j| sets[j as usize].hash);
+        self.sets_by_hash.insert(low(hash), i);
         i
     }
 
@@ -201,9 +196,7 @@ impl Contexts {
         {
             self.interner.release(sym);
         }
-        if let Ok(e) = self.sets_by_hash.find_entry(hash, |&j| j == i) {
-            e.remove();
-        }
+        self.sets_by_hash.remove(low(hash), i);
         self.sets_free.push(i);
     }
 
@@ -223,9 +216,7 @@ impl Contexts {
             self.interner.release(name);
             self.interner.release(own);
             self.release_set(set);
-            if let Ok(e) = self.by_key.find_entry(key, |&i| i == slot) {
-                e.remove();
-            }
+            self.by_key.remove(low(key), slot);
             self.free.push(slot);
         }
     }

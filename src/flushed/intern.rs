@@ -3,14 +3,16 @@
 //! are stored once.
 //!
 //! One per context table, on the sink thread, touched when a context is announced or freed.
-//! The table keeps each string's hash beside its symbol: a probe compares bytes only on a full
-//! hash match, and growing the table never reads the strings (both were a pointer chase per
-//! entry: `memcmp` and rehashing were a quarter of the new-context cost when shards interned).
+//! The table keeps the high half of each string's hash beside its symbol: a probe compares
+//! bytes only when that half matches, and growing the table never reads the strings (both were
+//! a pointer chase per entry: `memcmp` and rehashing were a quarter of the new-context cost
+//! when shards interned).
 
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
+
+use super::ids::IdTable;
 
 pub type Sym = u32;
 
@@ -22,12 +24,6 @@ struct Entry {
     refs: u32,
 }
 
-/// A table hash from a string hash's high half: spread so hashbrown's tag byte (the top bits)
-/// and bucket (the low bits) both vary.
-fn table_hash(half: u32) -> u64 {
-    u64::from(half).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(half)
-}
-
 impl std::fmt::Debug for Interner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Interner({} strings)", self.len())
@@ -36,9 +32,9 @@ impl std::fmt::Debug for Interner {
 
 #[derive(Default)]
 pub struct Interner {
-    /// (high half of the string's hash, symbol); the table's own hash is derived from the half
-    /// (`table_hash`), so 8 bytes an entry where the whole hash took 16.
-    table: HashTable<(u32, Sym)>,
+    /// Symbols by the high half of their string's hash: 8 bytes an entry, where the whole hash
+    /// and the symbol took 16.
+    table: IdTable,
     entries: Vec<Entry>,
     free: Vec<Sym>,
     state: FixedState,
@@ -60,8 +56,8 @@ impl Interner {
             state,
         } = self;
         let half = (state.hash_one(s) >> 32) as u32;
-        let same = |&(h, sym): &(u32, Sym)| h == half && &*entries[sym as usize].bytes == s;
-        if let Some(&(_, sym)) = table.find(table_hash(half), same) {
+        let same = |sym: Sym| &*entries[sym as usize].bytes == s;
+        if let Some(sym) = table.find(half, same) {
             entries[sym as usize].refs += 1;
             return (sym, false);
         }
@@ -70,7 +66,7 @@ impl Interner {
             refs: 1,
         };
         let sym = super::put_in_slot(entries, free, entry);
-        table.insert_unique(table_hash(half), (half, sym), |&(h, _)| table_hash(h));
+        table.insert(half, sym);
         (sym, true)
     }
 
@@ -90,9 +86,7 @@ impl Interner {
         }
         let bytes = std::mem::take(&mut entry.bytes);
         let half = (self.state.hash_one(&*bytes) >> 32) as u32;
-        if let Ok(found) = self.table.find_entry(table_hash(half), |&(_, s)| s == sym) {
-            found.remove();
-        }
+        self.table.remove(half, sym);
         self.free.push(sym);
     }
 

@@ -9,6 +9,7 @@
 
 pub(crate) mod contexts;
 pub(crate) mod desc;
+pub(crate) mod ids;
 pub(crate) mod intern;
 mod points;
 
