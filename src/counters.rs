@@ -80,11 +80,15 @@ pub(crate) struct Spec {
     pub(crate) show: Show,
     /// Whether the window log line carries it.
     pub(crate) logged: bool,
+    /// Its declaration's doc comment (`/metrics` gives it as the series' help).
+    pub(crate) help: &'static str,
 }
 
 /// A counter's value: one number, or one per label (nested for two labels).
 pub(crate) trait Value: Series + Copy + Default {
     fn fold(&mut self, other: &Self, kind: Kind);
+    /// Adds a later window: counts sum, levels and maxima become the later window's.
+    fn accumulate(&mut self, later: &Self, kind: Kind);
 }
 
 /// The numbers of a counter, each with the labels that lead to it (outermost first).
@@ -112,6 +116,13 @@ impl Value for u64 {
             Kind::Max => *self = (*self).max(*other),
         }
     }
+
+    fn accumulate(&mut self, later: &u64, kind: Kind) {
+        match kind {
+            Kind::Count => *self += later,
+            Kind::Level | Kind::Max => *self = *later,
+        }
+    }
 }
 
 impl<L: Label, T: Value, const N: usize> Series for ByLabel<L, T, N> {
@@ -132,6 +143,12 @@ impl<L: Label, T: Value, const N: usize> Value for ByLabel<L, T, N> {
     fn fold(&mut self, other: &Self, kind: Kind) {
         for ((_, a), (_, b)) in self.iter_mut().zip(other.iter()) {
             a.fold(b, kind);
+        }
+    }
+
+    fn accumulate(&mut self, later: &Self, kind: Kind) {
+        for ((_, a), (_, b)) in self.iter_mut().zip(later.iter()) {
+            a.accumulate(b, kind);
         }
     }
 }
@@ -163,6 +180,7 @@ macro_rules! counters {
                         kind: Kind::$kind,
                         show: Show::$show,
                         logged: $logged,
+                        help: concat!($($doc),+),
                     },
                 )+
             ];
@@ -171,6 +189,11 @@ macro_rules! counters {
             pub(crate) fn fold(&mut self, other: &Counters) {
                 $( Value::fold(&mut self.$field, &other.$field, Kind::$kind); )+
                 self.first_reject = self.first_reject.or(other.first_reject);
+            }
+
+            /// Adds a later window's counters to totals since the start (`Value::accumulate`).
+            pub(crate) fn accumulate(&mut self, later: &Counters) {
+                $( Value::accumulate(&mut self.$field, &later.$field, Kind::$kind); )+
             }
 
             /// Calls `f` with each counter's declaration and value, in declaration order.

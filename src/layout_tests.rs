@@ -18,6 +18,7 @@ const ORDER: &[&[&str]] = &[
     &["sink"],
     &["config"],
     &["shard"],
+    &["operator"],
     &["run"],
 ];
 

@@ -18,7 +18,9 @@
 //! 9. `sink`: the downstream writers and the sink thread;
 //! 10. `config`: flags and files to validated settings;
 //! 11. `shard`: the per-core runtime (executors, receive, window and merge tasks);
-//! 12. `run`: start-up, signals and shutdown.
+//! 12. `operator`: the HTTP endpoint (`/readyz`, `/healthz`, `/metrics`, `/status`) over what
+//!     shards and the sink thread post on `telemetry::board`;
+//! 13. `run`: start-up, signals and shutdown.
 //!
 //! Everything is crate-private; `bench_api` is what the benchmarks reach, `Flags`, `Config` and
 //! `run` what the binary does.
@@ -47,6 +49,8 @@ pub(crate) mod sink;
 pub(crate) mod config;
 
 pub(crate) mod shard;
+
+pub(crate) mod operator;
 
 pub(crate) mod run;
 

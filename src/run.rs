@@ -1,4 +1,5 @@
-//! Start-up and shutdown around the shards: checks, sockets, the sink thread, signals.
+//! Start-up and shutdown around the shards: checks, sockets, the sink thread, the HTTP
+//! endpoint, signals.
 //!
 //! Everything that can fail because of a flag or the machine fails here, before any shard starts,
 //! with an error that names the flag or address.
@@ -6,10 +7,12 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use crate::config::{Config, Downstream};
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
 use crate::memory;
+use crate::operator;
 use crate::shard::{self, Sockets};
 use crate::sink::datadog::{AGENT_LIMITS, DatadogEncoder, Encoding};
 use crate::sink::delivery::{Delivery, DeliveryConfig};
@@ -18,6 +21,7 @@ use crate::sink::prometheus;
 use crate::sink::relay::RelaySink;
 use crate::sink::{self, Sink, jsonl::JsonlSink};
 use crate::telemetry::TelemetryConfig;
+use crate::telemetry::board::Board;
 
 /// A start-up or run failure, worded for the operator.
 #[derive(Debug)]
@@ -71,9 +75,31 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     // that placement.
     let sink = open_sink(&cfg)?;
     let (sockets, listening) = bind_all(&cfg)?;
+    let http = operator::bind(cfg.http).map_err(usage)?;
+    let board = Arc::new(Board::new(cfg.cores.len()));
+    let endpoint = match http {
+        Some(listener) => {
+            let summary = operator::Summary {
+                version: env!("CARGO_PKG_VERSION"),
+                cores: cfg.cores.clone(),
+                listening: listening.clone(),
+                downstream: cfg.downstream.to_string(),
+                window_secs: cfg.aggregate.bucket_secs,
+                memory_limit_bytes: cfg.memory_limit.map(|(b, _)| b),
+                transports: cfg.transports().iter().map(|t| t.name()).collect(),
+            };
+            Some(
+                operator::serve(listener, board.clone(), summary).map_err(|e| RunError {
+                    message: format!("cannot start the HTTP endpoint: {e}"),
+                    status: 1,
+                })?,
+            )
+        }
+        None => None,
+    };
     let ready_line = format!(
         "corestatsd: {} shards on cores {:?}; listening {}; buffers {} x {} bytes per shard; \
-         windows of {} s; downstream {}; {}{}{}",
+         windows of {} s; downstream {}; {}; {}{}{}",
         cfg.cores.len(),
         cfg.cores,
         listening.join(", "),
@@ -81,6 +107,10 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         cfg.buffer_size_bytes,
         cfg.aggregate.bucket_secs,
         cfg.downstream,
+        match &endpoint {
+            Some(e) => format!("HTTP endpoint http://{}/", e.addr),
+            None => "no HTTP endpoint".into(),
+        },
         match cfg.memory_limit {
             Some((bytes, source)) => format!("memory limit {bytes} bytes ({source})"),
             None => "no memory limit".into(),
@@ -105,13 +135,18 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         host: cfg.aggregate.default_host.clone(),
         interval: cfg.aggregate.bucket_secs,
     };
-    let (tx, sink_thread) =
-        sink::spawn(sink, telemetry, cfg.sink_queue_max_points).map_err(|e| RunError {
+    let posting = sink::Posting {
+        board: board.clone(),
+        downstream: cfg.downstream.to_string(),
+    };
+    let (tx, sink_thread) = sink::spawn(sink, telemetry, cfg.sink_queue_max_points, Some(posting))
+        .map_err(|e| RunError {
             message: format!("cannot start the sink thread: {e}"),
             status: 1,
         })?;
     let limit = std::cell::Cell::new(None);
     let on_ready = || {
+        board.set_ready();
         eprintln!("{ready_line}");
         if let Some((bytes, _)) = cfg.memory_limit {
             // What the heap count cannot see (code, stacks, io_uring rings), once.
@@ -142,9 +177,11 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             level = now;
         }
     };
-    let result = shard::run_shards(&cfg, sockets, tx, on_ready, on_tick);
+    let result = shard::run_shards(&cfg, sockets, tx, &board, on_ready, on_tick);
     remove_socket_files(&cfg);
     let stats = sink_thread.join().unwrap_or_default();
+    // Up until the last window is written: `/readyz` says "stopping" meanwhile.
+    drop(endpoint);
     eprintln!(
         "corestatsd: stopped; {} points written, {} lost to sink errors",
         stats.written, stats.failed

@@ -1,89 +1,10 @@
-//! `--downstream prometheus-remote-write` against a real Prometheus (Debian's `prometheus`
-//! package, which `scripts/test` installs), started here with its remote-write receiver on a
-//! loopback port and a temporary data directory; values are read back through its query API.
+//! `--downstream prometheus-remote-write` against a real Prometheus (`common::prometheus`);
+//! values are read back through its query API.
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{Server, temp_dir};
-use serde_json::Value;
-
-struct Prometheus {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    fn start() -> Prometheus {
-        let dir = temp_dir("prometheus");
-        std::fs::write(dir.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "the `prometheus` binary (Debian package `prometheus`; scripts/test installs it)",
-            );
-        let p = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{}/-/ready", p.url)).call().is_err() {
-            assert!(Instant::now() < deadline, "prometheus never became ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        p
-    }
-
-    /// An instant query's result vector.
-    fn query(&self, expr: &str) -> Vec<Value> {
-        let mut resp = ureq::get(&format!("{}/api/v1/query", self.url))
-            .query("query", expr)
-            .call()
-            .unwrap_or_else(|e| panic!("query {expr}: {e}"));
-        let mut body = String::new();
-        resp.body_mut()
-            .as_reader()
-            .read_to_string(&mut body)
-            .unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["status"], "success", "{body}");
-        v["data"]["result"].as_array().unwrap().clone()
-    }
-
-    /// The one value of `expr` (panics unless exactly one series answers).
-    fn value(&self, expr: &str) -> f64 {
-        let r = self.query(expr);
-        assert_eq!(r.len(), 1, "{expr}: {r:#?}");
-        r[0]["value"][1].as_str().unwrap().parse().unwrap()
-    }
-}
+use common::Server;
+use common::prometheus::Prometheus;
 
 /// The lines in one datagram, so in one window.
 fn send_one(server: &Server, lines: &[&str]) {
@@ -93,7 +14,7 @@ fn send_one(server: &Server, lines: &[&str]) {
 
 #[test]
 fn counters_accumulate_and_every_type_lands_in_prometheus() {
-    let prom = Prometheus::start();
+    let prom = Prometheus::start("scrape_configs: []\n");
     let target = format!("prometheus-remote-write:{}/api/v1/write", prom.url);
     let mut server = Server::start(&[
         "--downstream",

@@ -236,6 +236,21 @@ pub struct Flags {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sink_queue_max_points: Option<u64>,
 
+    /// Address of the operator's HTTP endpoint (`/readyz`, `/healthz`, `/metrics`, `/status`),
+    /// served from a thread of its own; port 0 picks a free port (the start-up line gives it).
+    /// Defaults to 127.0.0.1:8135: 8125 + 10, beside DogStatsD's port and clear of the ports
+    /// the Agent (5000-5002, 6062, 6162, 8125, 8126, 17123), statsd_exporter (9102, 9125) and
+    /// Prometheus (9090) take. When the default is taken (another corestatsd on the host), one
+    /// line says so and the server runs without the endpoint; an address given here that cannot
+    /// be bound is a start-up error. (statsd_exporter's is its `--web.listen-address` flag; the
+    /// Agent has no file key for this.)
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// Run without the HTTP endpoint.
+    #[arg(long)]
+    pub no_http: bool,
+
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
     #[arg(long)]
     pub no_self_metrics: bool,

@@ -25,6 +25,19 @@ pub struct OriginDetection {
     pub proc_root: PathBuf,
 }
 
+/// Where the operator's HTTP endpoint listens (`--http-addr`, `--no-http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    /// The default address: if taken, the server runs without the endpoint.
+    Default(SocketAddr),
+    /// Given with `--http-addr`: if it cannot be bound, the server does not start.
+    Given(SocketAddr),
+}
+
+/// `--http-addr` when neither it nor `--no-http` is given.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8135";
+
 /// Validated settings for one run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,6 +69,7 @@ pub struct Config {
     pub spin_before_park: Duration,
     /// `--sink-queue-max-points`.
     pub sink_queue_max_points: u64,
+    pub http: HttpListen,
     /// Keys of `--config` that corestatsd does not use (logged at start-up).
     pub ignored_config_keys: Vec<String>,
 }
@@ -192,6 +206,15 @@ impl Config {
                 .sink_queue_max_points
                 .or(file.sink_queue_max_points)
                 .unwrap_or(DEFAULT_SINK_QUEUE_MAX_POINTS),
+            http: match (f.no_http, f.http_addr) {
+                (true, _) => HttpListen::Off,
+                (false, Some(a)) => HttpListen::Given(a),
+                (false, None) => HttpListen::Default(
+                    DEFAULT_HTTP_ADDR
+                        .parse()
+                        .expect("the default is an address"),
+                ),
+            },
         })
     }
 }

@@ -24,7 +24,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
@@ -37,6 +37,7 @@ use crate::listen::{ContainerCache, Forwarder};
 use crate::merge::{Merger, ReadyWindow};
 use crate::sink::{SinkGone, SinkSender, ToSink};
 use crate::telemetry::TelemetrySnapshot;
+use crate::telemetry::board::Board;
 
 /// Set by SIGINT/SIGTERM. Only the main thread polls it; it then wakes every shard through a
 /// socket pair (an I/O completion, which wakes a parked executor whatever its timers do).
@@ -50,12 +51,19 @@ pub fn request_stop() {
     STOP.store(true, Ordering::Relaxed);
 }
 
+/// Whether a stop has been asked for (`/readyz` answers 503 from then on).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 /// How often the main thread looks at the stop flag, and so the longest a stop waits on it.
 const STOP_POLL: Duration = Duration::from_millis(20);
 /// How often an owner looks in its inbox for other shards' batches.
 const INBOX_POLL: Duration = Duration::from_millis(10);
 /// Longest a stopping shard keeps draining a socket that clients keep filling.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// How often a shard's timer beats its heart on the board.
+const BEAT: Duration = Duration::from_millis(100);
 /// Contexts swept, or partials merged, between two chances for receive to run.
 pub const CHUNK: usize = 1024;
 
@@ -80,6 +88,8 @@ pub struct ShardSetup {
     pub stop_wake: UnixStream,
     /// Told once the shard's tasks run (receive, window, inbox, control).
     pub ready: mpsc::Sender<()>,
+    /// Where the shard's heartbeat goes (`/healthz`).
+    pub board: Arc<Board>,
 }
 
 struct Shard {
@@ -113,6 +123,7 @@ pub fn run_shards(
     cfg: &Config,
     sockets: Vec<Sockets>,
     sink: SinkSender,
+    board: &Arc<Board>,
     on_ready: impl FnOnce(),
     mut on_tick: impl FnMut(),
 ) -> io::Result<()> {
@@ -136,6 +147,7 @@ pub fn run_shards(
             clock_base,
             stop_wake,
             ready: ready_tx.clone(),
+            board: board.clone(),
         };
         let cfg = cfg.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -266,6 +278,28 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     .map_err(|e| io::Error::other(e.to_string()))?
     .detach();
 
+    // The heartbeat: a timer task that runs only while the executor runs its tasks. Awaited
+    // below (a detached task still pending when the executor ends keeps its `Rc<Shard>`, and
+    // with it the sink sender, alive).
+    let (beating, board, index) = (shard.clone(), setup.board, setup.index);
+    let heartbeat = glommio::spawn_local_into(
+        async move {
+            while !beating.stop.get() {
+                board.beat(index);
+                let slept = async {
+                    glommio::timer::sleep(BEAT).await;
+                };
+                let stopped = async {
+                    // Closed at stop: the acquire fails then.
+                    let _ = beating.stop_signal.acquire(1).await;
+                };
+                futures_lite::future::or(slept, stopped).await;
+            }
+        },
+        background,
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+
     let merges = glommio::spawn_local_into(inbox_loop(shard.clone(), inbox), background)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let windows = glommio::spawn_local_into(window_loop(shard.clone(), outboxes), background)
@@ -275,6 +309,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     drop(setup.ready);
     windows.await;
     merges.await;
+    heartbeat.await;
     Ok(())
 }
 

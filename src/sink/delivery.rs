@@ -75,6 +75,8 @@ pub struct DeliveryStats {
     pub spilled: AtomicU64,
     /// Slowest successful POST since the last `snapshot`, in microseconds.
     pub max_latency_us: AtomicU64,
+    /// What the last failed POST said (a retry's reason, or a refusal).
+    pub last_error: Mutex<Option<String>>,
 }
 
 /// A copy of the counters; `max_latency_us` is reset by taking it.
@@ -173,6 +175,12 @@ impl Delivery {
         self.shared.wake.notify_all();
     }
 
+    /// What the last failed POST said, if one failed.
+    pub fn last_error(&self) -> Option<String> {
+        let e = self.shared.stats.last_error.lock();
+        e.unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let s = &self.shared.stats;
         let q = self.shared.lock();
@@ -219,6 +227,14 @@ impl Drop for Delivery {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_error(&self, error: String) {
+        *self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
     fn count_drop(&self, p: &Payload, reason: DropReason) {
@@ -396,11 +412,15 @@ fn send_with_retries(
                     "corestatsd: {}: {url} refused a payload with HTTP {status}: {body}",
                     s.cfg.name
                 );
+                s.note_error(format!(
+                    "{url} refused a payload with HTTP {status}: {body}"
+                ));
                 s.count_drop(p, DropReason::Rejected);
                 return true;
             }
             Outcome::Retry(why) => {
                 s.stats.retries.fetch_add(1, Ordering::Relaxed);
+                s.note_error(format!("{url}: {why}"));
                 let exp = s
                     .cfg
                     .backoff_base

@@ -10,6 +10,7 @@ use super::delivery::{Delivery, StatsSnapshot};
 use super::payload::Payload;
 use crate::flushed::{FlushBatch, OutKind, PointWriter, View};
 use crate::telemetry::NonZeroSeen;
+use crate::telemetry::board::DownstreamStatus;
 
 /// What an HTTP downstream's encoder provides.
 pub trait PayloadEncoder: Send {
@@ -37,6 +38,8 @@ pub struct HttpSink<E> {
     /// written anyway.
     self_metrics: bool,
     last: StatsSnapshot,
+    /// Payloads were given up in the last window.
+    failing: bool,
     seen: NonZeroSeen,
 }
 
@@ -57,6 +60,7 @@ impl<E: PayloadEncoder> HttpSink<E> {
             interval,
             self_metrics,
             last: StatsSnapshot::default(),
+            failing: false,
             seen: NonZeroSeen::default(),
         }
     }
@@ -81,6 +85,7 @@ impl<E: PayloadEncoder> Sink for HttpSink<E> {
         let now = self.delivery.snapshot();
         let last = std::mem::replace(&mut self.last, now);
         let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.failing = now.dropped() > last.dropped();
         eprintln!(
             "corestatsd: {} window {window}: payloads={} bytes={} points={} retries={} \
              dropped_payloads={} dropped_points={} spilled={} queue_bytes={} spill_bytes={} \
@@ -128,6 +133,18 @@ impl<E: PayloadEncoder> Sink for HttpSink<E> {
         if self.self_metrics {
             w.finish(out);
         }
+    }
+
+    fn status(&self, s: &mut DownstreamStatus) {
+        let now = &self.last;
+        s.delivered_payloads = now.payloads;
+        s.retries = now.retries;
+        s.dropped_payloads = now.dropped();
+        s.dropped_points = now.dropped_points;
+        s.queued_bytes = now.queued_bytes;
+        s.spilled_bytes = now.spilled_bytes;
+        s.failing = self.failing;
+        s.last_error = self.delivery.last_error().or(s.last_error.take());
     }
 
     fn close(&mut self) -> io::Result<u64> {

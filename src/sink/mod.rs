@@ -21,9 +21,11 @@ pub mod relay;
 pub mod spill;
 
 use std::io;
+use std::sync::Arc;
 use std::thread;
 
 use crate::flushed::{Contexts, FlushBatch, NewContexts, View};
+use crate::telemetry::board::{Board, DownstreamStatus};
 use crate::telemetry::{TelemetryConfig, TelemetrySnapshot, WindowSummaries};
 pub use queue::{SinkGone, SinkSender};
 
@@ -47,6 +49,10 @@ pub trait Sink: Send {
     /// window's self-metric points: a sink with telemetry of its own adds it (and logs it) here.
     fn emit_telemetry(&mut self, _out: &mut FlushBatch, _window: u64) {}
 
+    /// Fills in what the sink knows of its delivery, as of its last `emit_telemetry` (HTTP
+    /// downstreams: payloads, retries, queue, spill, last error).
+    fn status(&self, _s: &mut DownstreamStatus) {}
+
     /// At stop, after the last batch: delivers or persists what is held. Returns the points
     /// lost for good (counted in `SinkStats::failed`).
     fn close(&mut self) -> io::Result<u64> {
@@ -54,21 +60,31 @@ pub trait Sink: Send {
     }
 }
 
+/// Where the sink thread posts what the operator's endpoint shows: the board, and the
+/// downstream's name there.
+pub struct Posting {
+    pub board: Arc<Board>,
+    pub downstream: String,
+}
+
 /// Starts the sink thread. It ends when every sender is dropped, after writing what it got.
 /// At most `max_points` points wait for it (`SinkSender::send`).
 /// Telemetry snapshots are summed per window; once every shard has reported one, its log line is
-/// written, and its points (with the sink's own) go to the downstream like any batch.
+/// written, and its points (with the sink's own) go to the downstream like any batch; with
+/// `posting`, the window and the downstream's state then go to the board.
 pub fn spawn(
     mut sink: Box<dyn Sink>,
     telemetry: TelemetryConfig,
     max_points: u64,
+    posting: Option<Posting>,
 ) -> io::Result<(SinkSender, thread::JoinHandle<SinkStats>)> {
     let (tx, rx, queued) = queue::channel(max_points);
     let handle = thread::Builder::new()
         .name("corestatsd-sink".into())
         .spawn(move || {
             let mut stats = SinkStats::default();
-            let mut summaries = WindowSummaries::new(telemetry);
+            let board = posting.as_ref().map(|p| p.board.clone());
+            let mut summaries = WindowSummaries::new(telemetry).with_board(board);
             let mut contexts = Contexts::default();
             for msg in rx {
                 match msg {
@@ -81,6 +97,17 @@ pub fn spawn(
                         if let Some(mut done) = summaries.add(*t) {
                             sink.emit_telemetry(&mut done.points, done.window);
                             stats.write(&mut *sink, View::new(&done.points, &contexts));
+                            if let Some(p) = &posting {
+                                let mut s = DownstreamStatus {
+                                    name: p.downstream.clone(),
+                                    written_points: stats.written,
+                                    failed_points: stats.failed,
+                                    last_error: stats.last_error.clone(),
+                                    ..DownstreamStatus::default()
+                                };
+                                sink.status(&mut s);
+                                p.board.post_downstreams(vec![s]);
+                            }
                         }
                     }
                 }
@@ -102,11 +129,13 @@ pub fn spawn(
 }
 
 /// What the sink thread did, returned when it ends.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SinkStats {
     pub written: u64,
     pub failed: u64,
     pub errors: u64,
+    /// The last write error.
+    pub last_error: Option<String>,
     /// Points whose context the sink's table did not know (counted in `failed` too).
     pub unknown_contexts: u64,
 }
@@ -147,6 +176,7 @@ impl SinkStats {
                     );
                 }
                 self.errors += 1;
+                self.last_error = Some(e.to_string());
             }
         }
     }

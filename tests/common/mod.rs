@@ -11,12 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub mod intake;
+pub mod prometheus;
 
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     /// The TCP address, when started with `--tcp-addr`.
     pub tcp: Option<SocketAddr>,
+    /// The HTTP endpoint's address (the launcher asks for port 0 unless the test chose).
+    pub http: Option<SocketAddr>,
     stderr_lines: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
     /// Reads stdout while the server runs: a full pipe would block its sink.
@@ -44,7 +47,8 @@ pub struct Finished {
 
 impl Server {
     /// Starts the binary with `--udp-addr 127.0.0.1:0` plus `args`, and waits for its start-up
-    /// line to learn the port.
+    /// line to learn the ports. Unless `args` choose (`--http-addr`, `--no-http`), the HTTP
+    /// endpoint gets a free port, so no test takes the default one.
     pub fn start(args: &[&str]) -> Server {
         Server::start_with_env(args, &[])
     }
@@ -66,8 +70,17 @@ impl Server {
     }
 
     fn launch(args: &[&str], env: &[(&str, &str)], hold: bool) -> Server {
+        let http_chosen = args
+            .iter()
+            .any(|a| *a == "--http-addr" || *a == "--no-http");
+        let http_default: &[&str] = if http_chosen {
+            &[]
+        } else {
+            &["--http-addr", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
             .args(["--udp-addr", "127.0.0.1:0"])
+            .args(http_default)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -113,6 +126,11 @@ impl Server {
             child,
             addr: after("listening udp ").unwrap_or_else(|| "127.0.0.1:9".parse().unwrap()),
             tcp: after("tcp "),
+            http: line
+                .split("HTTP endpoint http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .map(|a| a.parse().unwrap()),
             stderr_lines: rx,
             stderr_seen: seen,
             stdout: Some(stdout),

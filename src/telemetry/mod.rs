@@ -5,14 +5,19 @@
 //! Quiet by default: points are sums over the shards (one series per shard with
 //! `--self-metrics-per-shard`), a transport that is not enabled never appears, and a series
 //! declared `OnceNonZero` (errors, drops) appears from the first window it is non-zero in. Owns
-//! no counter itself; must not touch shard state (it runs on the sink thread).
+//! no counter itself; must not touch shard state (it runs on the sink thread). Completed windows
+//! also go to the operator's board (`board`), which the HTTP endpoint reads.
+
+pub mod board;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::counters::{Counters, Kind, Labels, Show};
 use crate::flushed::{FlushBatch, OutKind, PointWriter};
 use crate::listen::Transport;
+use board::Board;
 
 /// One shard's counters for one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +58,8 @@ pub struct WindowSummaries {
     cfg: TelemetryConfig,
     windows: BTreeMap<u64, Vec<TelemetrySnapshot>>,
     seen: NonZeroSeen,
+    /// Where completed windows are posted for the HTTP endpoint, when there is one.
+    board: Option<Arc<Board>>,
 }
 
 impl WindowSummaries {
@@ -61,7 +68,14 @@ impl WindowSummaries {
             cfg,
             windows: BTreeMap::new(),
             seen: NonZeroSeen::default(),
+            board: None,
         }
+    }
+
+    /// Posts every completed window to `board` too.
+    pub fn with_board(mut self, board: Option<Arc<Board>>) -> Self {
+        self.board = board;
+        self
     }
 
     /// Adds one shard's snapshot; once every shard has reported its window, logs the window's
@@ -116,6 +130,10 @@ impl WindowSummaries {
             let _ = write!(line, " heap_bytes={heap} rss_bytes={rss}");
         }
         eprintln!("{line}");
+        if let Some(b) = &self.board {
+            let each = reported.iter().map(|s| (s.shard, &s.counters));
+            b.post_window(window, each, heap, rss);
+        }
         let mut points = FlushBatch::default();
         if self.cfg.points {
             let mut w = PointWriter::new(self.cfg.host.as_deref(), window, self.cfg.interval);

@@ -1,0 +1,161 @@
+//! Which answer each request gets: a pure function of the method, the path and the board, so
+//! every route is tested without a socket.
+
+use std::time::Duration;
+
+use super::Summary;
+use crate::telemetry::board::Board;
+
+/// A shard whose heartbeat is older than this fails `/healthz`.
+pub const STALL: Duration = Duration::from_secs(1);
+
+/// One answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn text(status: u16, body: String) -> Reply {
+    Reply {
+        status,
+        content_type: TEXT,
+        body,
+    }
+}
+
+pub fn respond(method: &str, path: &str, _query: &str, board: &Board, summary: &Summary) -> Reply {
+    if method != "GET" && method != "HEAD" {
+        return text(405, format!("{method} {path}: only GET is answered here\n"));
+    }
+    let stopping = crate::shard::stop_requested();
+    match path {
+        "/readyz" => match (board.is_ready(), stopping) {
+            (true, false) => text(200, "ready\n".into()),
+            (false, false) => text(503, "starting: not every shard runs yet\n".into()),
+            (_, true) => text(503, "stopping\n".into()),
+        },
+        "/healthz" => {
+            let problems = problems(board, stopping);
+            if problems.is_empty() {
+                text(200, "ok\n".into())
+            } else {
+                text(503, problems.join("\n") + "\n")
+            }
+        }
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: super::exposition::render(&board.published(), board, summary),
+        },
+        "/status" => Reply {
+            status: 200,
+            content_type: "application/json",
+            body: super::status::render(&board.published(), board, summary),
+        },
+        _ => text(
+            404,
+            format!("{path}: not found; try /readyz, /healthz, /metrics or /status\n"),
+        ),
+    }
+}
+
+/// Why the server is not healthy, one line each (none: healthy).
+fn problems(board: &Board, stopping: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if !board.is_ready() {
+        out.push("starting: not every shard runs yet".into());
+    }
+    if stopping {
+        out.push("stopping".into());
+    }
+    if board.is_ready() && !stopping {
+        for (shard, age) in board.since_beats().into_iter().enumerate() {
+            match age {
+                Some(a) if a <= STALL => {}
+                Some(a) => out.push(format!(
+                    "shard {shard} has not run its loop for {} ms",
+                    a.as_millis()
+                )),
+                None => out.push(format!("shard {shard} has never run its loop")),
+            }
+        }
+    }
+    for d in board.published().downstreams {
+        if d.failing {
+            out.push(format!(
+                "downstream {} gave payloads up in the last window{}",
+                d.name,
+                d.last_error
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::telemetry::board::DownstreamStatus;
+
+    pub(crate) fn summary() -> Summary {
+        Summary {
+            version: "test",
+            cores: vec![0, 1],
+            listening: vec!["udp 127.0.0.1:8125".into()],
+            downstream: "jsonl:-".into(),
+            window_secs: 10,
+            memory_limit_bytes: None,
+            transports: vec!["udp"],
+        }
+    }
+
+    #[test]
+    fn readiness_follows_the_board_and_health_names_what_is_wrong() {
+        let board = Board::new(2);
+        let s = summary();
+        let get = |path: &str| respond("GET", path, "", &board, &s);
+        assert_eq!(get("/readyz").status, 503);
+        assert!(get("/healthz").body.contains("starting"));
+        board.set_ready();
+        board.beat(0);
+        assert_eq!(get("/readyz").status, 200);
+        let h = get("/healthz");
+        assert_eq!(h.status, 503);
+        assert_eq!(h.body, "shard 1 has never run its loop\n");
+        board.beat(1);
+        assert_eq!(get("/healthz"), text(200, "ok\n".into()));
+        board.post_downstreams(vec![DownstreamStatus {
+            name: "datadog".into(),
+            failing: true,
+            last_error: Some("HTTP 503".into()),
+            ..DownstreamStatus::default()
+        }]);
+        let h = get("/healthz");
+        assert_eq!(h.status, 503);
+        assert!(
+            h.body.contains("downstream datadog gave payloads up") && h.body.contains("HTTP 503"),
+            "{}",
+            h.body
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_refused_by_name() {
+        let board = Board::new(1);
+        let s = summary();
+        let r = respond("GET", "/nope", "", &board, &s);
+        assert_eq!(r.status, 404);
+        assert!(r.body.contains("/nope") && r.body.contains("/metrics"));
+        let r = respond("POST", "/metrics", "", &board, &s);
+        assert_eq!(r.status, 405);
+        assert_eq!(respond("GET", "/metrics", "", &board, &s).status, 200);
+        let st = respond("GET", "/status", "", &board, &s);
+        assert_eq!((st.status, st.content_type), (200, "application/json"));
+    }
+}

@@ -1,0 +1,234 @@
+//! The operator's HTTP endpoint, end to end: `/readyz`, `/healthz`, `/status` and `/metrics`
+//! of a running server under known traffic, `/metrics` scraped by a real Prometheus, and the
+//! start-up rules for its address.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::prometheus::Prometheus;
+use serde_json::Value;
+
+/// Status and body of a GET.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let mut body = String::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_string(&mut body)
+        .unwrap();
+    (resp.status().as_u16(), body)
+}
+
+/// Polls (bounded) until `pred` holds for the path's body; returns that body.
+fn wait_for(addr: SocketAddr, path: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(addr, path);
+        if status == 200 && pred(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never matched; last: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sum of a family's samples whose labels contain every one of `with`.
+fn sample_sum(text: &str, family: &str, with: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            name == family && with.iter().all(|w| l.contains(w))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+fn send_counters(server: &Server, n: usize) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..n {
+        s.send_to(
+            format!("http.test.{}:1|c\nbad line\n", i % 10).as_bytes(),
+            server.addr,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn endpoints_answer_for_a_running_server_under_known_traffic() {
+    let server = Server::start(&["--cores", "0", "--bucket-secs", "1"]);
+    let http = server.http.expect("the start-up line gives the endpoint");
+    // A client that connects and says nothing holds one connection, not the endpoint; one
+    // whose request head passes the bound is refused.
+    let _idle = std::net::TcpStream::connect(http).unwrap();
+    assert_eq!(get(http, "/readyz"), (200, "ready\n".into()));
+    let mut huge = std::net::TcpStream::connect(http).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 << 10)
+    );
+    let _ = std::io::Write::write_all(&mut huge, head.as_bytes());
+    let mut answer = String::new();
+    let _ = huge.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    send_counters(&server, 200);
+    let metrics = wait_for(http, "/metrics", |t| {
+        sample_sum(t, "corestatsd_metrics_total", &[]) == 200.0
+    });
+    assert_eq!(
+        sample_sum(&metrics, "corestatsd_packets_total", &["transport=\"udp\""]),
+        200.0
+    );
+    assert_eq!(
+        sample_sum(&metrics, "corestatsd_parse_errors_total", &[]),
+        200.0,
+        "every `bad line` is counted, by reason"
+    );
+    assert!(metrics.contains("# TYPE corestatsd_flush_duration_seconds histogram"));
+    assert!(metrics.contains("corestatsd_receive_pause_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
+    assert!(!metrics.contains("transport=\"tcp\""), "no TCP listener");
+    assert_eq!(get(http, "/healthz"), (200, "ok\n".into()));
+    // The last window the status shows carried the traffic, or a later, idle one did.
+    let status: Value = serde_json::from_str(&get(http, "/status").1).unwrap();
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["config"]["cores"], serde_json::json!([0]));
+    assert_eq!(status["shards"].as_array().unwrap().len(), 1);
+    assert!(status["total"]["drops"]["parse_errors"].as_u64().is_some());
+    assert!(status["windows"].as_u64().unwrap() >= 1);
+    assert_eq!(status["downstreams"][0]["name"], "jsonl:-");
+    assert!(status["downstreams"][0]["written_points"].as_u64().unwrap() >= 10);
+    let (code, body) = get(http, "/nope");
+    assert_eq!(code, 404);
+    assert!(body.contains("/metrics"), "{body}");
+    let done = server.stop();
+    assert_eq!(done.status, 0);
+    let counted: f64 = common::metric_lines(&done.lines)
+        .iter()
+        .filter(|l| l["name"].as_str().unwrap().starts_with("http.test."))
+        .map(|l| l["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(counted, 200.0);
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_metrics_endpoint() {
+    let server = Server::start(&["--cores", "0", "--bucket-secs", "1"]);
+    let http = server.http.unwrap();
+    let prom = Prometheus::start(&format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: corestatsd\n    \
+         static_configs:\n      - targets: ['{http}']\n"
+    ));
+    send_counters(&server, 50);
+    wait_for(http, "/metrics", |t| {
+        sample_sum(t, "corestatsd_metrics_total", &[]) == 50.0
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = prom.query("sum(corestatsd_metrics_total{job=\"corestatsd\"})");
+        let got = r
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok());
+        if got == Some(50.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped 50 metrics: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(prom.value("up{job=\"corestatsd\"}"), 1.0);
+    // Histograms are histograms to Prometheus: a quantile over the buckets answers.
+    let q = prom
+        .query("histogram_quantile(0.5, sum by (le) (corestatsd_flush_duration_seconds_bucket))");
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(prom.value("corestatsd_ready"), 1.0);
+    assert_eq!(server.stop().status, 0);
+}
+
+#[test]
+fn an_explicit_address_that_is_taken_stops_the_start_and_the_default_one_does_not() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        .args([
+            "--udp-addr",
+            "127.0.0.1:0",
+            "--cores",
+            "0",
+            "--http-addr",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--http-addr {addr}: cannot listen")),
+        "{stderr}"
+    );
+
+    // The default address, held here (or by anything else on this host): the server still
+    // starts, says so once, and runs without the endpoint.
+    let _held = TcpListener::bind("127.0.0.1:8135");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        .args(["--udp-addr", "127.0.0.1:0", "--cores", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let ready = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no start-up line: {seen:?}"));
+        seen.push(line.clone());
+        if line.contains("; listening ") {
+            break line;
+        }
+    };
+    let off: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("HTTP endpoint off"))
+        .collect();
+    assert_eq!(off.len(), 1, "{seen:?}");
+    assert!(
+        off[0].contains("127.0.0.1:8135 is taken") && off[0].contains("--http-addr"),
+        "{off:?}"
+    );
+    assert!(ready.contains("; no HTTP endpoint;"), "{ready}");
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
