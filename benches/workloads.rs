@@ -62,6 +62,7 @@ pub fn aggregator_with(adjust: impl FnOnce(&mut AggregateConfig)) -> Aggregator 
         names: Default::default(),
         max_contexts: None,
         max_contexts_per_metric: None,
+        context_stats: false,
     };
     adjust(&mut cfg);
     Aggregator::new(cfg, 1_000_000)

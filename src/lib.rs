@@ -57,7 +57,8 @@ pub(crate) mod run;
 #[cfg(test)]
 mod layout_tests;
 
-pub use config::{Config, Flags};
+pub use config::{Command, Config, Flags};
+pub use operator::cli::command;
 pub use run::{RunError, run};
 
 /// The stages the criterion benchmarks (`benches/`) drive one at a time: what they need and

@@ -23,6 +23,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(cmd) = flags.command {
+        if let Err(e) = corestatsd::command(cmd) {
+            eprintln!("corestatsd: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cfg = match Config::from_flags(flags) {
         Ok(c) => c,
         Err(e) => {

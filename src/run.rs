@@ -138,6 +138,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let posting = sink::Posting {
         board: board.clone(),
         downstream: cfg.downstream.to_string(),
+        context_stats: cfg.aggregate.context_stats,
     };
     let (tx, sink_thread) = sink::spawn(sink, telemetry, cfg.sink_queue_max_points, Some(posting))
         .map_err(|e| RunError {

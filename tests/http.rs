@@ -133,6 +133,80 @@ fn endpoints_answer_for_a_running_server_under_known_traffic() {
     assert_eq!(counted, 200.0);
 }
 
+/// Runs `corestatsd ARGS` (a client command) to its end: (exit status, stdout, stderr).
+fn client(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn top_and_stats_show_a_server_under_known_traffic() {
+    // 10 s windows: the one datagram below lands in one window, and the idle window after it
+    // (which `/contexts` would show next) is far off while the clients run.
+    let server = Server::start(&["--cores", "0", "--context-stats"]);
+    let http = server.http.unwrap();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // One window's traffic: `busy` 30 samples, `calm` 3, and 5 contexts of `wide`.
+    let mut lines: Vec<String> = (0..30).map(|_| "busy:1|c|#k:v".to_string()).collect();
+    lines.extend((0..3).map(|_| "calm:2|g".to_string()));
+    lines.extend((0..5).map(|i| format!("wide:1|c|#i:{i}")));
+    s.send_to(lines.join("\n").as_bytes(), server.addr).unwrap();
+    let contexts = wait_for(http, "/contexts?top=2", |b| b.contains("\"busy\""));
+    let v: Value = serde_json::from_str(&contexts).unwrap();
+    assert_eq!(v["by"], "samples");
+    assert_eq!(v["contexts"][0]["name"], "busy");
+    assert_eq!(v["contexts"][0]["samples"], 30);
+    assert_eq!(v["contexts"][0]["tags"], serde_json::json!(["k:v"]));
+    assert_eq!(v["contexts"][1]["name"], "calm");
+    assert_eq!(v["contexts"][1]["samples"], 3);
+
+    let addr = http.to_string();
+    let (code, out, err) = client(&["stats", "--http-addr", &addr, "--top", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let row: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["30", "counter", "busy"], "{out}");
+    let (code, out, _) = client(&["stats", "--http-addr", &addr, "--by", "contexts"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().any(|l| l.split_whitespace().eq(["5", "wide"])),
+        "{out}"
+    );
+
+    let (code, out, err) = client(&["top", "--batch", "--http-addr", &addr]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("corestatsd "), "{out}");
+    let shard: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .expect(&out)
+        .split_whitespace()
+        .collect();
+    assert_eq!(shard[1], "0", "the shard's CPU: {out}");
+    assert!(out.lines().any(|l| l.starts_with("total ")), "{out}");
+    assert!(out.contains("jsonl:-"), "the downstream's row: {out}");
+    assert!(
+        out.lines().any(|l| l.split_whitespace().eq(["5", "wide"])),
+        "{out}"
+    );
+    assert_eq!(server.stop().status, 0);
+
+    // Nothing listening: one line naming the address, exit 1.
+    let (code, _, err) = client(&["top", "--batch", "--http-addr", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot reach corestatsd at http://{addr}/status")),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_real_prometheus_scrapes_the_metrics_endpoint() {
     let server = Server::start(&["--cores", "0", "--bucket-secs", "1"]);

@@ -1,15 +1,22 @@
 //! The window close: `begin_close` opens the next window, `close_step` sweeps the closed one in
 //! budgeted steps (each context's aggregate into its owner's `ContextBatch`, idle counters
-//! zero-filled, expired contexts freed), while the receive path goes on filling the new window.
+//! zero-filled, expired contexts freed, and with `context_stats` the busiest contexts kept),
+//! while the receive path goes on filling the new window.
 //!
 //! Owns the sweep's cursor and the batches being filled. Must not create contexts or read
 //! samples; a sample for the new window that reaches an unswept context hands its old aggregate
 //! over first (`extract`, from `Aggregator::aggregate`).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use super::key::low;
 use super::{Aggregator, ContextBatch, Partial, owner_of};
 use crate::protocol::MetricType;
 use crate::values::Agg;
+
+/// Contexts a shard names per window as its busiest (with `context_stats`).
+pub const BUSIEST: usize = 100;
 
 /// A closed window ready to leave the shard.
 pub struct ClosedWindow {
@@ -17,12 +24,42 @@ pub struct ClosedWindow {
     /// One batch per owner shard, indexed by owner.
     pub batches: Vec<ContextBatch>,
     pub live_contexts: u64,
+    /// With `context_stats`: the window's `BUSIEST` contexts by samples, (key, samples), most
+    /// first.
+    pub busiest: Vec<(u64, u32)>,
 }
 
 pub(super) struct Closing {
     window: u32,
     batches: Vec<ContextBatch>,
     cursor: usize,
+    busiest: Busiest,
+}
+
+/// The `BUSIEST` contexts by samples seen so far: a min-heap, so a context that beats none of
+/// them costs one comparison.
+#[derive(Default)]
+struct Busiest(BinaryHeap<Reverse<(u32, u64)>>);
+
+impl Busiest {
+    fn offer(&mut self, key: u64, samples: u32) {
+        if self.0.len() < BUSIEST {
+            self.0.push(Reverse((samples, key)));
+        } else if self
+            .0
+            .peek()
+            .is_some_and(|Reverse((least, _))| samples > *least)
+        {
+            self.0.pop();
+            self.0.push(Reverse((samples, key)));
+        }
+    }
+
+    fn most_first(self) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = self.0.into_iter().map(|Reverse((n, k))| (k, n)).collect();
+        v.sort_unstable_by_key(|&(k, n)| (Reverse(n), k));
+        v
+    }
 }
 
 impl Aggregator {
@@ -50,6 +87,7 @@ impl Aggregator {
                 })
                 .collect(),
             cursor: 0,
+            busiest: Busiest::default(),
         });
         self.window += 1;
     }
@@ -109,18 +147,24 @@ impl Aggregator {
             window: u64::from(closing.window) * bucket,
             batches: closing.batches,
             live_contexts: self.live as u64,
+            busiest: closing.busiest.most_first(),
         })
     }
 
     /// Writes a context's aggregate into its owner's batch of the closing window.
     pub(super) fn extract(&mut self, id: u32, agg: Option<Agg>, window: u32) {
         let Some(agg) = agg else { return };
+        // The samples go with the aggregate (none for a zero-filled counter).
+        let samples = self.samples.get_mut(id as usize).map_or(0, std::mem::take);
         let Some(closing) = self.closing.as_mut().filter(|c| c.window == window) else {
             // Only reachable if a window was skipped without `begin_close`: a bug, not input.
             debug_assert!(false, "aggregate of window {window} outside a close");
             return;
         };
         let key = self.metas[id as usize].key;
+        if samples > 0 {
+            closing.busiest.offer(key, samples);
+        }
         closing.batches[owner_of(key, self.cfg.owners)]
             .partials
             .push(Partial { key, agg });

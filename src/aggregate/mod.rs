@@ -33,6 +33,7 @@ pub(crate) use caps::OVERFLOW_TAG;
 pub use ingest::{Packet, ingest};
 
 use caps::{Caps, OVERFLOW_FULL};
+pub use close::BUSIEST;
 use close::Closing;
 use key::{ContextTags, key_of, low, resolve_host};
 
@@ -108,6 +109,9 @@ pub struct AggregateConfig {
     /// Contexts of one metric name this shard holds at most: its share of
     /// `--max-contexts-per-metric`. `None`: no cap.
     pub max_contexts_per_metric: Option<usize>,
+    /// Count each context's samples per window, for the busiest contexts of `/contexts`
+    /// (`--context-stats`): 4 bytes a context and one more store per sample.
+    pub context_stats: bool,
 }
 
 /// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
@@ -182,6 +186,9 @@ pub struct Aggregator {
     /// What bypasses the windows and waits for the next flush, in arrival order: `|T` gauges and
     /// counters (with their own timestamps), events and service checks.
     pending: FlushBatch,
+    /// Each context's samples in the window of its aggregate, by slot id, with `context_stats`
+    /// (empty without): taken when the aggregate is (`extract`).
+    samples: Vec<u32>,
 }
 
 impl Aggregator {
@@ -218,6 +225,7 @@ impl Aggregator {
                 arenas: vec![Vec::new()],
                 ..FlushBatch::default()
             },
+            samples: Vec::new(),
         }
     }
 
@@ -440,6 +448,9 @@ impl Aggregator {
         ctx.agg
             .get_or_insert_with(|| Agg::new(m.metric_type))
             .insert(m, at, exact);
+        if let Some(n) = self.samples.get_mut(id as usize) {
+            *n = n.saturating_add(1);
+        }
     }
 
     /// The canonical key of a context: final name, type, host, origin and tags, with a seed
@@ -518,6 +529,14 @@ impl Aggregator {
         self.by_key.insert(low(key), id);
         self.by_alias.insert(low(alias), id);
         self.live += 1;
+        if self.cfg.context_stats {
+            let at = id as usize;
+            if at < self.samples.len() {
+                self.samples[at] = 0;
+            } else {
+                self.samples.resize(at + 1, 0);
+            }
+        }
         id
     }
 }

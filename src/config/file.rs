@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub max_contexts_per_metric: Option<usize>,
     pub memory_limit_bytes: Option<u64>,
     pub sink_queue_max_points: Option<u64>,
+    /// The Agent's `dogstatsd_stats_enable`.
+    pub context_stats: Option<bool>,
     /// Top-level keys present but not used.
     pub ignored: Vec<String>,
 }
@@ -52,6 +54,7 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         max_contexts_per_metric: take(&mut map, "max_contexts_per_metric")?,
         memory_limit_bytes: take(&mut map, "memory_limit_bytes")?,
         sink_queue_max_points: take(&mut map, "sink_queue_max_points")?,
+        context_stats: take(&mut map, "dogstatsd_stats_enable")?,
         ..FileConfig::default()
     };
     if out.namespace_exempt.is_none() {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use super::Downstream;
 use super::downstream;
@@ -15,11 +15,44 @@ use crate::protocol::origin::Precedence;
 use crate::sink::datadog::CountersAs;
 use crate::sink::payload::Compression;
 
+/// Clients of a running server (its HTTP endpoint).
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// A live view of a running server: per core packets/s, metrics/s, kernel drops, parse
+    /// errors, live contexts, window close and receive pause; totals, each downstream's health
+    /// and the metric names holding the most contexts. Refreshes every second; q quits.
+    Top {
+        /// The server's --http-addr.
+        #[arg(long, default_value = super::DEFAULT_HTTP_ADDR)]
+        http_addr: SocketAddr,
+        /// Print one frame as plain text and exit (as `top -b -n 1`), for scripts.
+        #[arg(long)]
+        batch: bool,
+    },
+    /// The last window's busiest contexts (with the server's --context-stats), or the metric
+    /// names holding the most live contexts, as a table.
+    Stats {
+        /// The server's --http-addr.
+        #[arg(long, default_value = super::DEFAULT_HTTP_ADDR)]
+        http_addr: SocketAddr,
+        /// Rows, 1 to 100.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=100))]
+        top: u16,
+        /// `samples` (the default when the server counts them) or `contexts`.
+        #[arg(long, value_parser = ["samples", "contexts"])]
+        by: Option<String>,
+    },
+}
+
 /// A thread-per-core DogStatsD server: UDP in on every pinned core, per-core aggregation,
 /// cross-core merge, flushed downstream every window.
 #[derive(Parser, Debug)]
-#[command(name = "corestatsd", version)]
+#[command(name = "corestatsd", version, args_conflicts_with_subcommands = true)]
 pub struct Flags {
+    /// With a command, a client of a running server's HTTP endpoint instead of a server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// CPUs to run one shard each on, as `0-3`, `0,2` or `0-1,4`. Defaults to every CPU in the
     /// process' affinity mask.
     #[arg(long, value_parser = parse_cores)]
@@ -250,6 +283,13 @@ pub struct Flags {
     /// Run without the HTTP endpoint.
     #[arg(long)]
     pub no_http: bool,
+
+    /// Count every context's samples per window, so `/contexts?by=samples` (and
+    /// `corestatsd stats`) can name the busiest contexts: 4 bytes a context and one store per
+    /// sample. The names holding the most contexts are answered without it. File key
+    /// `dogstatsd_stats_enable` (as the Agent, whose `dogstatsd-stats` needs it). Defaults to off.
+    #[arg(long)]
+    pub context_stats: bool,
 
     /// Do not emit corestatsd.* self metrics (the per-window log line stays).
     #[arg(long)]

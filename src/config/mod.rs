@@ -8,7 +8,7 @@ mod names;
 
 pub use downstream::{Downstream, DownstreamSettings};
 use flags::CoreList;
-pub use flags::{EolRequired, Flags};
+pub use flags::{Command, EolRequired, Flags};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -188,6 +188,7 @@ impl Config {
                 names,
                 max_contexts: share(max_contexts),
                 max_contexts_per_metric: share(max_per_metric),
+                context_stats: f.context_stats || file.context_stats.unwrap_or(false),
             },
             cores,
             histogram: HistogramOutput {

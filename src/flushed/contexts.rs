@@ -69,6 +69,8 @@ pub struct Contexts {
     sets_free: Vec<u32>,
     sets_by_hash: IdTable,
     state: FixedState,
+    /// Live contexts per metric name (`/contexts?by=contexts`).
+    per_name: hashbrown::HashMap<Sym, u32>,
     /// Announcements of a context this table already had (another shard created it too).
     pub shared: u64,
 }
@@ -140,9 +142,11 @@ impl Contexts {
             };
             let i = &mut self.interner;
             let (host, origin) = (i.intern_optional(d.host), i.intern_optional(d.origin));
+            let name = i.intern(d.name);
+            *self.per_name.entry(name).or_default() += 1;
             let entry = Entry {
                 key,
-                name: i.intern(d.name),
+                name,
                 set: self.hold_set(host, origin, &syms),
                 own,
                 refs: 1,
@@ -213,6 +217,12 @@ impl Contexts {
             }
             let (name, own, set) = (entry.name, entry.own, entry.set);
             entry.name = NO_SYM;
+            if let Some(n) = self.per_name.get_mut(&name) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_name.remove(&name);
+                }
+            }
             self.interner.release(name);
             self.interner.release(own);
             self.release_set(set);
@@ -237,6 +247,27 @@ impl Contexts {
             _ => true,
         });
         (before - batch.metrics.len()) as u64
+    }
+
+    /// The description of a live context, by key.
+    pub fn described(&self, key: u64) -> Option<Desc<'_>> {
+        self.slot(key).map(|slot| self.desc(slot))
+    }
+
+    /// The `n` metric names holding the most live contexts, most first (ties by name).
+    pub fn top_names(&self, n: usize) -> Vec<(&[u8], u64)> {
+        let mut all: Vec<(&[u8], u64)> = self
+            .per_name
+            .iter()
+            .map(|(&sym, &count)| (self.interner.get(sym), u64::from(count)))
+            .collect();
+        let order = |a: &(&[u8], u64), b: &(&[u8], u64)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
+        if all.len() > n {
+            all.select_nth_unstable_by(n, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all
     }
 
     /// The description of `key`, looked up (when a batch was not resolved first: tests). An
@@ -437,5 +468,30 @@ mod tests {
         let d = c.desc(slot);
         assert_eq!((d.name, d.host), (&b"req"[..], Some(&b"h"[..])));
         assert_eq!(d.tags().collect::<Vec<_>>(), [&b"env:prod"[..]]);
+    }
+
+    #[test]
+    fn names_are_ranked_by_live_contexts_as_contexts_come_and_go() {
+        let mut c = Contexts::default();
+        c.learn(&news(&[
+            (1, "a", &[b"i:1"]),
+            (2, "a", &[b"i:2"]),
+            (3, "b", &[b"i:3"]),
+            (4, "c", &[]),
+            (5, "c", &[b"x"]),
+            (6, "c", &[b"y"]),
+        ]));
+        let top = |c: &Contexts, n| -> Vec<(String, u64)> {
+            c.top_names(n)
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v))
+                .collect()
+        };
+        assert_eq!(top(&c, 2), [("c".into(), 3), ("a".into(), 2)]);
+        c.forget(&[4, 5, 6]);
+        // Ties go by name; a name with no context left is gone.
+        assert_eq!(top(&c, 5), [("a".into(), 2), ("b".into(), 1)]);
+        assert_eq!(c.described(3).map(|d| d.name), Some(&b"b"[..]));
+        assert!(c.described(4).is_none());
     }
 }

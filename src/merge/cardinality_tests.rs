@@ -14,6 +14,7 @@ fn capped(max_contexts: Option<usize>, per_metric: Option<usize>) -> AggregateCo
     AggregateConfig {
         max_contexts,
         max_contexts_per_metric: per_metric,
+        context_stats: false,
         ..cfg(1)
     }
 }

@@ -23,6 +23,7 @@ pub(super) fn cfg(owners: usize) -> AggregateConfig {
         names: Default::default(),
         max_contexts: None,
         max_contexts_per_metric: None,
+        context_stats: false,
     }
 }
 
@@ -530,4 +531,50 @@ fn extra_tags_reach_events_checks_and_timestamped_points() {
             &["dc:eu", "page:x"]
         )]
     );
+}
+
+#[test]
+fn with_context_stats_each_close_names_the_busiest_contexts_of_its_window() {
+    let mut counting = cfg(1);
+    counting.context_stats = true;
+    let mut agg = Aggregator::new(counting, T0);
+    let mut c = crate::counters::Counters::default();
+    let mut lines = String::new();
+    for (name, n) in [("few", 2), ("many", 7), ("some", 4)] {
+        for _ in 0..n {
+            lines.push_str(&format!("{name}:1|c\n"));
+        }
+    }
+    ingest(&mut agg, &mut c, [lines.as_bytes()], T0);
+    agg.begin_close();
+    // A sample of the next window reaching a context before the sweep does: its old window's
+    // samples go with its old aggregate, and it starts again at one.
+    ingest(&mut agg, &mut c, [&b"many:1|c"[..]], T0 + 10);
+    let closed = loop {
+        if let Some(w) = agg.close_step(1) {
+            break w;
+        }
+    };
+    let samples: Vec<u32> = closed.busiest.iter().map(|&(_, n)| n).collect();
+    assert_eq!(samples, [7, 4, 2]);
+    agg.begin_close();
+    let closed = loop {
+        if let Some(w) = agg.close_step(usize::MAX) {
+            break w;
+        }
+    };
+    assert_eq!(
+        closed.busiest.iter().map(|&(_, n)| n).collect::<Vec<_>>(),
+        [1]
+    );
+    // Off: nothing is counted.
+    let mut plain = Aggregator::new(cfg(1), T0);
+    ingest(&mut plain, &mut c, [lines.as_bytes()], T0);
+    plain.begin_close();
+    let closed = loop {
+        if let Some(w) = plain.close_step(usize::MAX) {
+            break w;
+        }
+    };
+    assert!(closed.busiest.is_empty());
 }

@@ -1,13 +1,16 @@
-//! The operator's HTTP endpoint: `/readyz`, `/healthz`, `/metrics` (Prometheus text exposition)
-//! and `/status` (JSON), answered from the board (`telemetry::board`) on a thread of its own.
+//! The operator's HTTP endpoint: `/readyz`, `/healthz`, `/metrics` (Prometheus text exposition),
+//! `/status` and `/contexts` (JSON), answered from the board (`telemetry::board`) on a thread of
+//! its own.
 //!
 //! hyper's HTTP/1 server on a one-thread tokio runtime, off the ingest cores (the thread is
 //! started from `run`'s thread, which keeps helpers off them). A request reads a copy of the
 //! board and never reaches a shard, so no client can slow receive down. Bounded: at most
 //! `MAX_CONNECTIONS` connections (more are closed on accept), request heads of at most
 //! `MAX_HEAD_BYTES` read within `HEAD_TIMEOUT`, a connection closed after `CONNECTION_TIMEOUT`.
-//! Must not touch shard or sink state: what it shows is what they post.
+//! Must not touch shard or sink state: what it shows is what they post. `cli` holds the
+//! endpoint's clients, `corestatsd top` and `corestatsd stats`.
 
+pub mod cli;
 mod exposition;
 mod routes;
 mod status;

@@ -27,7 +27,7 @@ fn text(status: u16, body: String) -> Reply {
     }
 }
 
-pub fn respond(method: &str, path: &str, _query: &str, board: &Board, summary: &Summary) -> Reply {
+pub fn respond(method: &str, path: &str, query: &str, board: &Board, summary: &Summary) -> Reply {
     if method != "GET" && method != "HEAD" {
         return text(405, format!("{method} {path}: only GET is answered here\n"));
     }
@@ -56,10 +56,70 @@ pub fn respond(method: &str, path: &str, _query: &str, board: &Board, summary: &
             content_type: "application/json",
             body: super::status::render(&board.published(), board, summary),
         },
+        "/contexts" => contexts(query, board),
         _ => text(
             404,
-            format!("{path}: not found; try /readyz, /healthz, /metrics or /status\n"),
+            format!("{path}: not found; try /readyz, /healthz, /metrics, /status or /contexts\n"),
         ),
+    }
+}
+
+/// Most entries `/contexts` lists (what the shards and the sink keep).
+pub const MAX_TOP: usize = 100;
+
+/// `/contexts?top=N&by=samples|contexts`: the last window's busiest contexts, or the metric
+/// names holding the most live contexts.
+fn contexts(query: &str, board: &Board) -> Reply {
+    let stats = board.context_stats();
+    let (mut top, mut by) = (20, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "top" => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_TOP).contains(&n) => top = n,
+                _ => return text(400, format!("top={v}: a number from 1 to {MAX_TOP}\n")),
+            },
+            "by" => match v {
+                "samples" | "contexts" => by = Some(v),
+                _ => return text(400, format!("by={v}: `samples` or `contexts`\n")),
+            },
+            _ => return text(400, format!("{k}: unknown; /contexts takes top and by\n")),
+        }
+    }
+    let by = by.unwrap_or(if stats.samples_counted {
+        "samples"
+    } else {
+        "contexts"
+    });
+    if by == "samples" && !stats.samples_counted {
+        return text(
+            409,
+            "samples per context are not counted: start corestatsd with --context-stats \
+             (file key dogstatsd_stats_enable), or ask by=contexts\n"
+                .into(),
+        );
+    }
+    let mut doc = serde_json::json!({
+        "window": stats.window,
+        "by": by,
+        "live_contexts": stats.live_contexts,
+    });
+    if by == "samples" {
+        let busiest = &stats.busiest[..stats.busiest.len().min(top)];
+        doc["contexts"] = serde_json::json!(busiest);
+    } else {
+        let names: Vec<serde_json::Value> = stats
+            .names
+            .iter()
+            .take(top)
+            .map(|(name, n)| serde_json::json!({"name": name, "contexts": n}))
+            .collect();
+        doc["names"] = serde_json::json!(names);
+    }
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        body: format!("{doc:#}\n"),
     }
 }
 
@@ -143,6 +203,51 @@ pub(crate) mod tests {
             "{}",
             h.body
         );
+    }
+
+    #[test]
+    fn contexts_answer_by_samples_only_when_they_are_counted() {
+        use crate::telemetry::board::{BusyContext, ContextStats};
+        let board = Board::new(1);
+        let s = summary();
+        let get = |q: &str| respond("GET", "/contexts", q, &board, &s);
+        let busy = |name: &str, samples| BusyContext {
+            name: name.into(),
+            metric_type: "counter",
+            host: None,
+            tags: vec!["env:prod".into()],
+            samples,
+        };
+        board.post_contexts(ContextStats {
+            window: Some(10),
+            samples_counted: false,
+            names: vec![("a".into(), 5), ("b".into(), 2)],
+            live_contexts: 7,
+            ..ContextStats::default()
+        });
+        let r = get("by=samples");
+        assert_eq!(r.status, 409);
+        assert!(r.body.contains("--context-stats"), "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&get("top=1").body).unwrap();
+        assert_eq!(v["by"], "contexts");
+        assert_eq!(
+            v["names"],
+            serde_json::json!([{"name": "a", "contexts": 5}])
+        );
+        board.post_contexts(ContextStats {
+            window: Some(20),
+            samples_counted: true,
+            busiest: vec![busy("x", 9), busy("y", 3)],
+            ..ContextStats::default()
+        });
+        let v: serde_json::Value = serde_json::from_str(&get("").body).unwrap();
+        assert_eq!(v["by"], "samples");
+        assert_eq!(v["contexts"][1]["name"], "y");
+        assert_eq!(v["contexts"][0]["samples"], 9);
+        assert_eq!(v["contexts"][0]["type"], "counter");
+        for bad in ["top=0", "top=101", "top=x", "by=bytes", "sort=1"] {
+            assert_eq!(get(bad).status, 400, "{bad}");
+        }
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub enum MetricType {
 }
 
 impl MetricType {
+    /// Its name, as `/contexts` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Timer => "timer",
+            MetricType::Set => "set",
+            MetricType::Distribution => "distribution",
+        }
+    }
+
     fn from_wire(t: &[u8]) -> Option<Self> {
         Some(match t {
             b"c" => MetricType::Counter,

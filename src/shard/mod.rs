@@ -416,6 +416,7 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
             window,
             counters,
             refused_by_metric,
+            busiest: closed.busiest,
         })),
     );
 }

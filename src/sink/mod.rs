@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::flushed::{Contexts, FlushBatch, NewContexts, View};
-use crate::telemetry::board::{Board, DownstreamStatus};
+use crate::telemetry::board::{Board, BusyContext, ContextStats, DownstreamStatus};
 use crate::telemetry::{TelemetryConfig, TelemetrySnapshot, WindowSummaries};
 pub use queue::{SinkGone, SinkSender};
 
@@ -65,6 +65,8 @@ pub trait Sink: Send {
 pub struct Posting {
     pub board: Arc<Board>,
     pub downstream: String,
+    /// Shards count samples per context (`--context-stats`).
+    pub context_stats: bool,
 }
 
 /// Starts the sink thread. It ends when every sender is dropped, after writing what it got.
@@ -107,6 +109,7 @@ pub fn spawn(
                                 };
                                 sink.status(&mut s);
                                 p.board.post_downstreams(vec![s]);
+                                p.board.post_contexts(context_stats(&contexts, &done, p));
                             }
                         }
                     }
@@ -126,6 +129,45 @@ pub fn spawn(
             stats
         })?;
     Ok((tx, handle))
+}
+
+/// Metric names `/contexts` lists by live contexts.
+const TOP_NAMES: usize = 100;
+
+/// `/contexts` for a completed window: its busiest contexts described from the table, and the
+/// names holding the most contexts.
+fn context_stats(
+    contexts: &Contexts,
+    done: &crate::telemetry::WindowTelemetry,
+    p: &Posting,
+) -> ContextStats {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let busiest = done
+        .busiest
+        .iter()
+        .filter_map(|&(key, samples)| {
+            // A context freed before its window's telemetry arrived is left out.
+            let d = contexts.described(key)?;
+            Some(BusyContext {
+                name: text(d.name),
+                metric_type: d.metric_type.name(),
+                host: d.host.map(text),
+                tags: d.tags().map(text).collect(),
+                samples,
+            })
+        })
+        .collect();
+    ContextStats {
+        window: Some(done.window),
+        samples_counted: p.context_stats,
+        busiest,
+        names: contexts
+            .top_names(TOP_NAMES)
+            .into_iter()
+            .map(|(n, c)| (text(n), c))
+            .collect(),
+        live_contexts: contexts.len() as u64,
+    }
 }
 
 /// What the sink thread did, returned when it ends.

@@ -60,6 +60,31 @@ pub struct DownstreamStatus {
     pub failing: bool,
 }
 
+/// One of a window's busiest contexts, described.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusyContext {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub metric_type: &'static str,
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub samples: u64,
+}
+
+/// What `/contexts` answers, as of the last completed window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ContextStats {
+    /// Start (unix seconds) of the window the busiest contexts are of.
+    pub window: Option<u64>,
+    /// Samples are counted (`--context-stats`).
+    pub samples_counted: bool,
+    /// Most samples first.
+    pub busiest: Vec<BusyContext>,
+    /// Metric names by live contexts, most first.
+    pub names: Vec<(String, u64)>,
+    pub live_contexts: u64,
+}
+
 /// What the sink thread posts (a copy is what a request reads).
 #[derive(Debug, Clone, Default)]
 pub struct Published {
@@ -76,6 +101,7 @@ pub struct Published {
     pub heap_bytes: u64,
     pub rss_bytes: u64,
     pub downstreams: Vec<DownstreamStatus>,
+    pub contexts: ContextStats,
 }
 
 pub struct Board {
@@ -165,6 +191,15 @@ impl Board {
 
     pub fn post_downstreams(&self, downstreams: Vec<DownstreamStatus>) {
         self.lock().downstreams = downstreams;
+    }
+
+    pub fn post_contexts(&self, contexts: ContextStats) {
+        self.lock().contexts = contexts;
+    }
+
+    /// The `/contexts` part alone (the rest is not copied).
+    pub fn context_stats(&self) -> ContextStats {
+        self.lock().contexts.clone()
     }
 
     pub fn published(&self) -> Published {

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::aggregate::BUSIEST;
 use crate::counters::{Counters, Kind, Labels, Show};
 use crate::flushed::{FlushBatch, OutKind, PointWriter};
 use crate::listen::Transport;
@@ -28,6 +29,8 @@ pub struct TelemetrySnapshot {
     /// The metric names with the most contexts refused by a cap this window (at most
     /// `TOP_REFUSED`, most first).
     pub refused_by_metric: Vec<(Box<[u8]>, u64)>,
+    /// With `--context-stats`: the shard's busiest contexts of the window, (key, samples).
+    pub busiest: Vec<(u64, u32)>,
 }
 
 /// Metric names the log line and `corestatsd.contexts_refused_by_metric` name per window.
@@ -51,6 +54,9 @@ pub struct TelemetryConfig {
 pub struct WindowTelemetry {
     pub window: u64,
     pub points: FlushBatch,
+    /// The busiest contexts over every shard, (key, samples), most first (`BUSIEST` at most;
+    /// empty without `--context-stats`).
+    pub busiest: Vec<(u64, u64)>,
 }
 
 /// Gathers snapshots per window on the sink thread.
@@ -156,8 +162,24 @@ impl WindowSummaries {
             }
             w.finish(&mut points);
         }
-        WindowTelemetry { window, points }
+        WindowTelemetry {
+            window,
+            points,
+            busiest: busiest(reported),
+        }
     }
+}
+
+/// The busiest contexts over every shard's report: a context several shards saw sums.
+fn busiest(reported: &[TelemetrySnapshot]) -> Vec<(u64, u64)> {
+    let mut sums: BTreeMap<u64, u64> = BTreeMap::new();
+    for &(key, n) in reported.iter().flat_map(|s| &s.busiest) {
+        *sums.entry(key).or_default() += u64::from(n);
+    }
+    let mut top: Vec<(u64, u64)> = sums.into_iter().collect();
+    top.sort_unstable_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    top.truncate(BUSIEST);
+    top
 }
 
 /// The metric names with the most refused contexts over every shard's report.
@@ -296,6 +318,7 @@ mod tests {
             window,
             counters,
             refused_by_metric: Vec::new(),
+            busiest: Vec::new(),
         }
     }
 
