@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by rank, in the order data flows. Modules of one rank may not use each
 /// other.
 const ORDER: &[&[&str]] = &[
-    &["label", "memory"],
+    &["label", "memory", "proto"],
     &["protocol", "listen", "map"],
     &["values"],
     &["flushed"],

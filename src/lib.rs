@@ -3,8 +3,9 @@
 //! The modules follow the data path, and each may import only the ones listed before it
 //! (`layout_tests` reads every `use crate::` line and enforces it):
 //!
-//! 1. `label`: the enums that tag counts and the arrays they index, and `memory`: the counting
-//!    allocator and the memory limit's pressure level (leaves);
+//! 1. `label`: the enums that tag counts and the arrays they index, `memory`: the counting
+//!    allocator and the memory limit's pressure level, and `proto`: the protobuf wire format's
+//!    write side (leaves);
 //! 2. `protocol` (bytes to borrowed metrics, events, service checks), `listen` (sockets, batched
 //!    receive, framing, pid to container) and `map` (mapper, namespace, block list, extra tags);
 //! 3. `values`: the per-type aggregates (counter, gauge, set, histogram, DDSketch);
@@ -27,6 +28,7 @@
 
 pub(crate) mod label;
 pub mod memory;
+pub(crate) mod proto;
 
 pub(crate) mod listen;
 pub(crate) mod map;

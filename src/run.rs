@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::config::{Config, Downstream};
+use crate::listen::capture::Capture;
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
 use crate::memory;
 use crate::operator;
@@ -77,6 +78,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let (sockets, listening) = bind_all(&cfg)?;
     let http = operator::bind(cfg.http).map_err(usage)?;
     let board = Arc::new(Board::new(cfg.cores.len()));
+    let capture = Capture::new(cfg.cores.len());
     let endpoint = match http {
         Some(listener) => {
             let summary = operator::Summary {
@@ -88,12 +90,16 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
                 memory_limit_bytes: cfg.memory_limit.map(|(b, _)| b),
                 transports: cfg.transports().iter().map(|t| t.name()).collect(),
             };
-            Some(
-                operator::serve(listener, board.clone(), summary).map_err(|e| RunError {
-                    message: format!("cannot start the HTTP endpoint: {e}"),
-                    status: 1,
-                })?,
-            )
+            let served = operator::Served {
+                board: board.clone(),
+                summary,
+                capture: capture.clone(),
+                capture_dir: cfg.capture_dir.clone(),
+            };
+            Some(operator::serve(listener, served).map_err(|e| RunError {
+                message: format!("cannot start the HTTP endpoint: {e}"),
+                status: 1,
+            })?)
         }
         None => None,
     };
@@ -178,7 +184,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             level = now;
         }
     };
-    let result = shard::run_shards(&cfg, sockets, tx, &board, on_ready, on_tick);
+    let result = shard::run_shards(&cfg, sockets, tx, (&board, &capture), on_ready, on_tick);
     remove_socket_files(&cfg);
     let stats = sink_thread.join().unwrap_or_default();
     // Up until the last window is written: `/readyz` says "stopping" meanwhile.

@@ -3,7 +3,11 @@
 //! at a rate, for a fixed time, then prints exactly what it sent as one JSON object.
 //!
 //! `corestatsd-blast --target 127.0.0.1:8125 --preset mixed-100k --cores 1 --duration-secs 10`
+//!
+//! `--replay FILE` sends a traffic capture (`corestatsd capture`, the Agent's
+//! `dogstatsd-capture`) instead, at its recorded pace (`replay.rs`).
 
+mod replay;
 mod send;
 mod workload;
 
@@ -78,6 +82,19 @@ struct Flags {
     /// Prebuilt packet bytes per thread at most (at least one pass over the contexts).
     #[arg(long, default_value_t = 64 << 20)]
     max_prebuilt_bytes: usize,
+
+    /// Send the packets of a traffic capture instead of a workload: a `.dog` file of the
+    /// Datadog Agent's `dogstatsd-capture` or `corestatsd capture` (versions 2 and 3, plain or
+    /// zstd), in order, from one thread, at the recorded pace times --replay-speed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["preset", "metrics_per_sec", "bytes_per_sec"])]
+    replay: Option<String>,
+    /// With --replay: 1 is the recorded pace, 2 twice as fast, 0 flat out.
+    #[arg(long, default_value_t = 1.0)]
+    replay_speed: f64,
+    /// With --replay: start over at the end until --duration-secs have passed (without it the
+    /// capture is sent once, however long that takes).
+    #[arg(long = "loop")]
+    looping: bool,
 }
 
 fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
@@ -166,7 +183,55 @@ fn main() {
     }
 }
 
+/// `--replay`: one pass (or loops) over a capture, then the same JSON totals.
+fn run_replay(f: &Flags, file: &str) -> Result<(), String> {
+    let target = Target::parse(&f.target)?;
+    if !(f.replay_speed >= 0.0 && f.replay_speed.is_finite()) {
+        return Err(format!(
+            "--replay-speed {}: a number from 0 up",
+            f.replay_speed
+        ));
+    }
+    let recorded = replay::read(file)?;
+    if let Some(core) = f
+        .cores
+        .as_deref()
+        .map(parse_cores)
+        .transpose()?
+        .and_then(|c| c.first().copied())
+    {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+    let started = Instant::now();
+    let run_for = Duration::from_secs_f64(f.duration_secs);
+    let sent = send::replay(&target, &recorded, f.replay_speed, f.looping, run_for)?;
+    let total = sent.counts;
+    let by_type: Vec<String> = TYPES
+        .iter()
+        .zip(total.samples)
+        .map(|(t, n)| format!("\"{t}\":{n}"))
+        .collect();
+    println!(
+        "{{\"replay\":{file:?},\"transport\":\"{}\",\"recorded_packets\":{},\"seconds\":{:.3},\
+         \"packets\":{},\"bytes\":{},\"metrics\":{},\"samples\":{},\"samples_by_type\":{{{}}},\
+         \"send_errors\":{}}}",
+        target.name(),
+        recorded.len(),
+        started.elapsed().as_secs_f64(),
+        total.packets,
+        total.bytes,
+        total.metrics,
+        total.total_samples(),
+        by_type.join(","),
+        sent.errors
+    );
+    Ok(())
+}
+
 fn run(f: &Flags) -> Result<(), String> {
+    if let Some(file) = &f.replay {
+        return run_replay(f, file);
+    }
     let target = Target::parse(&f.target)?;
     let shape = shape(f, &target)?;
     let cores = f.cores.as_deref().map(parse_cores).transpose()?;

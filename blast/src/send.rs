@@ -8,6 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use crate::replay::Recorded;
 use crate::workload::{Counts, Generator, Packet};
 
 #[derive(Debug, Clone)]
@@ -132,6 +133,52 @@ pub fn send(
         }
     }
     Ok(sent)
+}
+
+/// Sends a capture's packets in order, each at its recorded time divided by `speed` (0: flat
+/// out), once, or with `looping` again and again until `run` is over.
+pub fn replay(
+    target: &Target,
+    recorded: &[Recorded],
+    speed: f64,
+    looping: bool,
+    run: Duration,
+) -> Result<Sent, String> {
+    let mut sink = Sink::open(target)?;
+    let mut sent = Sent {
+        counts: Counts::default(),
+        errors: 0,
+    };
+    let start = Instant::now();
+    let mut offset = 0.0;
+    let span = recorded.last().map_or(0.0, |r| r.at_ns as f64 / 1e9);
+    loop {
+        for r in recorded {
+            if speed > 0.0 {
+                let due = offset + r.at_ns as f64 / 1e9 / speed;
+                let ahead = due - start.elapsed().as_secs_f64();
+                if ahead > 0.0 {
+                    std::thread::sleep(Duration::from_secs_f64(ahead));
+                }
+            }
+            if looping && start.elapsed() >= run {
+                return Ok(sent);
+            }
+            match sink.send(&[&r.packet])? {
+                1 => sent.counts.add(&r.packet.counts),
+                _ => sent.errors += 1,
+            }
+        }
+        if !looping || recorded.is_empty() {
+            return Ok(sent);
+        }
+        // The next pass starts where this one ended (plus a millisecond, so a one-packet
+        // capture does not spin).
+        offset += span / speed.max(f64::MIN_POSITIVE) + 1e-3;
+        if speed == 0.0 {
+            offset = 0.0;
+        }
+    }
 }
 
 enum Sink {

@@ -241,6 +241,7 @@ impl Counts {
 }
 
 /// One prebuilt packet and what it holds.
+#[derive(Debug)]
 pub struct Packet {
     pub bytes: Vec<u8>,
     pub counts: Counts,

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub sink_queue_max_points: Option<u64>,
     /// The Agent's `dogstatsd_stats_enable`.
     pub context_stats: Option<bool>,
+    /// The Agent's `dogstatsd_capture_path`.
+    pub capture_dir: Option<std::path::PathBuf>,
     /// Top-level keys present but not used.
     pub ignored: Vec<String>,
 }
@@ -55,6 +57,7 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         memory_limit_bytes: take(&mut map, "memory_limit_bytes")?,
         sink_queue_max_points: take(&mut map, "sink_queue_max_points")?,
         context_stats: take(&mut map, "dogstatsd_stats_enable")?,
+        capture_dir: take(&mut map, "dogstatsd_capture_path")?,
         ..FileConfig::default()
     };
     if out.namespace_exempt.is_none() {

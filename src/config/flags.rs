@@ -29,6 +29,24 @@ pub enum Command {
         #[arg(long)]
         batch: bool,
     },
+    /// Records every packet the server receives, for --seconds, into one file in the Datadog
+    /// Agent's capture format (version 3, `.dog`), which the Agent's `dogstatsd-replay` and
+    /// `corestatsd-blast --replay` send again. Waits for the capture to end and prints the
+    /// file and its packet count.
+    Capture {
+        /// The server's --http-addr.
+        #[arg(long, default_value = super::DEFAULT_HTTP_ADDR)]
+        http_addr: SocketAddr,
+        /// How long to record, 1 to 3600.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// Compress the file with zstd (`.dog.zst`).
+        #[arg(long)]
+        zstd: bool,
+        /// Directory on the server's host; defaults to its --capture-dir.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The last window's busiest contexts (with the server's --context-stats), or the metric
     /// names holding the most live contexts, as a table.
     Stats {
@@ -283,6 +301,12 @@ pub struct Flags {
     /// Run without the HTTP endpoint.
     #[arg(long)]
     pub no_http: bool,
+
+    /// Where `corestatsd capture` (`POST /capture`) writes its files unless it names a
+    /// directory. File key `dogstatsd_capture_path` (as the Agent). Defaults to the system's
+    /// temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub capture_dir: Option<PathBuf>,
 
     /// Count every context's samples per window, so `/contexts?by=samples` (and
     /// `corestatsd stats`) can name the busiest contexts: 4 bytes a context and one store per

@@ -70,6 +70,8 @@ pub struct Config {
     /// `--sink-queue-max-points`.
     pub sink_queue_max_points: u64,
     pub http: HttpListen,
+    /// `--capture-dir`.
+    pub capture_dir: PathBuf,
     /// Keys of `--config` that corestatsd does not use (logged at start-up).
     pub ignored_config_keys: Vec<String>,
 }
@@ -207,6 +209,10 @@ impl Config {
                 .sink_queue_max_points
                 .or(file.sink_queue_max_points)
                 .unwrap_or(DEFAULT_SINK_QUEUE_MAX_POINTS),
+            capture_dir: f
+                .capture_dir
+                .or(file.capture_dir)
+                .unwrap_or_else(std::env::temp_dir),
             http: match (f.no_http, f.http_addr) {
                 (true, _) => HttpListen::Off,
                 (false, Some(a)) => HttpListen::Given(a),

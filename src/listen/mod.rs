@@ -7,6 +7,7 @@
 //! connections; the pid-to-container lookup of origin detection. Hands `&[u8]` packets (and the
 //! sender's container) to its caller and knows nothing of their content.
 
+pub mod capture;
 mod containers;
 mod datagram;
 mod forward;

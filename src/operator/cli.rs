@@ -1,4 +1,5 @@
-//! `corestatsd top` and `corestatsd stats`: clients of a running server's endpoint. `top` is a
+//! `corestatsd top`, `corestatsd stats` and `corestatsd capture`: clients of a running
+//! server's endpoint. `top` is a
 //! live terminal view over `/status` and `/contexts` (ratatui), refreshed every second, `q`
 //! quits; `top --batch` prints one frame as plain text and exits. `stats` prints `/contexts` as
 //! a table. Both render from the JSON alone (`frame`, `contexts_table`), so what the terminal
@@ -15,14 +16,17 @@ use serde_json::Value;
 const TOP_NAMES: usize = 10;
 
 /// GETs `path` as JSON; errors name the address and say what to check.
-fn fetch(addr: SocketAddr, path: &str) -> Result<Value, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(3)))
         .build()
-        .into();
+        .into()
+}
+
+fn fetch(addr: SocketAddr, path: &str) -> Result<Value, String> {
     let url = format!("http://{addr}{path}");
-    let mut resp = agent.get(&url).call().map_err(|e| {
+    let mut resp = agent().get(&url).call().map_err(|e| {
         format!("cannot reach corestatsd at {url}: {e} (is it running, and is --http-addr right?)")
     })?;
     let mut body = String::new();
@@ -198,12 +202,71 @@ pub fn contexts_table(v: &Value) -> String {
     out
 }
 
+/// `corestatsd capture`: starts a capture, waits for it to end, prints what it wrote.
+pub fn capture(
+    addr: SocketAddr,
+    seconds: u64,
+    zstd: bool,
+    dir: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let mut path = format!("/capture?seconds={seconds}&zstd={zstd}");
+    if let Some(d) = dir {
+        let d = d.display().to_string();
+        let escaped = percent_encoding::utf8_percent_encode(&d, percent_encoding::NON_ALPHANUMERIC);
+        let _ = write!(path, "&dir={escaped}");
+    }
+    let url = format!("http://{addr}{path}");
+    let mut resp = agent().post(&url).send_empty().map_err(|e| {
+        format!("cannot reach corestatsd at {url}: {e} (is it running, and is --http-addr right?)")
+    })?;
+    let mut body = String::new();
+    let _ = resp.body_mut().as_reader().read_to_string(&mut body);
+    if resp.status().as_u16() != 202 {
+        return Err(format!(
+            "{url}: HTTP {}: {}",
+            resp.status().as_u16(),
+            body.trim()
+        ));
+    }
+    let started: Value = serde_json::from_str(&body).map_err(|e| format!("{url}: {e}"))?;
+    eprintln!(
+        "corestatsd: capturing for {seconds} s into {}",
+        started["file"].as_str().unwrap_or("?")
+    );
+    let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let r = fetch(addr, "/capture")?;
+        if r["running"] == false {
+            if let Some(e) = r["error"].as_str() {
+                return Err(format!("capture failed: {e}"));
+            }
+            println!(
+                "{}: {} packets ({} dropped)",
+                r["file"].as_str().unwrap_or("?"),
+                r["packets"],
+                r["dropped"]
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the capture did not end within {} s", seconds + 30));
+        }
+    }
+}
+
 /// Runs a client command.
 pub fn command(cmd: crate::config::Command) -> Result<(), String> {
     use crate::config::Command;
     match cmd {
         Command::Top { http_addr, batch } => top(http_addr, batch),
         Command::Stats { http_addr, top, by } => stats(http_addr, usize::from(top), by.as_deref()),
+        Command::Capture {
+            http_addr,
+            seconds,
+            zstd,
+            dir,
+        } => capture(http_addr, seconds, zstd, dir.as_deref()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The operator's HTTP endpoint: `/readyz`, `/healthz`, `/metrics` (Prometheus text exposition),
 //! `/status` and `/contexts` (JSON), answered from the board (`telemetry::board`) on a thread of
-//! its own.
+//! its own; `/capture` starts and reports a traffic capture (`listen::capture`).
 //!
 //! hyper's HTTP/1 server on a one-thread tokio runtime, off the ingest cores (the thread is
 //! started from `run`'s thread, which keeps helpers off them). A request reads a copy of the
@@ -29,6 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 
 use crate::config::HttpListen;
+use crate::listen::capture::Capture;
 use crate::telemetry::board::Board;
 
 pub use routes::Reply;
@@ -72,6 +73,15 @@ pub fn bind(listen: HttpListen) -> Result<Option<TcpListener>, String> {
     }
 }
 
+/// What requests are answered from.
+pub struct Served {
+    pub board: Arc<Board>,
+    pub summary: Summary,
+    pub capture: Arc<Capture>,
+    /// Where captures go unless a request names a directory (`--capture-dir`).
+    pub capture_dir: std::path::PathBuf,
+}
+
 /// The endpoint's thread; dropping it stops the thread.
 pub struct Endpoint {
     pub addr: SocketAddr,
@@ -89,7 +99,7 @@ impl Drop for Endpoint {
 }
 
 /// Starts answering on `listener`.
-pub fn serve(listener: TcpListener, board: Arc<Board>, summary: Summary) -> io::Result<Endpoint> {
+pub fn serve(listener: TcpListener, served: Served) -> io::Result<Endpoint> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,7 +108,7 @@ pub fn serve(listener: TcpListener, board: Arc<Board>, summary: Summary) -> io::
         .build()?;
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = stop.clone();
-    let summary = Arc::new(summary);
+    let served = Arc::new(served);
     let thread = thread::Builder::new()
         .name("corestatsd-http".into())
         .spawn(move || {
@@ -114,7 +124,7 @@ pub fn serve(listener: TcpListener, board: Arc<Board>, summary: Summary) -> io::
                     stopped.notified().await;
                     None
                 };
-                let accepting = accept_loop(listener, board, summary);
+                let accepting = accept_loop(listener, served);
                 futures_lite::future::or(stopping, accepting).await;
             });
         })?;
@@ -125,11 +135,7 @@ pub fn serve(listener: TcpListener, board: Arc<Board>, summary: Summary) -> io::
     })
 }
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    board: Arc<Board>,
-    summary: Arc<Summary>,
-) -> Option<()> {
+async fn accept_loop(listener: tokio::net::TcpListener, served: Arc<Served>) -> Option<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -144,7 +150,7 @@ async fn accept_loop(
             // Past the bound: closed at once.
             continue;
         };
-        let (board, summary) = (board.clone(), summary.clone());
+        let served = served.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -152,8 +158,7 @@ async fn accept_loop(
                     req.method().as_str(),
                     req.uri().path(),
                     req.uri().query().unwrap_or(""),
-                    &board,
-                    &summary,
+                    &served,
                 );
                 async move { Ok::<_, Infallible>(to_response(reply)) }
             });

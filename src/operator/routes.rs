@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::Summary;
+use super::Served;
+use crate::listen::capture::Spec;
 use crate::telemetry::board::Board;
 
 /// A shard whose heartbeat is older than this fails `/healthz`.
@@ -27,7 +28,11 @@ fn text(status: u16, body: String) -> Reply {
     }
 }
 
-pub fn respond(method: &str, path: &str, query: &str, board: &Board, summary: &Summary) -> Reply {
+pub fn respond(method: &str, path: &str, query: &str, served: &Served) -> Reply {
+    let (board, summary) = (&*served.board, &served.summary);
+    if path == "/capture" {
+        return capture(method, query, served);
+    }
     if method != "GET" && method != "HEAD" {
         return text(405, format!("{method} {path}: only GET is answered here\n"));
     }
@@ -59,8 +64,58 @@ pub fn respond(method: &str, path: &str, query: &str, board: &Board, summary: &S
         "/contexts" => contexts(query, board),
         _ => text(
             404,
-            format!("{path}: not found; try /readyz, /healthz, /metrics, /status or /contexts\n"),
+            format!(
+                "{path}: not found; try /readyz, /healthz, /metrics, /status, /contexts or /capture\n"
+            ),
         ),
+    }
+}
+
+/// `POST /capture?seconds=N[&zstd=true][&dir=DIR]` starts a capture (202, its file); `GET
+/// /capture` reports the running or last one.
+fn capture(method: &str, query: &str, served: &Served) -> Reply {
+    let json = |status: u16, v: serde_json::Value| Reply {
+        status,
+        content_type: "application/json",
+        body: format!("{v:#}\n"),
+    };
+    match method {
+        "GET" | "HEAD" => json(200, serde_json::json!(served.capture.report())),
+        "POST" => {
+            let mut spec = Spec {
+                seconds: 0,
+                zstd: false,
+                dir: served.capture_dir.clone(),
+            };
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                match k {
+                    "seconds" => match v.parse() {
+                        Ok(n) => spec.seconds = n,
+                        Err(_) => return text(400, format!("seconds={v}: a number of seconds\n")),
+                    },
+                    "zstd" => spec.zstd = matches!(v, "" | "1" | "true"),
+                    "dir" => {
+                        let dir = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                        spec.dir = dir.into_owned().into();
+                    }
+                    _ => {
+                        return text(
+                            400,
+                            format!("{k}: unknown; /capture takes seconds, zstd, dir\n"),
+                        );
+                    }
+                }
+            }
+            match served.capture.start(spec) {
+                Ok(file) => json(
+                    202,
+                    serde_json::json!({"file": file.display().to_string(), "running": true}),
+                ),
+                Err(e) => text(409, format!("capture: {e}\n")),
+            }
+        }
+        _ => text(405, format!("{method} /capture: GET or POST\n")),
     }
 }
 
@@ -163,8 +218,17 @@ pub(crate) mod tests {
     use super::*;
     use crate::telemetry::board::DownstreamStatus;
 
-    pub(crate) fn summary() -> Summary {
-        Summary {
+    pub(crate) fn served(board: Board) -> Served {
+        Served {
+            board: std::sync::Arc::new(board),
+            summary: summary(),
+            capture: crate::listen::capture::Capture::new(1),
+            capture_dir: std::env::temp_dir(),
+        }
+    }
+
+    pub(crate) fn summary() -> super::super::Summary {
+        super::super::Summary {
             version: "test",
             cores: vec![0, 1],
             listening: vec!["udp 127.0.0.1:8125".into()],
@@ -177,9 +241,9 @@ pub(crate) mod tests {
 
     #[test]
     fn readiness_follows_the_board_and_health_names_what_is_wrong() {
-        let board = Board::new(2);
-        let s = summary();
-        let get = |path: &str| respond("GET", path, "", &board, &s);
+        let s = served(Board::new(2));
+        let board = &s.board;
+        let get = |path: &str| respond("GET", path, "", &s);
         assert_eq!(get("/readyz").status, 503);
         assert!(get("/healthz").body.contains("starting"));
         board.set_ready();
@@ -208,9 +272,9 @@ pub(crate) mod tests {
     #[test]
     fn contexts_answer_by_samples_only_when_they_are_counted() {
         use crate::telemetry::board::{BusyContext, ContextStats};
-        let board = Board::new(1);
-        let s = summary();
-        let get = |q: &str| respond("GET", "/contexts", q, &board, &s);
+        let s = served(Board::new(1));
+        let board = &s.board;
+        let get = |q: &str| respond("GET", "/contexts", q, &s);
         let busy = |name: &str, samples| BusyContext {
             name: name.into(),
             metric_type: "counter",
@@ -252,15 +316,19 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_paths_and_methods_are_refused_by_name() {
-        let board = Board::new(1);
-        let s = summary();
-        let r = respond("GET", "/nope", "", &board, &s);
+        let s = served(Board::new(1));
+        let r = respond("GET", "/nope", "", &s);
         assert_eq!(r.status, 404);
         assert!(r.body.contains("/nope") && r.body.contains("/metrics"));
-        let r = respond("POST", "/metrics", "", &board, &s);
+        let r = respond("POST", "/metrics", "", &s);
         assert_eq!(r.status, 405);
-        assert_eq!(respond("GET", "/metrics", "", &board, &s).status, 200);
-        let st = respond("GET", "/status", "", &board, &s);
+        assert_eq!(respond("GET", "/metrics", "", &s).status, 200);
+        assert_eq!(respond("PUT", "/capture", "", &s).status, 405);
+        assert_eq!(respond("POST", "/capture", "seconds=x", &s).status, 400);
+        assert_eq!(respond("POST", "/capture", "seconds=0", &s).status, 409);
+        let idle = respond("GET", "/capture", "", &s);
+        assert!(idle.body.contains("\"running\": false"), "{}", idle.body);
+        let st = respond("GET", "/status", "", &s);
         assert_eq!((st.status, st.content_type), (200, "application/json"));
     }
 }

@@ -33,6 +33,7 @@ use crate::aggregate::{Aggregator, ContextBatch};
 use crate::config::Config;
 use crate::counters::{CacheResult, Counters};
 use crate::label::by;
+use crate::listen::capture::Capture;
 use crate::listen::{ContainerCache, Forwarder};
 use crate::merge::{Merger, ReadyWindow};
 use crate::sink::{SinkGone, SinkSender, ToSink};
@@ -90,6 +91,8 @@ pub struct ShardSetup {
     pub ready: mpsc::Sender<()>,
     /// Where the shard's heartbeat goes (`/healthz`).
     pub board: Arc<Board>,
+    /// The traffic capture the shard offers its packets to while one runs.
+    pub capture: Arc<Capture>,
 }
 
 struct Shard {
@@ -110,6 +113,7 @@ struct Shard {
     /// Origin detection's pid-to-container cache, with `--origin-detection`.
     containers: RefCell<Option<ContainerCache>>,
     forwarder: RefCell<Option<Forwarder>>,
+    capture: Arc<Capture>,
     clock_base: Instant,
     peers_done: Cell<usize>,
     sink: SinkSender,
@@ -123,7 +127,7 @@ pub fn run_shards(
     cfg: &Config,
     sockets: Vec<Sockets>,
     sink: SinkSender,
-    board: &Arc<Board>,
+    (board, capture): (&Arc<Board>, &Arc<Capture>),
     on_ready: impl FnOnce(),
     mut on_tick: impl FnMut(),
 ) -> io::Result<()> {
@@ -148,6 +152,7 @@ pub fn run_shards(
             stop_wake,
             ready: ready_tx.clone(),
             board: board.clone(),
+            capture: capture.clone(),
         };
         let cfg = cfg.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -246,6 +251,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
             ),
             None => None,
         }),
+        capture: setup.capture.clone(),
         clock_base: setup.clock_base,
         peers_done: Cell::new(0),
         sink_queue_drops: Cell::new(0),

@@ -15,6 +15,7 @@ use super::stream::{Listener, accept_loop};
 use super::{DRAIN_LIMIT, Shard};
 use crate::aggregate::{NEWS_CHUNK, Packet, ingest};
 use crate::counters::Counters;
+use crate::listen::capture::{Capture, Record};
 use crate::listen::{
     DatagramReceiver, Framing, Lookup, Readiness, Received, Stream, Transport, Unresolved,
 };
@@ -255,6 +256,16 @@ fn handle_batch(
             let container = resolve_origin(shard, &mut c, rx.sender_pid(i), now);
             containers.push(container);
         }
+    }
+    if shard.capture.is_on() {
+        let ns = Capture::now_ns();
+        let records = (0..n).map(|i| Record {
+            ns,
+            pid: rx.sender_pid(i).unwrap_or(0),
+            container: containers.get(i).and_then(|c| c.as_deref()).map(Into::into),
+            payload: rx.datagram(i).0.into(),
+        });
+        shard.capture.offer(shard.index, records);
     }
     let eol_required = shard.cfg.eol_required.on(transport);
     let mut bytes = 0;

@@ -16,6 +16,7 @@ use glommio::net::{TcpListener, TcpStream};
 use super::receive::{complete_lines, resolve_origin, socket_error, stopped};
 use super::{DRAIN_LIMIT, Shard};
 use crate::aggregate::{NEWS_CHUNK, Packet, ingest};
+use crate::listen::capture::{Capture, Record};
 use crate::listen::{CloseReason, Framer, Framing, Stream, Transport, peer_pid};
 
 /// How long a stopping connection waits for more bytes before it counts as drained.
@@ -298,6 +299,16 @@ fn ingest_stream(
         let r = f.forward(ranges.iter().map(|r| framer.get(r.clone())));
         c.forwarded += r.sent;
         c.forward_errors += r.failed;
+    }
+    if shard.capture.is_on() {
+        let ns = Capture::now_ns();
+        let records = ranges.iter().map(|r| Record {
+            ns,
+            pid: 0,
+            container: container.map(Into::into),
+            payload: framer.get(r.clone()).into(),
+        });
+        shard.capture.offer(shard.index, records);
     }
     let eol_required = shard.cfg.eol_required.on(transport);
     let mut unterminated = 0;

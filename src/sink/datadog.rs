@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
-use super::proto;
 use crate::flushed::{FlushedMetric, OutKind, Suffix, View, full_name};
+use crate::proto;
 use crate::protocol::MetricType;
 use crate::protocol::event::{AlertType, Priority};
 use crate::values::sketch::Sketch;

@@ -15,7 +15,6 @@ pub mod http;
 pub mod jsonl;
 pub mod payload;
 pub mod prometheus;
-pub mod proto;
 pub mod queue;
 pub mod relay;
 pub mod spill;

@@ -26,9 +26,9 @@ use hashbrown::HashMap;
 use super::http::DownstreamPoints;
 use super::http::PayloadEncoder;
 use super::payload::{Compression, Limits, Payload, Splitter};
-use super::proto;
 use crate::flushed::desc::Desc;
 use crate::flushed::{FlushedMetric, OutKind, Suffix, View, full_name};
+use crate::proto;
 
 /// Remote-write payload limits: 4 MiB raw like the Datadog sink, and at most 5000 series.
 pub const LIMITS: Limits = Limits {

@@ -1,5 +1,5 @@
-//! The protobuf wire format, write side only: just what the Datadog and Prometheus payloads need
-//! (varints, zigzag, doubles, length-delimited fields, packed repeats). Messages are written
+//! The protobuf wire format, write side only: just what the Datadog and Prometheus payloads and
+//! the traffic capture need (varints, zigzag, doubles, length-delimited fields, packed repeats). Messages are written
 //! straight from the flushed form, field by field, with the public field numbers; no schema
 //! compiler, no intermediate structs.
 
