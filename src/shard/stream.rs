@@ -160,13 +160,19 @@ fn admit(
         c.connections_closed[stream][CloseReason::Refused] += 1;
         return None;
     }
-    let container = if stream == Stream::UdsStream && shard.cfg.origin.is_some() {
+    // The peer's pid (unix stream only), for origin detection and captures.
+    let pid = (stream == Stream::UdsStream).then(|| {
         // SAFETY: the descriptor belongs to `conn`, alive for this borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(conn.as_raw_fd()) };
-        resolve_origin(shard, &mut c, peer_pid(&fd), Instant::now())
-    } else {
-        None
+        peer_pid(&fd)
+    });
+    let container = match pid {
+        Some(pid) if shard.cfg.origin.is_some() => {
+            resolve_origin(shard, &mut c, pid, Instant::now())
+        }
+        _ => None,
     };
+    let pid = pid.flatten().unwrap_or(0);
     drop(c);
     shard.open_connections.borrow_mut()[stream] += 1;
     Some(serve_connection(
@@ -174,7 +180,7 @@ fn admit(
         conn,
         stream,
         framing,
-        container,
+        (pid, container),
     ))
 }
 
@@ -193,7 +199,7 @@ async fn serve_connection(
     mut conn: TcpStream,
     stream: Stream,
     framing: Framing,
-    container: Option<Rc<[u8]>>,
+    (pid, container): (i32, Option<Rc<[u8]>>),
 ) {
     let transport = stream.transport();
     let mut framer = Framer::new(framing, shard.cfg.buffer_size_bytes);
@@ -251,7 +257,7 @@ async fn serve_connection(
                         &framer,
                         std::slice::from_ref(rest),
                         transport,
-                        container.as_deref(),
+                        (pid, container.as_deref()),
                     );
                 }
                 break match end {
@@ -269,7 +275,13 @@ async fn serve_connection(
         shard.counters.borrow_mut().bytes[transport] += n as u64;
         ranges.clear();
         let cut = framer.packets(&mut ranges);
-        ingest_stream(&shard, &framer, &ranges, transport, container.as_deref());
+        ingest_stream(
+            &shard,
+            &framer,
+            &ranges,
+            transport,
+            (pid, container.as_deref()),
+        );
         if let Err(e) = cut {
             break e.into();
         }
@@ -288,7 +300,7 @@ fn ingest_stream(
     framer: &Framer,
     ranges: &[Range<usize>],
     transport: Transport,
-    container: Option<&[u8]>,
+    (pid, container): (i32, Option<&[u8]>),
 ) {
     if ranges.is_empty() {
         return;
@@ -304,7 +316,7 @@ fn ingest_stream(
         let ns = Capture::now_ns();
         let records = ranges.iter().map(|r| Record {
             ns,
-            pid: 0,
+            pid,
             container: container.map(Into::into),
             payload: framer.get(r.clone()).into(),
         });
