@@ -275,7 +275,7 @@ impl Capture {
                 report.packets = packets;
                 eprintln!(
                     "corestatsd: capture: wrote {packets} packets to {} in {:.1} s ({dropped} \
-                     dropped: the writer fell behind)",
+                     dropped by full queues)",
                     path.display(),
                     started.elapsed().as_secs_f64()
                 );
