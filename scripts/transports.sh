@@ -13,7 +13,7 @@ for T in udp uds uds_stream tcp; do
     udp) ARGS="--udp-addr 127.0.0.1:0";;
     uds) ARGS="--no-udp --uds-path $W/d.sock";;
     uds_stream) ARGS="--no-udp --uds-stream-path $W/s.sock";;
-    tcp) ARGS="--no-udp --tcp-addr 127.0.0.1:0";;
+    tcp) ARGS="--no-udp --tcp-addr 127.0.0.1:0 --tcp-framing length";;  # blast sends 4-byte frames
   esac
   target/release/corestatsd --cores 0 --bucket-secs 1 --so-rcvbuf-bytes 16777216 $ARGS >$W/out 2>$W/err &
   pid=$!

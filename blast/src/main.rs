@@ -21,7 +21,8 @@ use workload::{Counts, Generator, PRESETS, Shape, TYPES};
 #[command(name = "corestatsd-blast", version)]
 struct Flags {
     /// Where to send: `HOST:PORT` or `udp:HOST:PORT`, `uds:PATH`, `uds-stream:PATH`,
-    /// `tcp:HOST:PORT` (stream transports use 4-byte length frames). Loopback only.
+    /// `tcp:HOST:PORT` (stream transports use 4-byte length frames: give corestatsd
+    /// `--tcp-framing length`). Loopback only.
     #[arg(long)]
     target: String,
 

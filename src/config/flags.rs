@@ -108,10 +108,12 @@ pub struct Flags {
     #[arg(long, value_name = "ADDR")]
     pub tcp_addr: Option<SocketAddr>,
 
-    /// How TCP packets are delimited: `length` (4-byte little-endian length, then the packet,
-    /// as on the unix stream socket) or `newline` (every line ends with `\n`, the statsd_exporter
-    /// and Vector style). Defaults to length.
-    #[arg(long, hide_default_value = true, default_value = "length", value_parser = parse_framing)]
+    /// How TCP packets are delimited: `newline` (every line ends with `\n`: what every statsd
+    /// TCP client sends, pystatsd and hot-shots among them, and what statsd_exporter and Vector
+    /// read) or `length` (4-byte little-endian length, then the packet, as on the unix stream
+    /// socket). A length-framed connection that opens with text is closed
+    /// (`text_on_length_framing`) and logged. Defaults to newline.
+    #[arg(long, hide_default_value = true, default_value = "newline", value_parser = parse_framing)]
     pub tcp_framing: Framing,
 
     /// A TCP connection that sends nothing for this long is closed (counted); 0 never closes

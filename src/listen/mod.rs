@@ -70,6 +70,9 @@ crate::label::labels! {
         TooLong => "too_long",
         /// The client closed inside a length-prefixed frame (its bytes are lost).
         PartialFrame => "partial_frame",
+        /// A length-framed connection opened with text: a newline client (logged, naming
+        /// `--tcp-framing`).
+        TextOnLengthFraming => "text_on_length_framing",
         /// Nothing received for `--tcp-idle-timeout-secs`.
         IdleTimeout => "idle_timeout",
         /// A socket error (reset by peer, ...).
@@ -86,6 +89,7 @@ impl From<FrameError> for CloseReason {
         match e {
             FrameError::TooLong => CloseReason::TooLong,
             FrameError::PartialFrame => CloseReason::PartialFrame,
+            FrameError::TextOnLengthFraming => CloseReason::TextOnLengthFraming,
         }
     }
 }

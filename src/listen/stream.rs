@@ -14,6 +14,8 @@ pub enum FrameError {
     TooLong,
     /// The client closed in the middle of a length-prefixed frame.
     PartialFrame,
+    /// A length-framed connection's first four bytes were text: a newline client.
+    TextOnLengthFraming,
 }
 
 pub struct Framer {
@@ -23,6 +25,14 @@ pub struct Framer {
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
+    /// A packet has been cut already.
+    cut_any: bool,
+}
+
+/// Whether a length header is statsd text instead (printable ASCII: `name`, `_e{`, ...). Four
+/// such bytes make a length over 500 MB, far past any packet limit.
+fn looks_like_text(header: &[u8; 4]) -> bool {
+    header.iter().all(|&b| (0x20..0x7F).contains(&b))
 }
 
 impl Framer {
@@ -33,6 +43,7 @@ impl Framer {
             buf: vec![0u8; 2 * (max_packet + 4)].into_boxed_slice(),
             start: 0,
             end: 0,
+            cut_any: false,
         }
     }
 
@@ -63,6 +74,9 @@ impl Framer {
                 };
                 let len = u32::from_le_bytes(*header) as usize;
                 if len > self.max_packet {
+                    if !self.cut_any && looks_like_text(header) {
+                        return Err(FrameError::TextOnLengthFraming);
+                    }
                     return Err(FrameError::TooLong);
                 }
                 if pending.len() < 4 + len {
@@ -70,6 +84,7 @@ impl Framer {
                 }
                 out.push(self.start + 4..self.start + 4 + len);
                 self.start += 4 + len;
+                self.cut_any = true;
             },
             Framing::Newline => {
                 let pending = &self.buf[self.start..self.end];
@@ -182,6 +197,22 @@ mod tests {
         assert_eq!(
             (got, err),
             (vec![b"ok:1|c".to_vec()], Some(FrameError::PartialFrame))
+        );
+    }
+
+    #[test]
+    fn text_where_the_first_length_was_due_is_told_apart_from_a_long_frame() {
+        let (got, err) = run(Framing::Length, 16, b"pystatsd.hits:1|c\n", 100);
+        assert_eq!((got.len(), err), (0, Some(FrameError::TextOnLengthFraming)));
+        // Binary garbage first is only too long; text after a good frame is a broken stream.
+        let (_, err) = run(Framing::Length, 16, &[0xff, 0xff, 0xff, 0x7f], 100);
+        assert_eq!(err, Some(FrameError::TooLong));
+        let mut input = frame(b"ok:1|c");
+        input.extend(b"late:1|c");
+        let (got, err) = run(Framing::Length, 16, &input, 100);
+        assert_eq!(
+            (got, err),
+            (vec![b"ok:1|c".to_vec()], Some(FrameError::TooLong))
         );
     }
 

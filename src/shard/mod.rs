@@ -119,6 +119,8 @@ struct Shard {
     sink: SinkSender,
     /// Points the sink queue refused so far (for the log line's total).
     sink_queue_drops: Cell<u64>,
+    /// Connections closed for text on a length-framed stream (logged at powers of two).
+    text_closes: Cell<u64>,
 }
 
 /// Starts one executor per configured CPU, calls `on_ready` once every shard runs its tasks
@@ -255,6 +257,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         clock_base: setup.clock_base,
         peers_done: Cell::new(0),
         sink_queue_drops: Cell::new(0),
+        text_closes: Cell::new(0),
         sink: setup.sink,
         cfg,
     });

@@ -292,6 +292,26 @@ async fn serve_connection(
     };
     shard.open_connections.borrow_mut()[stream] -= 1;
     shard.counters.borrow_mut().connections_closed[stream][reason] += 1;
+    if reason == CloseReason::TextOnLengthFraming {
+        let n = shard.text_closes.get() + 1;
+        shard.text_closes.set(n);
+        if n.is_power_of_two() {
+            let fix = match stream {
+                Stream::Tcp => {
+                    "--tcp-framing is length; newline clients need --tcp-framing newline"
+                }
+                Stream::UdsStream => {
+                    "the unix stream socket takes 4-byte little-endian length frames (Datadog's framing)"
+                }
+            };
+            eprintln!(
+                "corestatsd: shard {}: a {} connection sent text where a length frame was due: \
+                 closed ({fix}; {n} such so far)",
+                shard.index,
+                stream.transport().name()
+            );
+        }
+    }
 }
 
 /// Ingests complete packets cut from a connection's buffer.

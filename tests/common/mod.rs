@@ -311,3 +311,37 @@ pub fn now_secs() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+pub fn value(done: &Finished, name: &str) -> f64 {
+    one(&metric_lines(&done.lines), name)["value"]
+        .as_f64()
+        .unwrap()
+}
+
+pub fn stopped_ok(server: Server) -> Finished {
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    done
+}
+
+pub fn closed(done: &Finished, transport: &str, reason: &str) -> f64 {
+    self_metric(
+        &done.lines,
+        "corestatsd.connections_closed",
+        &[
+            &format!("transport:{transport}"),
+            &format!("reason:{reason}"),
+        ],
+    )
+}
+
+/// Reads until the server closes the connection (EOF or reset); panics after 10 s.
+pub fn wait_closed(s: &mut impl Read) {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
