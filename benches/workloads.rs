@@ -63,6 +63,7 @@ pub fn aggregator_with(adjust: impl FnOnce(&mut AggregateConfig)) -> Aggregator 
         max_contexts: None,
         max_contexts_per_metric: None,
         context_stats: false,
+        gauge_deltas: false,
     };
     adjust(&mut cfg);
     Aggregator::new(cfg, 1_000_000)

@@ -154,6 +154,11 @@ impl Aggregator {
     /// Writes a context's aggregate into its owner's batch of the closing window.
     pub(super) fn extract(&mut self, id: u32, agg: Option<Agg>, window: u32) {
         let Some(agg) = agg else { return };
+        if let (Agg::Gauge { value, .. }, Some(last)) =
+            (&agg, self.last_gauges.get_mut(id as usize))
+        {
+            *last = *value;
+        }
         // The samples go with the aggregate (none for a zero-filled counter).
         let samples = self.samples.get_mut(id as usize).map_or(0, std::mem::take);
         let Some(closing) = self.closing.as_mut().filter(|c| c.window == window) else {

@@ -112,6 +112,9 @@ pub struct AggregateConfig {
     /// Count each context's samples per window, for the busiest contexts of `/contexts`
     /// (`--context-stats`): 4 bytes a context and one more store per sample.
     pub context_stats: bool,
+    /// A signed gauge value adjusts the last value instead of replacing it (`--gauge-deltas`,
+    /// statsd's semantics): 8 bytes a context for the last value of each gauge.
+    pub gauge_deltas: bool,
 }
 
 /// The per-sample half of a context: 32 bytes, aligned, so one prefetch brings it in whole.
@@ -189,6 +192,9 @@ pub struct Aggregator {
     /// Each context's samples in the window of its aggregate, by slot id, with `context_stats`
     /// (empty without): taken when the aggregate is (`extract`).
     samples: Vec<u32>,
+    /// With `gauge_deltas`: each gauge's value as of its last closed window, by slot id, the
+    /// base a delta adjusts when its window has no value yet.
+    last_gauges: Vec<f64>,
 }
 
 impl Aggregator {
@@ -226,6 +232,7 @@ impl Aggregator {
                 ..FlushBatch::default()
             },
             samples: Vec::new(),
+            last_gauges: Vec::new(),
         }
     }
 
@@ -445,9 +452,16 @@ impl Aggregator {
         };
         let ctx = &mut self.slots[id as usize];
         ctx.last_seen = window;
-        ctx.agg
-            .get_or_insert_with(|| Agg::new(m.metric_type))
-            .insert(m, at, exact);
+        if self.cfg.gauge_deltas && m.metric_type == MetricType::Gauge {
+            let base = self.last_gauges.get(id as usize).copied().unwrap_or(0.0);
+            ctx.agg
+                .get_or_insert(Agg::Gauge { value: base, at: 0 })
+                .adjust_gauge(m, at);
+        } else {
+            ctx.agg
+                .get_or_insert_with(|| Agg::new(m.metric_type))
+                .insert(m, at, exact);
+        }
         if let Some(n) = self.samples.get_mut(id as usize) {
             *n = n.saturating_add(1);
         }
@@ -535,6 +549,14 @@ impl Aggregator {
                 self.samples[at] = 0;
             } else {
                 self.samples.resize(at + 1, 0);
+            }
+        }
+        if self.cfg.gauge_deltas {
+            let at = id as usize;
+            if at < self.last_gauges.len() {
+                self.last_gauges[at] = 0.0;
+            } else {
+                self.last_gauges.resize(at + 1, 0.0);
             }
         }
         id

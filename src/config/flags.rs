@@ -310,6 +310,14 @@ pub struct Flags {
     #[arg(long, value_name = "DIR")]
     pub capture_dir: Option<PathBuf>,
 
+    /// statsd's gauge deltas: a signed gauge value (`+5|g`, `-3|g`, as pystatsd's
+    /// `delta=True`, hot-shots' and statsd-client's `gaugeDelta` send) adjusts the gauge's last
+    /// value in the window, or its value at the end of the previous one when the window has
+    /// none yet (0 for a new gauge); an unsigned value sets it. Off by default, as the Agent,
+    /// which takes `-3` as the value -3.
+    #[arg(long)]
+    pub gauge_deltas: bool,
+
     /// Count every context's samples per window, so `/contexts?by=samples` (and
     /// `corestatsd stats`) can name the busiest contexts: 4 bytes a context and one store per
     /// sample. The names holding the most contexts are answered without it. File key

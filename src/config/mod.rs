@@ -191,6 +191,7 @@ impl Config {
                 max_contexts: share(max_contexts),
                 max_contexts_per_metric: share(max_per_metric),
                 context_stats: f.context_stats || file.context_stats.unwrap_or(false),
+                gauge_deltas: f.gauge_deltas,
             },
             cores,
             histogram: HistogramOutput {

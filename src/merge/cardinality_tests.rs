@@ -15,6 +15,7 @@ fn capped(max_contexts: Option<usize>, per_metric: Option<usize>) -> AggregateCo
         max_contexts,
         max_contexts_per_metric: per_metric,
         context_stats: false,
+        gauge_deltas: false,
         ..cfg(1)
     }
 }

@@ -24,6 +24,7 @@ pub(super) fn cfg(owners: usize) -> AggregateConfig {
         max_contexts: None,
         max_contexts_per_metric: None,
         context_stats: false,
+        gauge_deltas: false,
     }
 }
 
@@ -577,4 +578,47 @@ fn with_context_stats_each_close_names_the_busiest_contexts_of_its_window() {
         }
     };
     assert!(closed.busiest.is_empty());
+}
+
+#[test]
+fn with_gauge_deltas_a_signed_value_adjusts_the_last_one_across_windows() {
+    let mut deltas = cfg(1);
+    deltas.gauge_deltas = true;
+    let mut a = [Aggregator::new(deltas, T0)];
+    // pystatsd `gauge("g", 10)`, then `gauge("g", 5, delta=True)`, `gauge("g", -3, delta=True)`.
+    feed(&mut a[0], &["g:10|g", "g:+5|g", "g:-3|g", "new:-2|g"], 10);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("g", "gauge", 12.0, "box", &[]),
+            point("new", "gauge", -2.0, "box", &[]),
+        ]
+    );
+    // The next window starts from the last value; packed values apply left to right, and an
+    // unsigned one sets.
+    feed(&mut a[0], &["g:+1:+1|g", "new:4:-1|g"], 20);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![
+            point("g", "gauge", 14.0, "box", &[]),
+            point("new", "gauge", 3.0, "box", &[]),
+        ]
+    );
+    // Without the flag, as the Agent: the signed value is the value.
+    let mut plain = [Aggregator::new(cfg(1), T0)];
+    feed(&mut plain[0], &["g:10|g", "g:-3|g"], 10);
+    assert_eq!(
+        points(&close_all(&mut plain)),
+        vec![point("g", "gauge", -3.0, "box", &[])]
+    );
+}
+
+#[test]
+fn a_meter_counts_as_a_counter() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(&mut a[0], &["cadence.meter:3|m", "cadence.meter:2|m"], 10);
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![point("cadence.meter", "count", 5.0, "box", &[])]
+    );
 }

@@ -65,7 +65,9 @@ impl MetricType {
 
     fn from_wire(t: &[u8]) -> Option<Self> {
         Some(match t {
-            b"c" => MetricType::Counter,
+            // `m`, a meter (cadence sends it): a counter, as statsd servers that take meters
+            // count them.
+            b"c" | b"m" => MetricType::Counter,
             b"g" => MetricType::Gauge,
             b"h" => MetricType::Histogram,
             b"ms" => MetricType::Timer,
@@ -503,7 +505,7 @@ mod tests {
             (":1|c", ParseError::EmptyName),
             ("a:|c", ParseError::EmptyValue),
             ("a:1|x", ParseError::UnknownType),
-            ("a:1|m", ParseError::UnknownType),
+            ("a:1|q", ParseError::UnknownType),
             ("a:1|", ParseError::UnknownType),
             ("a:1|C", ParseError::UnknownType),
             ("a:abc|c", ParseError::BadValue),

@@ -61,6 +61,23 @@ impl Agg {
         }
     }
 
+    /// A gauge line with `--gauge-deltas`: a signed value (`+5`, `-3`) adjusts the value, an
+    /// unsigned one sets it, left to right. Other aggregates take the line as `insert` does.
+    pub(crate) fn adjust_gauge(&mut self, m: &Metric<'_>, at: u64) {
+        let Agg::Gauge { value, at: last } = self else {
+            return;
+        };
+        let texts = m.value_text.split(|&b| b == b':').filter(|t| !t.is_empty());
+        for (text, v) in texts.zip(m.values()) {
+            if matches!(text.first(), Some(b'+' | b'-')) {
+                *value += v;
+            } else {
+                *value = v;
+            }
+            *last = at;
+        }
+    }
+
     pub(crate) fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
         let weight = 1.0 / m.sample_rate;
         match self {
