@@ -181,7 +181,7 @@ fn a_bad_rule_is_refused_at_start_naming_profile_and_rule() {
     for (yaml, want) in [
         (
             "dogstatsd_mapper_profiles:\n  - name: ok\n    prefix: a.\n    mappings:\n      - {match: 'a.*', name: x}\n      - {match: 'a.(', match_type: regex, name: y}\n",
-            "dogstatsd_mapper_profiles[0] (\"ok\") mappings[1]: regex \"^a.($\" does not compile",
+            "dogstatsd_mapper_profiles[0] (\"ok\") mappings[1]: regex \"^a.($\" does not compile: unclosed group at column 4",
         ),
         (
             "dogstatsd_mapper_profiles:\n  - name: one\n    prefix: a.\n  - name: two\n    prefix: b.\n    mappings:\n      - {match: 'b.**', name: y}\n",

@@ -154,6 +154,18 @@ pub struct Scratch {
     per_rule: Vec<Option<(meta::Cache, Captures)>>,
 }
 
+/// The regex parser's own message and the column it points at (the builder's own text is only
+/// "error parsing pattern 0").
+fn syntax_error(e: &regex_automata::meta::BuildError) -> String {
+    use regex_syntax::Error;
+    match e.syntax_error() {
+        Some(Error::Parse(p)) => format!("{} at column {}", p.kind(), p.span().start.column),
+        Some(Error::Translate(t)) => format!("{} at column {}", t.kind(), t.span().start.column),
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
+}
+
 impl Mapper {
     pub fn new(profiles: &[CheckedProfile]) -> Result<Mapper, MapperError> {
         let mut patterns = Vec::new();
@@ -171,7 +183,13 @@ impl Mapper {
                 let re = Regex::builder()
                     .syntax(syntax_config())
                     .build(&rule.regex)
-                    .map_err(|e| err(format!("regex {:?} does not compile: {e}", rule.regex)))?;
+                    .map_err(|e| {
+                        err(format!(
+                            "regex {:?} does not compile: {}",
+                            rule.regex,
+                            syntax_error(&e)
+                        ))
+                    })?;
                 let tags = rule
                     .tags
                     .iter()
@@ -492,7 +510,11 @@ mod tests {
         .unwrap();
         let err = Mapper::new(&check(&specs).unwrap()).unwrap_err();
         assert_eq!((err.profile, err.rule), (0, Some(1)));
-        assert!(err.what.contains("does not compile"), "{err}");
+        assert!(
+            err.what
+                .ends_with("regex \"^a(b$\" does not compile: unclosed group at column 3"),
+            "{err}"
+        );
     }
 
     /// A small deterministic generator (xorshift), so the property test needs no crate and
