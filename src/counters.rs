@@ -11,6 +11,7 @@
 
 use crate::label::{ByLabel, Label, by, labels};
 use crate::listen::{CloseReason, Stream, Transport, Unresolved};
+use crate::map::name_tags::NameTagError;
 use crate::protocol::origin::{Malformed, OriginField};
 use crate::protocol::{EventError, ParseError, ServiceCheckError};
 
@@ -269,6 +270,8 @@ counters! {
     mapper_cache: by!(CacheResult) = Count, OnceNonZero, false;
     /// Lookups whose name the mapper rewrote (cache hits included).
     mapped_names: u64 = Count, OnceNonZero, false;
+    /// Tags inside metric names (`--name-tag-formats`) dropped as malformed, by reason.
+    name_tag_errors: by!(NameTagError) = Count, OnceNonZero, true;
     /// New contexts refused by a cap, their samples aggregated into their metric's overflow
     /// context, by reason.
     contexts_refused: by!(Refusal) = Count, OnceNonZero, true;

@@ -38,3 +38,44 @@ fn gauge_deltas_adjust_with_the_flag_and_set_without_it() {
         );
     }
 }
+
+#[test]
+fn tags_inside_names_are_read_in_the_formats_asked_for_and_malformed_ones_counted() {
+    let server = Server::start(&[
+        "--cores",
+        "0",
+        "--name-tag-formats",
+        "influxdb,librato,signalfx",
+    ]);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // hot-shots `telegraf: true`, Librato, SignalFx, the same context each time, and one
+    // malformed tag.
+    let wire = b"req,env=prod:1|c|#az:a\nreq#env=prod:2|c|#az:a\n[env=prod]req:3|c|#az:a\nreq,env=prod,bad:4|c|#az:a";
+    s.send_to(wire, server.addr).unwrap();
+    let done = server.stop();
+    assert_eq!(done.status, 0);
+    let req: Vec<_> = metric_lines(&done.lines)
+        .into_iter()
+        .filter(|l| l["name"] == "req")
+        .collect();
+    assert_eq!(req.len(), 1, "{req:?}");
+    assert_eq!(req[0]["value"], 10.0);
+    assert_eq!(req[0]["tags"], serde_json::json!(["az:a", "env:prod"]));
+    assert_eq!(
+        common::self_metric(
+            &done.lines,
+            "corestatsd.name_tag_errors",
+            &["reason:no_equals"]
+        ),
+        1.0
+    );
+    // Without the flag, as the Agent: the tags stay in the name.
+    let plain = Server::start(&["--cores", "0"]);
+    s.send_to(b"req,env=prod:1|c", plain.addr).unwrap();
+    let done = plain.stop();
+    assert!(
+        metric_lines(&done.lines)
+            .iter()
+            .any(|l| l["name"] == "req,env=prod")
+    );
+}

@@ -15,6 +15,14 @@ use crate::protocol::origin::Precedence;
 use crate::sink::datadog::CountersAs;
 use crate::sink::payload::Compression;
 
+/// A format of tags inside metric names (`--name-tag-formats`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameTagFormat {
+    Influxdb,
+    Librato,
+    Signalfx,
+}
+
 /// Clients of a running server (its HTTP endpoint).
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
@@ -309,6 +317,14 @@ pub struct Flags {
     /// temporary directory.
     #[arg(long, value_name = "DIR")]
     pub capture_dir: Option<PathBuf>,
+
+    /// Read tags inside metric names, as statsd_exporter does, for clients that put them there
+    /// (hot-shots' `telegraf: true` sends the first): `influxdb` (`name,k=v,k2=v2:1|c`),
+    /// `librato` (`name#k=v:1|c`), `signalfx` (`name[k=v]:1|c`), comma separated. Each `k=v`
+    /// becomes the tag `k:v` and the mapper sees the bare name; a malformed one is dropped and
+    /// counted (`corestatsd.name_tag_errors{reason}`). Defaults to none (as the Agent).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "FORMATS")]
+    pub name_tag_formats: Vec<NameTagFormat>,
 
     /// statsd's gauge deltas: a signed gauge value (`+5|g`, `-3|g`, as pystatsd's
     /// `delta=True`, hot-shots' and statsd-client's `gaugeDelta` send) adjusts the gauge's last

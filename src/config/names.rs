@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use super::Flags;
 use super::file::FileConfig;
+use super::flags::NameTagFormat;
+use crate::map::name_tags::NameTagFormats;
 use crate::map::{DEFAULT_NAMESPACE_EXEMPT, Mapper, NameConfig, ProfileSpec};
 
 /// The name stage's settings: flags over the file, the environment's mapper profiles over the
@@ -85,5 +87,10 @@ pub(super) fn names_config(
         block_exact,
         block_prefix,
         extra_tags,
+        name_tags: NameTagFormats {
+            influxdb: f.name_tag_formats.contains(&NameTagFormat::Influxdb),
+            librato: f.name_tag_formats.contains(&NameTagFormat::Librato),
+            signalfx: f.name_tag_formats.contains(&NameTagFormat::Signalfx),
+        },
     })
 }

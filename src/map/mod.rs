@@ -1,4 +1,5 @@
-//! What a metric's name (and tags) become before aggregation, in the Agent's order: the mapper
+//! What a metric's name (and tags) become before aggregation, in the Agent's order: tags inside
+//! the name when `--name-tag-formats` asks (`name_tags.rs`, statsd_exporter's formats), the mapper
 //! (profiles of wildcard and regex rules, `mapper.rs`), then the `--namespace` prefix (with its
 //! exemption list), then the block list; extra tags (`--tag`) are appended to every metric,
 //! event and service check.
@@ -10,6 +11,7 @@
 //! between mapping and namespacing as the Agent does (the two touch different things).
 
 pub mod mapper;
+pub mod name_tags;
 pub mod profiles;
 
 use std::rc::Rc;
@@ -58,6 +60,8 @@ pub struct NameConfig {
     pub block_prefix: Vec<String>,
     /// `key:value`, sorted and deduplicated.
     pub extra_tags: Vec<String>,
+    /// `--name-tag-formats`: tags inside names, read before the mapper.
+    pub name_tags: name_tags::NameTagFormats,
 }
 
 /// A name after the stage.
@@ -101,6 +105,8 @@ pub struct StageStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub mapped: u64,
+    /// Tags in names dropped as malformed, by reason.
+    pub(crate) name_tag_errors: crate::label::by!(name_tags::NameTagError),
 }
 
 pub struct Stage {
@@ -113,6 +119,7 @@ pub struct Stage {
     block_exact: HashSet<Box<[u8]>>,
     block_prefix: Vec<Box<[u8]>>,
     extra_tags: Rc<[Box<[u8]>]>,
+    name_tags: name_tags::NameTagFormats,
     stats: StageStats,
 }
 
@@ -132,6 +139,7 @@ impl Stage {
             block_exact: bytes(&cfg.block_exact).into_iter().collect(),
             block_prefix: bytes(&cfg.block_prefix),
             extra_tags: bytes(&cfg.extra_tags).into(),
+            name_tags: cfg.name_tags,
             stats: StageStats::default(),
         }
     }
@@ -150,9 +158,23 @@ impl Stage {
     pub fn metric_name(&mut self, raw: &[u8], out: &mut NameOut) -> bool {
         out.renamed = None;
         out.mapped_tags.clear();
+        // Tags inside the name first (statsd_exporter's order): the mapper sees the bare name.
+        let bare = if self.name_tags.any() {
+            name_tags::split(
+                self.name_tags,
+                raw,
+                &mut out.mapped_tags,
+                &mut self.stats.name_tag_errors,
+            )
+        } else {
+            None
+        };
+        let raw = bare.as_deref().unwrap_or(raw);
         if let Some(m) = self.map(raw) {
             out.renamed = Some(m.name.clone());
             out.mapped_tags.extend(m.tags.iter().cloned());
+        } else if let Some(b) = &bare {
+            out.renamed = Some(b.clone());
         }
         if let Some(ns) = &self.namespace {
             let name = out.renamed.as_deref().unwrap_or(raw);
@@ -213,6 +235,29 @@ mod tests {
                     .collect(),
             )
         })
+    }
+
+    #[test]
+    fn tags_in_the_name_come_off_before_the_mapper_sees_it() {
+        let mut c = cfg(
+            "- name: p\n  prefix: app.\n  mappings:\n    - {match: 'app.*.hits', name: 'hits', tags: {page: '$1'}}\n",
+        );
+        c.name_tags = name_tags::NameTagFormats {
+            influxdb: true,
+            ..Default::default()
+        };
+        let mut s = Stage::new(&c);
+        assert_eq!(
+            run(&mut s, "app.home.hits,env=prod"),
+            Some(("hits".into(), vec!["env:prod".into(), "page:home".into()]))
+        );
+        // No rule matches the bare name: it is still the name.
+        assert_eq!(
+            run(&mut s, "other,env=prod,bad"),
+            Some(("other".into(), vec!["env:prod".into()]))
+        );
+        let errors = s.take_stats().name_tag_errors;
+        assert_eq!(errors[name_tags::NameTagError::NoEquals], 1);
     }
 
     #[test]

@@ -465,6 +465,7 @@ fn mapped_cfg(owners: usize) -> AggregateConfig {
         block_exact: vec!["ns.noisy".into()],
         block_prefix: vec![],
         extra_tags: vec!["dc:eu".into()],
+        name_tags: Default::default(),
     };
     c
 }

@@ -411,6 +411,9 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
         c.mapper_cache[CacheResult::Hit] += names.cache_hits;
         c.mapper_cache[CacheResult::Miss] += names.cache_misses;
         c.mapped_names += names.mapped;
+        for (reason, n) in names.name_tag_errors.iter() {
+            c.name_tag_errors[reason] += n;
+        }
         let refusals = agg.take_refusals();
         c.contexts_refused = refusals.refused;
         (agg.take_pending(), top_refused(refusals.by_name))
