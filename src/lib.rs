@@ -59,7 +59,7 @@ pub(crate) mod run;
 #[cfg(test)]
 mod layout_tests;
 
-pub use config::{Command, Config, Flags};
+pub use config::{Command, Config, Flags, FlagsError, parse_args};
 pub use operator::cli::command;
 pub use run::{RunError, run};
 

@@ -1,21 +1,26 @@
 //! The `corestatsd` binary: flags → `Config` → `run`. No logic lives here.
 
-use clap::Parser;
 use clap::error::ErrorKind;
 
-use corestatsd::{Config, Flags};
+use corestatsd::{Config, FlagsError};
 
 /// Counts live heap bytes per thread, for --memory-limit-bytes (corestatsd::memory).
 #[global_allocator]
 static ALLOC: corestatsd::memory::CountingAlloc = corestatsd::memory::CountingAlloc;
 
 fn main() {
-    let flags = match Flags::try_parse() {
+    let flags = match corestatsd::parse_args(std::env::args_os().collect()) {
         Ok(f) => f,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(FlagsError::Setting(e)) => {
+            eprintln!("corestatsd: {e}");
+            std::process::exit(2);
+        }
+        Err(FlagsError::Clap(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
             e.exit()
         }
-        Err(e) => {
+        Err(FlagsError::Clap(e)) => {
             // One line naming the flag and the bad value; `--help` has the rest.
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("bad arguments");

@@ -401,7 +401,7 @@ fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
                 })?,
         ),
         Downstream::Datadog => {
-            let key = api_key(ds.dd_api_key_file.as_deref())?;
+            let key = api_key(ds.dd_api_key_file.as_deref(), ds.dd_api_key.as_deref())?;
             let enc = Encoding {
                 counters_as: ds.dd_counters_as,
                 compression: ds.dd_compression,
@@ -440,7 +440,8 @@ fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
 }
 
 /// The Datadog API key: from --dd-api-key-file, else DD_API_KEY. Never logged.
-fn api_key(file: Option<&std::path::Path>) -> Result<String, RunError> {
+/// The API key: --dd-api-key-file, else DD_API_KEY, else the config file's `api_key`.
+fn api_key(file: Option<&std::path::Path>, configured: Option<&str>) -> Result<String, RunError> {
     let key = match file {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
             usage(format!(
@@ -448,15 +449,19 @@ fn api_key(file: Option<&std::path::Path>) -> Result<String, RunError> {
                 path.display()
             ))
         })?,
-        None => std::env::var("DD_API_KEY").unwrap_or_default(),
+        None => std::env::var("DD_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .or_else(|| configured.map(str::to_owned))
+            .unwrap_or_default(),
     };
     let key = key.trim().to_owned();
     if key.is_empty() {
         return Err(usage(match file {
             Some(path) => format!("--dd-api-key-file {} is empty", path.display()),
-            None => {
-                "--downstream datadog needs an API key: set DD_API_KEY or --dd-api-key-file".into()
-            }
+            None => "--downstream datadog needs an API key: set DD_API_KEY, --dd-api-key-file or \
+                 api_key in --config"
+                .into(),
         }));
     }
     if key.bytes().any(|b| !b.is_ascii_graphic()) {

@@ -389,7 +389,10 @@ fn a_missing_or_unreadable_api_key_is_a_startup_error() {
     };
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("set DD_API_KEY or --dd-api-key-file"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("set DD_API_KEY, --dd-api-key-file or api_key in --config")
+    );
     let out = run(&["--dd-api-key-file", "/nonexistent/key"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

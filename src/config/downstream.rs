@@ -96,6 +96,8 @@ pub(super) fn parse_compression(s: &str) -> Result<Compression, String> {
 pub struct DownstreamSettings {
     pub dd_url: String,
     pub dd_api_key_file: Option<PathBuf>,
+    /// `api_key` of `--config` (after --dd-api-key-file and DD_API_KEY).
+    pub dd_api_key: Option<String>,
     pub dd_counters_as: CountersAs,
     pub dd_compression: Compression,
     pub retry_queue_bytes: usize,
@@ -114,6 +116,7 @@ pub(super) fn settings(f: &Flags) -> Result<DownstreamSettings, String> {
     Ok(DownstreamSettings {
         dd_url: check_url("--dd-url", &f.dd_url)?,
         dd_api_key_file: f.dd_api_key_file.clone(),
+        dd_api_key: None,
         dd_counters_as: f.dd_counters_as,
         dd_compression: f.dd_compression,
         retry_queue_bytes: f.retry_queue_bytes,

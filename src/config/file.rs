@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub context_stats: Option<bool>,
     /// The Agent's `dogstatsd_capture_path`.
     pub capture_dir: Option<std::path::PathBuf>,
+    /// The Agent's listener, host and intake keys present (`agent::KEYS`), read by `agent`.
+    pub agent: Vec<(String, Value)>,
     /// Top-level keys present but not used.
     pub ignored: Vec<String>,
 }
@@ -78,6 +80,11 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         {
             out.block_list = names;
             out.block_match_prefix = is_prefix.unwrap_or(false);
+        }
+    }
+    for key in super::agent::KEYS {
+        if let Some(v) = map.remove(key).filter(|v| !v.is_null()) {
+            out.agent.push((key.to_owned(), v));
         }
     }
     out.ignored = map
@@ -131,7 +138,8 @@ dogstatsd_mapper_profiles:
         assert!(c.block_match_prefix);
         assert_eq!(c.tags, vec!["env:prod"]);
         assert_eq!(c.mapper_profiles.len(), 1);
-        assert_eq!(c.ignored, vec!["api_key"]);
+        assert_eq!(c.ignored, Vec::<String>::new());
+        assert_eq!(c.agent, vec![("api_key".to_string(), Value::from("xxx"))]);
         assert_eq!(c.namespace_exempt, None);
         assert_eq!(c.max_contexts, Some(5000));
         assert_eq!(c.max_contexts_per_metric, None);

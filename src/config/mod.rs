@@ -1,6 +1,7 @@
 //! Command-line flags → a validated `Config`. Every flag documents its default; every error names
 //! the flag and the bad value.
 
+mod agent;
 mod downstream;
 mod file;
 mod flags;
@@ -76,6 +77,79 @@ pub struct Config {
     pub ignored_config_keys: Vec<String>,
 }
 
+/// Why the command line could not be read.
+#[derive(Debug)]
+pub enum FlagsError {
+    /// clap's, for the command line itself (and `--help`, `--version`).
+    Clap(clap::Error),
+    /// A key of `--config` or a `DD_*` variable, named.
+    Setting(String),
+}
+
+/// The command line, after the Datadog Agent's keys of `--config` and their `DD_*` variables
+/// (`agent.rs`): each stands for a flag, placed before the command line's own arguments, so
+/// flags win over the environment, which wins over the file.
+pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+    let given = Flags::try_parse_from(&args).map_err(FlagsError::Clap)?;
+    if given.command.is_some() {
+        return Ok(given);
+    }
+    let (file_keys, file_name) = match &given.config {
+        Some(p) => (
+            file::load(p).map_err(FlagsError::Setting)?.agent,
+            p.display().to_string(),
+        ),
+        None => (Vec::new(), String::new()),
+    };
+    let env = |v: &str| std::env::var(v).ok().filter(|v| !v.is_empty());
+    let found = agent::gather(&file_keys, &file_name, &env);
+    let (settings, _) = agent::settings(&found).map_err(FlagsError::Setting)?;
+    if settings.is_empty() {
+        return Ok(given);
+    }
+    let prog = args.first().cloned().unwrap_or_else(|| "corestatsd".into());
+    let on_line = |flag: &str| {
+        args.iter().skip(1).any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        })
+    };
+    let mut argv = vec![prog.clone()];
+    for s in settings {
+        // The command line's own choice of listener wins whole.
+        let overridden = match s.flag {
+            "--uds-path" => on_line("--uds-path"),
+            "--no-udp" => on_line("--udp-addr"),
+            "--udp-addr" => on_line("--no-udp"),
+            _ => false,
+        };
+        if overridden {
+            continue;
+        }
+        let mut one = vec![prog.clone(), s.flag.into()];
+        one.extend(s.value.clone().map(Into::into));
+        // Alone first, so a bad value is named by its key.
+        if let Err(e) = Flags::try_parse_from(&one) {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad value");
+            return Err(FlagsError::Setting(format!(
+                "{} (as {}): {}",
+                s.source,
+                s.flag,
+                first.trim_start_matches("error: ")
+            )));
+        }
+        argv.extend(one.into_iter().skip(1));
+    }
+    argv.extend(args.into_iter().skip(1));
+    let matches = Flags::command()
+        .args_override_self(true)
+        .try_get_matches_from(argv)
+        .map_err(FlagsError::Clap)?;
+    Flags::from_arg_matches(&matches).map_err(FlagsError::Clap)
+}
+
 /// `--sink-queue-max-points` when neither the flag nor the file sets it.
 pub const DEFAULT_SINK_QUEUE_MAX_POINTS: u64 = 4_000_000;
 
@@ -101,7 +175,11 @@ impl Config {
         };
         let env_profiles = std::env::var("DD_DOGSTATSD_MAPPER_PROFILES").ok();
         let names = names::names_config(&f, &file, env_profiles.as_deref())?;
-        let downstream_settings = downstream::settings(&f)?;
+        let mut downstream_settings = downstream::settings(&f)?;
+        // The file's own api_key (its DD_API_KEY and --dd-api-key-file are read at start-up).
+        let file_name = f.config.as_ref().map(|p| p.display().to_string());
+        let found = agent::gather(&file.agent, file_name.as_deref().unwrap_or(""), &|_| None);
+        downstream_settings.dd_api_key = agent::settings(&found)?.1;
         let available: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()

@@ -58,6 +58,12 @@ impl Server {
         Server::launch(args, env, false)
     }
 
+    /// `args` alone (no `--udp-addr 127.0.0.1:0`, no HTTP port): for tests of where the
+    /// listeners come from.
+    pub fn start_bare(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch_with(args, env, false, true)
+    }
+
     /// `start`, with nothing read from stdout until `release_stdout` (or `stop`): once the pipe
     /// is full, the server's sink thread blocks on it, as on a slow downstream.
     pub fn start_holding_stdout(args: &[&str]) -> Server {
@@ -70,16 +76,26 @@ impl Server {
     }
 
     fn launch(args: &[&str], env: &[(&str, &str)], hold: bool) -> Server {
-        let http_chosen = args
-            .iter()
-            .any(|a| *a == "--http-addr" || *a == "--no-http");
+        Server::launch_with(args, env, hold, false)
+    }
+
+    fn launch_with(args: &[&str], env: &[(&str, &str)], hold: bool, bare: bool) -> Server {
+        let http_chosen = bare
+            || args
+                .iter()
+                .any(|a| *a == "--http-addr" || *a == "--no-http");
         let http_default: &[&str] = if http_chosen {
             &[]
         } else {
             &["--http-addr", "127.0.0.1:0"]
         };
+        let udp_default: &[&str] = if bare {
+            &[]
+        } else {
+            &["--udp-addr", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
-            .args(["--udp-addr", "127.0.0.1:0"])
+            .args(udp_default)
             .args(http_default)
             .args(args)
             .envs(env.iter().copied())
