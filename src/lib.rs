@@ -63,8 +63,8 @@ pub use config::{Command, Config, Flags, FlagsError, parse_args};
 pub use operator::cli::command;
 pub use run::{RunError, run};
 
-/// The stages the criterion benchmarks (`benches/`) drive one at a time: what they need and
-/// nothing more. Not a stable interface.
+/// The stages the criterion benchmarks (`benches/`) and the fuzz targets (`fuzz/`) drive one at
+/// a time: what they need and nothing more. Not a stable interface.
 #[doc(hidden)]
 pub mod bench_api {
     pub use crate::aggregate::{
@@ -72,6 +72,7 @@ pub mod bench_api {
     };
     pub use crate::counters::Counters;
     pub use crate::flushed::{Contexts, FlushBatch, FlushedMetric, NewContexts, Suffix, View};
+    pub use crate::listen::{FrameError, Framer, Framing};
     pub use crate::map::{Mapper, NameConfig, NameOut, ProfileSpec, Reference, Stage, check};
     pub use crate::merge::{HistogramOutput, Merger};
     pub use crate::protocol::{Metric, parse_metric, parse_metric_into};
