@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corestatsd::bench_api::{
-    CHUNK, ContextBatch, Contexts, Counters, HistogramOutput, JsonlSink, Merger, NEWS_CHUNK,
-    Partial, Sink, Suffix, View, ingest,
+    Aggregator, CHUNK, ClosedWindow, ContextBatch, Contexts, Counters, HistogramOutput, JsonlSink,
+    Merger, NEWS_CHUNK, Partial, Sink, Suffix, View, ingest,
 };
 
 struct Counting;
@@ -43,19 +43,21 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// Heap per live context, everything a context costs in the process: its half on the shard
-/// (context table, alias and key tables) and its description in the sink's context table, which
-/// learns the shard's news as the sink thread does.
-fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> String) {
-    let mut agg = workloads::aggregator();
-    let mut table = Contexts::default();
+/// Ingests `line(i)` for each `i` of `ids` at `at`, the sink's table learning the news as the
+/// sink thread does, all of it by the end.
+fn ingest_learning(
+    agg: &mut Aggregator,
+    table: &mut Contexts,
+    ids: std::ops::Range<usize>,
+    line: impl Fn(usize) -> String,
+    at: u64,
+) {
     let mut counters = Counters::default();
-    let before = LIVE.load(Ordering::Relaxed);
     let mut buf = String::new();
-    for i in 0..contexts {
+    for i in ids {
         buf.clear();
         buf.push_str(&line(i));
-        ingest(&mut agg, &mut counters, [buf.as_bytes()], 0);
+        ingest(agg, &mut counters, [buf.as_bytes()], at);
         if let Some(news) = agg.take_news(NEWS_CHUNK) {
             table.learn(&news);
         }
@@ -63,6 +65,26 @@ fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> Stri
     if let Some(news) = agg.take_news(0) {
         table.learn(&news);
     }
+}
+
+/// Closes the open window in one sweep.
+fn close_whole(agg: &mut Aggregator) -> ClosedWindow {
+    agg.begin_close();
+    loop {
+        if let Some(c) = agg.close_step(usize::MAX) {
+            break c;
+        }
+    }
+}
+
+/// Heap per live context, everything a context costs in the process: its half on the shard
+/// (context table, alias and key tables) and its description in the sink's context table, which
+/// learns the shard's news as the sink thread does.
+fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> String) {
+    let mut agg = workloads::aggregator();
+    let mut table = Contexts::default();
+    let before = LIVE.load(Ordering::Relaxed);
+    ingest_learning(&mut agg, &mut table, 0..contexts, line, 0);
     assert_eq!((agg.live_contexts(), table.len()), (contexts, contexts));
     let per = |bytes: usize| bytes as f64 / contexts as f64;
     let total = LIVE.load(Ordering::Relaxed) - before;
@@ -87,30 +109,20 @@ fn memory_per_context(label: &str, contexts: usize, line: impl Fn(usize) -> Stri
 fn memory_churn(live: usize, share: f64, windows: usize) {
     let mut agg = workloads::aggregator_with(|c| c.counter_zero_fill_secs = 20);
     let mut table = Contexts::default();
-    let mut counters = Counters::default();
     let before = LIVE.load(Ordering::Relaxed);
     let replaced = (live as f64 * share) as usize;
     let mut heaps = Vec::with_capacity(windows);
-    let mut buf = String::new();
     for w in 0..windows {
         let first = w * replaced;
-        for i in first..first + live {
-            buf.clear();
-            buf.push_str(&workloads::tagged_line(i, "c", 1));
-            ingest(&mut agg, &mut counters, [buf.as_bytes()], (w * 10) as u64);
-            if let Some(news) = agg.take_news(NEWS_CHUNK) {
-                table.learn(&news);
-            }
-        }
-        if let Some(news) = agg.take_news(0) {
-            table.learn(&news);
-        }
-        agg.begin_close();
-        let closed = loop {
-            if let Some(c) = agg.close_step(usize::MAX) {
-                break c;
-            }
-        };
+        let line = |i| workloads::tagged_line(i, "c", 1);
+        ingest_learning(
+            &mut agg,
+            &mut table,
+            first..first + live,
+            line,
+            (w * 10) as u64,
+        );
+        let closed = close_whole(&mut agg);
         for b in closed.batches {
             table.forget(&b.freed);
         }
@@ -230,26 +242,10 @@ fn flush_pause(label: &str, contexts: usize, lines: &[Vec<u8>], senders: usize) 
 /// each point's key in the context table, then writing it as a jsonl line (to `io::sink`).
 fn sink_per_point(contexts: usize) {
     let mut agg = workloads::aggregator();
-    let mut counters = Counters::default();
     let mut table = Contexts::default();
-    let mut buf = String::new();
-    for i in 0..contexts {
-        buf.clear();
-        buf.push_str(&workloads::tagged_line(i, "c", 1));
-        ingest(&mut agg, &mut counters, [buf.as_bytes()], 0);
-        if let Some(news) = agg.take_news(NEWS_CHUNK) {
-            table.learn(&news);
-        }
-    }
-    if let Some(news) = agg.take_news(0) {
-        table.learn(&news);
-    }
-    agg.begin_close();
-    let closed = loop {
-        if let Some(c) = agg.close_step(usize::MAX) {
-            break c;
-        }
-    };
+    let line = |i| workloads::tagged_line(i, "c", 1);
+    ingest_learning(&mut agg, &mut table, 0..contexts, line, 0);
+    let closed = close_whole(&mut agg);
     let output = HistogramOutput {
         aggregates: vec![],
         percentiles: vec![],

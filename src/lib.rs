@@ -68,7 +68,7 @@ pub use run::{RunError, run};
 #[doc(hidden)]
 pub mod bench_api {
     pub use crate::aggregate::{
-        AggregateConfig, Aggregator, ContextBatch, GROUP, NEWS_CHUNK, Partial, ingest,
+        AggregateConfig, Aggregator, ClosedWindow, ContextBatch, GROUP, NEWS_CHUNK, Partial, ingest,
     };
     pub use crate::counters::Counters;
     pub use crate::flushed::{Contexts, FlushBatch, FlushedMetric, NewContexts, Suffix, View};

@@ -184,6 +184,16 @@ fn main() {
     }
 }
 
+/// `"c":N,"g":N,...`: the samples of each type, for the JSON totals.
+fn samples_by_type(total: &Counts) -> String {
+    let by_type: Vec<String> = TYPES
+        .iter()
+        .zip(total.samples)
+        .map(|(t, n)| format!("\"{t}\":{n}"))
+        .collect();
+    by_type.join(",")
+}
+
 /// `--replay`: one pass (or loops) over a capture, then the same JSON totals.
 fn run_replay(f: &Flags, file: &str) -> Result<(), String> {
     let target = Target::parse(&f.target)?;
@@ -207,11 +217,7 @@ fn run_replay(f: &Flags, file: &str) -> Result<(), String> {
     let run_for = Duration::from_secs_f64(f.duration_secs);
     let sent = send::replay(&target, &recorded, f.replay_speed, f.looping, run_for)?;
     let total = sent.counts;
-    let by_type: Vec<String> = TYPES
-        .iter()
-        .zip(total.samples)
-        .map(|(t, n)| format!("\"{t}\":{n}"))
-        .collect();
+    let by_type = samples_by_type(&total);
     println!(
         "{{\"replay\":{file:?},\"transport\":\"{}\",\"recorded_packets\":{},\"seconds\":{:.3},\
          \"packets\":{},\"bytes\":{},\"metrics\":{},\"samples\":{},\"samples_by_type\":{{{}}},\
@@ -223,7 +229,7 @@ fn run_replay(f: &Flags, file: &str) -> Result<(), String> {
         total.bytes,
         total.metrics,
         total.total_samples(),
-        by_type.join(","),
+        by_type,
         sent.errors
     );
     Ok(())
@@ -303,11 +309,7 @@ fn run(f: &Flags) -> Result<(), String> {
         total.add(&r.counts);
         errors += r.errors;
     }
-    let by_type: Vec<String> = TYPES
-        .iter()
-        .zip(total.samples)
-        .map(|(t, n)| format!("\"{t}\":{n}"))
-        .collect();
+    let by_type = samples_by_type(&total);
     println!(
         "{{\"preset\":\"{}\",\"transport\":\"{}\",\"threads\":{threads},\"contexts\":{},\"seconds\":{seconds:.3},\
          \"build_seconds\":{build_secs:.3},\"packets\":{},\"bytes\":{},\"metrics\":{},\"samples\":{},\
@@ -323,7 +325,7 @@ fn run(f: &Flags) -> Result<(), String> {
         total.bytes,
         total.metrics,
         total.total_samples(),
-        by_type.join(",")
+        by_type
     );
     Ok(())
 }

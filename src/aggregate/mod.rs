@@ -33,8 +33,8 @@ pub(crate) use caps::OVERFLOW_TAG;
 pub use ingest::{Packet, ingest};
 
 use caps::{Caps, OVERFLOW_FULL};
-pub use close::BUSIEST;
 use close::Closing;
+pub use close::{BUSIEST, ClosedWindow};
 use key::{ContextTags, key_of, low, resolve_host};
 
 use crate::flushed::ids::IdTable;
@@ -544,22 +544,22 @@ impl Aggregator {
         self.by_alias.insert(low(alias), id);
         self.live += 1;
         if self.cfg.context_stats {
-            let at = id as usize;
-            if at < self.samples.len() {
-                self.samples[at] = 0;
-            } else {
-                self.samples.resize(at + 1, 0);
-            }
+            zero_at(&mut self.samples, id);
         }
         if self.cfg.gauge_deltas {
-            let at = id as usize;
-            if at < self.last_gauges.len() {
-                self.last_gauges[at] = 0.0;
-            } else {
-                self.last_gauges.resize(at + 1, 0.0);
-            }
+            zero_at(&mut self.last_gauges, id);
         }
         id
+    }
+}
+
+/// Sets a side array's entry for context `id` to its zero, growing the array to reach it.
+fn zero_at<T: Copy + Default>(v: &mut Vec<T>, id: u32) {
+    let at = id as usize;
+    if at < v.len() {
+        v[at] = T::default();
+    } else {
+        v.resize(at + 1, T::default());
     }
 }
 
