@@ -44,8 +44,13 @@ fn a_sink_that_falls_behind_drops_windows_counted_and_forgets_nothing_else() {
             sent
         })
     };
-    let behind =
-        server.wait_for_stderr("the sink-behind line", |l| l.contains("the sink is behind"));
+    // A debug build creating a context per line takes 8-10 s to get there here, and a fresh
+    // CI checkout took over 20 s once: allow a minute.
+    let behind = server.wait_for_stderr_within(
+        "the sink-behind line",
+        std::time::Duration::from_secs(60),
+        |l| l.contains("the sink is behind"),
+    );
     assert!(behind.contains("--sink-queue-max-points 100"), "{behind}");
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();

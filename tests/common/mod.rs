@@ -161,7 +161,17 @@ impl Server {
     /// Waits (bounded) for a stderr line that satisfies `pred` and returns it; every line read
     /// on the way is kept for `stop`.
     pub fn wait_for_stderr(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_stderr_within(what, Duration::from_secs(20), pred)
+    }
+
+    /// `wait_for_stderr` with its own bound, for a line that takes a loaded server longer.
+    pub fn wait_for_stderr_within(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = self.stderr_lines.recv_timeout(left) else {
