@@ -34,7 +34,7 @@ fn a_sink_that_falls_behind_drops_windows_counted_and_forgets_nothing_else() {
         std::thread::spawn(move || {
             // Every line its own context with one sample: a point carries 1.
             let mut sent = 0usize;
-            while !stop.load(Ordering::Relaxed) && sent < 300_000 {
+            while !stop.load(Ordering::Relaxed) && sent < 3_000_000 {
                 let lines: Vec<String> = (sent..sent + 300)
                     .map(|i| format!("q:1|c|#i:{i}"))
                     .collect();
@@ -44,8 +44,9 @@ fn a_sink_that_falls_behind_drops_windows_counted_and_forgets_nothing_else() {
             sent
         })
     };
-    // A debug build creating a context per line takes 8-10 s to get there here, and a fresh
-    // CI checkout took over 20 s once: allow a minute.
+    // The sender goes on until this line (bounded): a drop needs a window to find the last one
+    // still waiting, and a sender that stopped first (at 300k lines, as it once did) left 1 run
+    // in 10 without one. A debug build gets here in 5-10 s; allow a minute.
     let behind = server.wait_for_stderr_within(
         "the sink-behind line",
         std::time::Duration::from_secs(60),
