@@ -53,6 +53,23 @@ fn totals(lines: &[Value]) -> BTreeMap<String, Vec<f64>> {
     out
 }
 
+/// Waits (bounded) until the server at `http` reports a capture running.
+fn wait_running(http: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ureq::get(&format!("http://{http}/capture")).call().unwrap();
+        let body = r.into_body().read_to_string().unwrap();
+        if body.contains("\"running\": true") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the capture never started: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A capture file as the format describes it: header, records (timestamp, payload size,
 /// payload, pid), end marker, an empty tagger state and its size.
 fn built_v3(payloads: &[&[u8]]) -> Vec<u8> {
@@ -91,19 +108,7 @@ fn a_capture_replayed_into_a_fresh_server_flushes_the_same() {
         .spawn()
         .unwrap();
     // Wait until the capture runs, then send known traffic over both transports.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = ureq::get(&format!("http://{http}/capture")).call().unwrap();
-        let body = r.into_body().read_to_string().unwrap();
-        if body.contains("\"running\": true") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the capture never started: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_running(&http);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let unix = std::os::unix::net::UnixDatagram::unbound().unwrap();
     let mut sent = 0;
@@ -165,15 +170,7 @@ fn a_zstd_capture_replays_and_a_corrupt_one_is_refused_naming_its_offset() {
     let dir_arg = dir.display().to_string();
     let server = Server::start(&["--cores", "0"]);
     let http = server.http.unwrap().to_string();
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = server.addr;
-    let sender = std::thread::spawn(move || {
-        for _ in 0..30 {
-            udp.send_to(b"z.count:1|c", addr).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
-    let out = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+    let capture = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
         .args([
             "capture",
             "--seconds",
@@ -184,9 +181,16 @@ fn a_zstd_capture_replays_and_a_corrupt_one_is_refused_naming_its_offset() {
             "--http-addr",
             &http,
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    sender.join().unwrap();
+    wait_running(&http);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..30 {
+        udp.send_to(b"z.count:1|c", server.addr).unwrap();
+    }
+    let out = capture.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -15,7 +15,7 @@ use regex_automata::util::captures::Captures;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternID};
 
-use super::profiles::{CheckedProfile, MapperError};
+use super::profiles::{CheckedProfile, MapperError, syntax_error};
 
 /// The DFA may not grow past this; a rule set that needs more is refused at start-up.
 const DFA_SIZE_LIMIT: usize = 256 << 20;
@@ -152,18 +152,6 @@ pub struct Mapper {
 pub struct Scratch {
     /// One (cache, captures) per rule, made the first time the rule matches.
     per_rule: Vec<Option<(meta::Cache, Captures)>>,
-}
-
-/// The regex parser's own message and the column it points at (the builder's own text is only
-/// "error parsing pattern 0").
-fn syntax_error(e: &regex_automata::meta::BuildError) -> String {
-    use regex_syntax::Error;
-    match e.syntax_error() {
-        Some(Error::Parse(p)) => format!("{} at column {}", p.kind(), p.span().start.column),
-        Some(Error::Translate(t)) => format!("{} at column {}", t.kind(), t.span().start.column),
-        Some(other) => other.to_string(),
-        None => e.to_string(),
-    }
 }
 
 impl Mapper {

@@ -166,6 +166,18 @@ fn wildcard_regex(pattern: &str) -> Result<String, String> {
     Ok(re)
 }
 
+/// The regex parser's own message and the column it points at (the builder's own text is only
+/// "error parsing pattern 0").
+pub(super) fn syntax_error(e: &regex_automata::meta::BuildError) -> String {
+    use regex_syntax::Error;
+    match e.syntax_error() {
+        Some(Error::Parse(p)) => format!("{} at column {}", p.kind(), p.span().start.column),
+        Some(Error::Translate(t)) => format!("{} at column {}", t.kind(), t.span().start.column),
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,6 +267,8 @@ mod table;
 #[cfg(test)]
 mod cardinality_tests;
 #[cfg(test)]
+mod options_tests;
+#[cfg(test)]
 mod origin_tests;
 #[cfg(test)]
 mod pipeline_tests;

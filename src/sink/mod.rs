@@ -11,6 +11,7 @@
 
 pub mod datadog;
 pub mod delivery;
+mod delivery_stats;
 pub mod http;
 pub mod jsonl;
 pub mod payload;
