@@ -57,12 +57,22 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     }
     let names = &cfg.aggregate.names;
     if let Some(m) = &names.mapper {
-        eprintln!(
-            "corestatsd: mapper: {} rules in one DFA of {} KiB, cache {} names per shard",
-            m.rule_count(),
-            m.dfa_bytes() >> 10,
-            names.cache_size
-        );
+        match m.engine_name() {
+            "dense" => eprintln!(
+                "corestatsd: mapper: {} rules in one DFA of {} KiB, cache {} names per shard",
+                m.rule_count(),
+                m.dfa_bytes() >> 10,
+                names.cache_size
+            ),
+            _ => eprintln!(
+                "corestatsd: mapper: {} rules in a lazy DFA (their dense DFA would pass {} MiB), \
+                 at most {} KiB of DFA states and {} cached names per shard",
+                m.rule_count(),
+                crate::map::mapper::DENSE_LIMIT >> 20,
+                m.dfa_bytes() >> 10,
+                names.cache_size
+            ),
+        }
     }
     install_signal_handlers().map_err(|e| RunError {
         message: format!("cannot install signal handlers: {e}"),
