@@ -7,8 +7,10 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
+use crate::aggregate::Reload;
 use crate::config::{Config, Downstream};
 use crate::listen::capture::Capture;
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
@@ -175,7 +177,12 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         }
     };
     let mut level = memory::Pressure::Normal;
+    let (reload_senders, reloads): (Vec<_>, Vec<_>) =
+        cfg.cores.iter().map(|_| mpsc::channel()).unzip();
     let on_tick = || {
+        if RELOAD.swap(false, Ordering::Relaxed) {
+            reload_shards(&cfg, &reload_senders, &board);
+        }
         let Some(l) = limit.get() else { return };
         let now = l.update();
         if now != level {
@@ -194,7 +201,14 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             level = now;
         }
     };
-    let result = shard::run_shards(&cfg, sockets, tx, (&board, &capture), on_ready, on_tick);
+    let result = shard::run_shards(
+        &cfg,
+        (sockets, reloads),
+        tx,
+        (&board, &capture),
+        on_ready,
+        on_tick,
+    );
     remove_socket_files(&cfg);
     let stats = sink_thread.join().unwrap_or_default();
     // Up until the last window is written: `/readyz` says "stopping" meanwhile.
@@ -486,6 +500,52 @@ extern "C" fn on_signal(_: libc::c_int) {
     shard::request_stop();
 }
 
+/// Set by SIGHUP; the main thread's tick takes it and reloads.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
+}
+
+/// SIGHUP: reads the command line, its `--config` and the environment again and hands every
+/// shard what a running server may change; a configuration that does not load changes nothing.
+fn reload_shards(cfg: &Config, shards: &[mpsc::Sender<Reload>], board: &Board) {
+    let (reload, restart) = match crate::config::reload(cfg, std::env::args_os().collect()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corestatsd: SIGHUP: not reloaded, the running configuration stays: {e}");
+            board.reload_refused(e);
+            return;
+        }
+    };
+    let n = &reload.names;
+    let caps = |c: Option<usize>| c.map_or("none".to_string(), |c| format!("{c} per shard"));
+    let line = format!(
+        "mapper {}, namespace {}, {} blocked names and prefixes, {} extra tags, max contexts {}, \
+         per metric {}",
+        n.mapper
+            .as_ref()
+            .map_or("off".to_string(), |m| format!("{} rules", m.rule_count())),
+        n.namespace.as_deref().unwrap_or("none"),
+        n.block_exact.len() + n.block_prefix.len(),
+        n.extra_tags.len(),
+        caps(reload.max_contexts),
+        caps(reload.max_contexts_per_metric),
+    );
+    for s in shards {
+        // A shard that has ended is stopping the server anyway.
+        let _ = s.send(reload.clone());
+    }
+    eprintln!(
+        "corestatsd: SIGHUP: reloaded: {line}{}",
+        if restart.is_empty() {
+            String::new()
+        } else {
+            format!("; changed but kept until a restart: {}", restart.join(", "))
+        }
+    );
+}
+
 fn install_signal_handlers() -> nix::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
@@ -497,5 +557,12 @@ fn install_signal_handlers() -> nix::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(sig, &action) }?;
     }
+    let hangup = SigAction::new(
+        SigHandler::Handler(on_hangup),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: as above.
+    unsafe { sigaction(Signal::SIGHUP, &hangup) }?;
     Ok(())
 }

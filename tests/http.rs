@@ -5,48 +5,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
 use common::prometheus::Prometheus;
+use common::{Server, get, wait_for};
 use serde_json::Value;
-
-/// Status and body of a GET.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{addr}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let mut body = String::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_string(&mut body)
-        .unwrap();
-    (resp.status().as_u16(), body)
-}
-
-/// Polls (bounded) until `pred` holds for the path's body; returns that body.
-fn wait_for(addr: SocketAddr, path: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get(addr, path);
-        if status == 200 && pred(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never matched; last: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The sum of a family's samples whose labels contain every one of `with`.
 fn sample_sum(text: &str, family: &str, with: &[&str]) -> f64 {

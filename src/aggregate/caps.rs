@@ -157,6 +157,12 @@ impl Caps {
     /// At the end of a close's sweep: if a cap may have room again (a context was freed, or a
     /// context refused for memory and the pressure is gone), refused contexts get another chance.
     /// Otherwise they keep their overflow context without another trip through the caps.
+    /// Forgets which overflow context each refused alias went to (a reload: names may map
+    /// elsewhere now), so refused contexts meet the caps again.
+    pub(super) fn forget_aliases(&mut self) {
+        self.overflow_aliases.clear();
+    }
+
     pub(super) fn at_close(&mut self) {
         if self.changed && self.pressure == Pressure::Normal {
             self.overflow_aliases.clear();

@@ -21,6 +21,7 @@ mod close;
 mod ingest;
 mod key;
 mod pending;
+mod reload;
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -31,6 +32,7 @@ pub use batch::{ContextBatch, Partial, owner_of};
 #[cfg(test)]
 pub(crate) use caps::OVERFLOW_TAG;
 pub use ingest::{Packet, ingest};
+pub use reload::Reload;
 
 use caps::{Caps, OVERFLOW_FULL};
 use close::Closing;
@@ -379,8 +381,11 @@ impl Aggregator {
             let id = match self.find_key(key) {
                 // Same context, tags in another order (or another name as sent mapped to it):
                 // served by this path each time rather than adding aliases that would have to
-                // be tracked and freed.
-                Some(id) => id,
+                // be tracked and freed. (After a reload, the first such name is the alias.)
+                Some(id) => {
+                    self.reattach(id, alias);
+                    id
+                }
                 None => match self.refusal(name) {
                     None => {
                         let lists = (m.tags, &out.mapped_tags[..]);

@@ -6,10 +6,12 @@ mod downstream;
 mod file;
 mod flags;
 mod names;
+mod reload;
 
 pub use downstream::{Downstream, DownstreamSettings};
 use flags::CoreList;
 pub use flags::{Command, EolRequired, Flags};
+pub use reload::reload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

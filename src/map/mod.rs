@@ -144,6 +144,14 @@ impl Stage {
         }
     }
 
+    /// Becomes the stage of `cfg` (a reload): a new mapper copy and an empty result cache; the
+    /// counts since the last `take_stats` carry over.
+    pub fn reload(&mut self, cfg: &NameConfig) {
+        let stats = self.stats;
+        *self = Stage::new(cfg);
+        self.stats = stats;
+    }
+
     /// Extra tags for every metric, event and service check.
     pub fn extra_tags(&self) -> Rc<[Box<[u8]>]> {
         self.extra_tags.clone()

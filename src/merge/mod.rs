@@ -272,6 +272,8 @@ mod options_tests;
 mod origin_tests;
 #[cfg(test)]
 mod pipeline_tests;
+#[cfg(test)]
+mod reload_tests;
 
 #[cfg(test)]
 mod tests {

@@ -69,6 +69,8 @@ pub fn render(p: &Published, board: &Board, summary: &Summary) -> String {
         total.fold(c);
     }
     let beats = board.since_beats();
+    let reloads = board.reloads_applied();
+    let (refused, last_refusal) = board.refused_reloads();
     let shards: Vec<Value> = p
         .last
         .iter()
@@ -78,6 +80,7 @@ pub fn render(p: &Published, board: &Board, summary: &Summary) -> String {
             v["shard"] = json!(i);
             v["cpu"] = json!(summary.cores.get(i));
             v["heartbeat_age_ms"] = json!(beats.get(i).copied().flatten().map(|a| a.as_millis()));
+            v["reloads_applied"] = json!(reloads.get(i));
             v
         })
         .collect();
@@ -93,6 +96,8 @@ pub fn render(p: &Published, board: &Board, summary: &Summary) -> String {
         "shards": shards,
         "total": window_of(&total, secs),
         "downstreams": p.downstreams,
+        "reloads_refused": refused,
+        "last_refused_reload": last_refusal,
     });
     let mut out =
         serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

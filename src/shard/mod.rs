@@ -6,7 +6,9 @@
 //! * window (background queue): at each wall-clock window end, sweep the closed window in chunks
 //!   and send every owner its `ContextBatch`;
 //! * inbox (background queue): merge the batches other shards send, hand results to the sink;
-//! * control (background queue): wait for the stop signal and wake every other task.
+//! * control (background queue): wait for the stop signal and wake every other task;
+//! * heartbeat (background queue): beat on the board every 100 ms, and apply a configuration
+//!   reload (SIGHUP) the main thread sent.
 //!
 //! Runtime only: what a packet becomes is `aggregate`'s, how a window merges is `merge`'s.
 //! Per-core state sits in `Rc<RefCell<..>>` and never leaves its executor; only `ShardMsg` values
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::aggregate::{Aggregator, ContextBatch};
+use crate::aggregate::{Aggregator, ContextBatch, Reload};
 use crate::config::Config;
 use crate::counters::{CacheResult, Counters};
 use crate::label::by;
@@ -93,6 +95,8 @@ pub struct ShardSetup {
     pub board: Arc<Board>,
     /// The traffic capture the shard offers its packets to while one runs.
     pub capture: Arc<Capture>,
+    /// Configuration reloads (SIGHUP), applied at the next heartbeat.
+    pub reloads: mpsc::Receiver<Reload>,
 }
 
 struct Shard {
@@ -127,7 +131,7 @@ struct Shard {
 /// and `on_tick` every `STOP_POLL` from then on, and waits for all of them to stop.
 pub fn run_shards(
     cfg: &Config,
-    sockets: Vec<Sockets>,
+    (sockets, reloads): (Vec<Sockets>, Vec<mpsc::Receiver<Reload>>),
     sink: SinkSender,
     (board, capture): (&Arc<Board>, &Arc<Capture>),
     on_ready: impl FnOnce(),
@@ -140,7 +144,8 @@ pub fn run_shards(
     let clock_base = Instant::now();
     let mut handles = Vec::new();
     let mut wakers = Vec::new();
-    for (index, (sockets, &cpu)) in sockets.into_iter().zip(&cfg.cores).enumerate() {
+    let shards = sockets.into_iter().zip(reloads).zip(&cfg.cores);
+    for (index, ((sockets, reloads), &cpu)) in shards.enumerate() {
         let (waker, stop_wake) = UnixStream::pair()?;
         wakers.push(waker);
         let setup = ShardSetup {
@@ -155,6 +160,7 @@ pub fn run_shards(
             ready: ready_tx.clone(),
             board: board.clone(),
             capture: capture.clone(),
+            reloads,
         };
         let cfg = cfg.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -291,11 +297,17 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     // below (a detached task still pending when the executor ends keeps its `Rc<Shard>`, and
     // with it the sink sender, alive).
     let (beating, board, index) = (shard.clone(), setup.board, setup.index);
+    let reloads = setup.reloads;
     let heartbeat = glommio::spawn_local_into(
         async move {
             // Plain sleeps: no wait on the stop semaphore (a stop is seen within one beat).
             while !beating.stop.get() {
                 board.beat(index);
+                // Between two samples: no borrow of the aggregator is held across an await.
+                while let Ok(r) = reloads.try_recv() {
+                    beating.agg.borrow_mut().reload(r);
+                    board.reloaded(index);
+                }
                 glommio::timer::sleep(BEAT).await;
             }
         },

@@ -109,6 +109,10 @@ pub struct Board {
     ready: AtomicBool,
     /// Per shard: milliseconds from `started` to its last heartbeat, plus one (0: none yet).
     beats: Box<[AtomicU64]>,
+    /// Per shard: configuration reloads (SIGHUP) applied.
+    reloads: Box<[AtomicU64]>,
+    /// SIGHUPs whose configuration did not load, and the last one's error.
+    refused_reload: Mutex<(u64, Option<String>)>,
     published: Mutex<Published>,
 }
 
@@ -118,6 +122,8 @@ impl Board {
             started: Instant::now(),
             ready: AtomicBool::new(false),
             beats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            reloads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            refused_reload: Mutex::new((0, None)),
             published: Mutex::new(Published {
                 last: vec![Counters::default(); shards],
                 totals: vec![Counters::default(); shards],
@@ -147,6 +153,39 @@ impl Board {
         if let Some(b) = self.beats.get(shard) {
             b.store(ms, Ordering::Relaxed);
         }
+    }
+
+    /// Shard `shard` applied a configuration reload.
+    pub fn reloaded(&self, shard: usize) {
+        if let Some(r) = self.reloads.get(shard) {
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reloads each shard has applied.
+    pub fn reloads_applied(&self) -> Vec<u64> {
+        self.reloads
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// A SIGHUP's configuration did not load.
+    pub fn reload_refused(&self, error: String) {
+        let mut r = self
+            .refused_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.0 += 1;
+        r.1 = Some(error);
+    }
+
+    /// SIGHUPs refused so far, and the last one's error.
+    pub fn refused_reloads(&self) -> (u64, Option<String>) {
+        self.refused_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How long ago each shard last beat (`None`: never).

@@ -371,3 +371,38 @@ pub fn wait_closed(s: &mut impl Read) {
         }
     }
 }
+
+/// Status and body of a GET.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let mut body = String::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_string(&mut body)
+        .unwrap();
+    (resp.status().as_u16(), body)
+}
+
+/// Polls (bounded) until `pred` holds for the path's body; returns that body.
+pub fn wait_for(addr: SocketAddr, path: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(addr, path);
+        if status == 200 && pred(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never matched; last: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
