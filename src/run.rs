@@ -389,7 +389,13 @@ fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
     let host = cfg.aggregate.default_host.clone();
     let interval = cfg.aggregate.bucket_secs;
     let delivery = |name: &'static str, base_url: String, headers: Vec<(String, String)>| {
+        // Remote write: one request at a time, so each series' samples arrive in order.
+        let max_in_flight = match cfg.downstream {
+            Downstream::PrometheusRemoteWrite(_) => 1,
+            _ => ds.http_max_in_flight,
+        };
         Delivery::start(DeliveryConfig {
+            max_in_flight,
             name,
             base_url,
             headers,

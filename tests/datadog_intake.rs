@@ -288,6 +288,9 @@ fn queue_overflow_drops_the_oldest_and_counts_them() {
     let mut server = start(
         &intake.url(),
         &[
+            // One request out: every later payload waits in the one-byte queue.
+            "--http-max-in-flight",
+            "1",
             "--retry-queue-bytes",
             "1",
             "--retry-backoff-base-ms",

@@ -9,7 +9,7 @@
 use serde_norway::Value;
 
 /// The keys, by name, in the README's table order.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 21] = [
     "dogstatsd_port",
     "bind_host",
     "dogstatsd_non_local_traffic",
@@ -29,6 +29,8 @@ pub const KEYS: [&str; 19] = [
     "api_key",
     "site",
     "dd_url",
+    "forwarder_timeout",
+    "forwarder_num_workers",
 ];
 
 /// A key's value, from the file or the environment, and where it came from.
@@ -186,6 +188,8 @@ pub fn settings(found: &[(&'static str, Found)]) -> Result<(Vec<Setting>, Option
         ("dogstatsd_expiry_seconds", "--counter-zero-fill-secs"),
         ("dogstatsd_context_expiry_seconds", "--context-expiry-secs"),
         ("hostname", "--hostname"),
+        ("forwarder_timeout", "--http-timeout-secs"),
+        ("forwarder_num_workers", "--http-max-in-flight"),
     ] {
         if let Some((v, f)) = scalar(key)? {
             // The Agent's empty socket path and 0 receive buffer mean "none" and "the OS's".
@@ -267,7 +271,7 @@ mod tests {
              dogstatsd_expiry_seconds: 60\ndogstatsd_context_expiry_seconds: 30\n\
              histogram_aggregates: [max, count]\nhistogram_percentiles: ['0.5', 0.99]\n\
              statsd_forward_host: 127.0.0.1\nstatsd_forward_port: 9999\nhostname: web-1\n\
-             api_key: abc\nsite: datadoghq.eu\n",
+             api_key: abc\nsite: datadoghq.eu\nforwarder_timeout: 30\nforwarder_num_workers: 8\n",
         );
         let found = gather(&f, "dd.yaml", &|_| None);
         let (s, key) = settings(&found).unwrap();
@@ -280,6 +284,8 @@ mod tests {
                 "--counter-zero-fill-secs 60",
                 "--context-expiry-secs 30",
                 "--hostname web-1",
+                "--http-timeout-secs 30",
+                "--http-max-in-flight 8",
                 "--origin-detection",
                 "--eol-required udp",
                 "--histogram-aggregates max,count",

@@ -107,6 +107,8 @@ pub struct DownstreamSettings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub stop_timeout: Duration,
+    /// `--http-max-in-flight`.
+    pub http_max_in_flight: usize,
     pub remote_write_counter_expiry_secs: u64,
     pub relay_max_packet_bytes: Option<usize>,
 }
@@ -126,6 +128,7 @@ pub(super) fn settings(f: &Flags) -> Result<DownstreamSettings, String> {
         backoff_base: Duration::from_millis(f.retry_backoff_base_ms),
         backoff_max: Duration::from_millis(f.retry_backoff_max_ms.max(f.retry_backoff_base_ms)),
         stop_timeout: Duration::from_secs(f.downstream_stop_timeout_secs),
+        http_max_in_flight: f.http_max_in_flight as usize,
         remote_write_counter_expiry_secs: f.remote_write_counter_expiry_secs,
         relay_max_packet_bytes: f.relay_max_packet_bytes.map(|b| b as usize),
     })

@@ -390,8 +390,8 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value_t = 1 << 30)]
     pub retry_spill_max_bytes: u64,
 
-    /// HTTP downstreams: the whole-request timeout. Defaults to 20 (the Agent's
-    /// forwarder_timeout).
+    /// HTTP downstreams: the whole-request timeout. Defaults to 20, as the Agent's
+    /// `forwarder_timeout` (its file key).
     #[arg(long, hide_default_value = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_timeout_secs: u64,
 
@@ -403,6 +403,12 @@ pub struct Flags {
     /// HTTP downstreams: the longest retry delay. Defaults to 32000.
     #[arg(long, hide_default_value = true, default_value_t = 32_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_backoff_max_ms: u64,
+
+    /// HTTP downstreams: requests out at once, each on its own connection (file key
+    /// `forwarder_num_workers`). Datadog payloads go in any order; Prometheus remote write
+    /// always keeps one, since Prometheus refuses a series' samples out of order. Defaults to 4.
+    #[arg(long, hide_default_value = true, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub http_max_in_flight: u32,
 
     /// HTTP downstreams: at stop, how long to keep delivering before what is left is spilled
     /// (or dropped and counted, without --retry-spill-dir). Defaults to 5.

@@ -1,7 +1,8 @@
 //! HTTP delivery for the API downstreams (Datadog intake, Prometheus remote write): a bounded
-//! queue of encoded, compressed payloads, one delivery thread that posts them, retries with
-//! exponential backoff and jitter, spills to disk what memory cannot hold, and counts everything
-//! it sends, retries or drops.
+//! queue of encoded, compressed payloads, `max_in_flight` delivery threads that post them (one
+//! request each at a time; remote write keeps one, for its per-series order), retry with
+//! exponential backoff and jitter, spill to disk what memory cannot hold, and count everything
+//! they send, retry or drop.
 //!
 //! Owns the delivery thread and the queue, and decides when to spill (`spill.rs` owns the files).
 //! Must not encode: it moves opaque `Payload`s. The sink thread only enqueues (never blocks on the network), so a slow intake
@@ -13,8 +14,10 @@
 //! the status and the start of the response body. Overflowing `queue_bytes` moves the oldest
 //! payloads to the spill directory when there is one (dropping the oldest spilled files past
 //! `spill_max_bytes`), or drops them. Spilled payloads are older than queued ones and are sent
-//! first, including by the next process started on the same directory. At stop the thread keeps
-//! delivering for `stop_timeout`, then spills (or drops, counted) what is left.
+//! first, including by the next process started on the same directory. At stop the threads keep
+//! delivering for `stop_timeout`, then spill (or drop, counted) what is left. A request still
+//! waiting for its answer then is not waited for: its payload is spilled (so it may arrive twice:
+//! at least once) or dropped and counted, and `close` returns within the stop timeout.
 
 use crate::label::{Label, by};
 use std::collections::VecDeque;
@@ -44,7 +47,12 @@ pub struct DeliveryConfig {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub stop_timeout: Duration,
+    /// Requests out at once (threads); 1 keeps payloads in order.
+    pub max_in_flight: usize,
 }
+
+/// How much longer than the stop timeout `close` waits for a request that is already out.
+const STOP_GRACE: Duration = Duration::from_millis(250);
 
 pub use super::delivery_stats::{DeliveryStats, DropReason, StatsSnapshot};
 
@@ -60,12 +68,18 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     stats: DeliveryStats,
+    /// Per delivery thread: the payload it is posting, when it came from the queue (a spilled
+    /// one stays on disk until delivered).
+    in_flight: Mutex<Vec<Option<Arc<Payload>>>>,
+    /// Delivery threads still running; `ended` is notified as each one returns.
+    running: Mutex<usize>,
+    ended: Condvar,
 }
 
-/// The sink's handle on its delivery thread.
+/// The sink's handle on its delivery threads.
 pub struct Delivery {
     shared: Arc<Shared>,
-    thread: Option<thread::JoinHandle<()>>,
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl Delivery {
@@ -90,20 +104,37 @@ impl Delivery {
             spill,
             closed: false,
         };
+        let workers = cfg.max_in_flight.max(1);
         let shared = Arc::new(Shared {
             cfg,
             queue: Mutex::new(queue),
             wake: Condvar::new(),
             stats: DeliveryStats::default(),
+            in_flight: Mutex::new(vec![None; workers]),
+            running: Mutex::new(workers),
+            ended: Condvar::new(),
         });
-        let s = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name(format!("corestatsd-{}", shared.cfg.name))
-            .spawn(move || deliver_loop(&s))?;
-        Ok(Delivery {
-            shared,
-            thread: Some(thread),
-        })
+        let mut threads = Vec::with_capacity(workers);
+        for worker in 0..workers {
+            let s = Arc::clone(&shared);
+            let spawned = thread::Builder::new()
+                .name(format!("corestatsd-{}-{worker}", shared.cfg.name))
+                .spawn(move || {
+                    deliver_loop(&s, worker);
+                    *s.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    s.ended.notify_all();
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The ones started stop at once: nothing was queued yet.
+                    shared.lock().closed = true;
+                    shared.wake.notify_all();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Delivery { shared, threads })
     }
 
     /// Queues one payload; never waits for the network.
@@ -153,12 +184,59 @@ impl Delivery {
     }
 
     /// Delivers what it can within the stop timeout, spills or drops the rest, and joins the
-    /// thread. Returns the final counters.
+    /// threads; a request still out when the timeout (and a short grace) has passed is not
+    /// waited for: its payload is spilled or dropped, counted. Returns the final counters.
     pub fn close(&mut self) -> StatsSnapshot {
-        self.shared.lock().closed = true;
-        self.shared.wake.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if self.threads.is_empty() {
+            return self.snapshot();
+        }
+        let s = &self.shared;
+        s.lock().closed = true;
+        s.wake.notify_all();
+        let deadline = Instant::now() + s.cfg.stop_timeout + STOP_GRACE;
+        let mut running = s.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            running = s
+                .ended
+                .wait_timeout(running, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let cut_short = *running > 0;
+        drop(running);
+        if cut_short {
+            // Left running, detached: the process is about to exit.
+            self.threads.clear();
+            let out: Vec<Arc<Payload>> = s
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect();
+            eprintln!(
+                "corestatsd: {}: stop timeout reached with {} requests unanswered; {}",
+                s.cfg.name,
+                out.len(),
+                match &s.cfg.spill_dir {
+                    Some(d) => format!("their payloads spilled to {}", d.display()),
+                    None => "their payloads dropped (set a spill directory to keep them)".into(),
+                }
+            );
+            let mut q = s.lock();
+            for p in out {
+                s.spill_or_drop(&mut q, Arc::unwrap_or_clone(p), DropReason::Stop);
+            }
+            // No thread is free to do it: what is still queued goes too.
+            drain_at_stop(s, &mut q);
+        } else {
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
         }
         self.snapshot()
     }
@@ -166,7 +244,7 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             self.close();
         }
     }
@@ -175,6 +253,15 @@ impl Drop for Delivery {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Worker `worker` is posting `p` (`None`: nothing, or a spilled file). Returns whether the
+    /// payload is still its own: false once `close` took it (it was spilled or dropped).
+    fn set_in_flight(&self, worker: usize, p: Option<Arc<Payload>>) -> bool {
+        let mut all = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = all[worker].is_some();
+        all[worker] = p;
+        mine
     }
 
     fn note_error(&self, error: String) {
@@ -235,10 +322,10 @@ impl Shared {
 /// Where the next payload comes from.
 enum Next {
     Spilled(Spilled),
-    Queued(Payload),
+    Queued(Arc<Payload>),
 }
 
-fn deliver_loop(s: &Shared) {
+fn deliver_loop(s: &Shared, worker: usize) {
     let http: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(s.cfg.timeout))
         .http_status_as_error(false)
@@ -263,6 +350,10 @@ fn deliver_loop(s: &Shared) {
                 }
                 if let Some(p) = q.items.pop_front() {
                     q.bytes -= p.cost();
+                    // Registered before the queue is unlocked: `close` sees it in one place
+                    // or the other.
+                    let p = Arc::new(p);
+                    s.set_in_flight(worker, Some(Arc::clone(&p)));
                     break Some(Next::Queued(p));
                 }
                 if q.closed {
@@ -275,7 +366,7 @@ fn deliver_loop(s: &Shared) {
         let (payload, spill_file) = match next {
             Next::Queued(p) => (p, None),
             Next::Spilled(f) => match f.read() {
-                Some(p) => (p, Some(f)),
+                Some(p) => (Arc::new(p), Some(f)),
                 None => {
                     eprintln!(
                         "corestatsd: {}: spill file {} is unreadable; removed",
@@ -289,6 +380,8 @@ fn deliver_loop(s: &Shared) {
             },
         };
         let delivered = send_with_retries(s, &http, &payload, &mut rng, &mut stop_by);
+        // Taken back from `close`'s reach; if `close` took it first, it was spilled or dropped.
+        let still_mine = s.set_in_flight(worker, None);
         match (spill_file, delivered) {
             (Some(f), true) => f.remove(),
             (None, true) => {}
@@ -298,7 +391,9 @@ fn deliver_loop(s: &Shared) {
                 let mut q = s.lock();
                 match (spilled, q.spill.as_mut()) {
                     (Some(f), Some(spill)) => spill.put_back(f),
+                    (None, _) if !still_mine => {}
                     _ => {
+                        let payload = Arc::unwrap_or_clone(payload);
                         q.bytes += payload.cost();
                         q.items.push_front(payload);
                     }
@@ -464,104 +559,5 @@ impl Jitter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-    use std::path::Path;
-
-    fn payload(i: u8) -> Payload {
-        Payload {
-            path: "/p".into(),
-            content_type: "x".into(),
-            encoding: String::new(),
-            points: 1,
-            body: vec![i; 100],
-        }
-    }
-
-    fn unreachable(dir: &Path, spill_files: u64) -> DeliveryConfig {
-        DeliveryConfig {
-            name: "test",
-            // Port 1 on loopback: nothing listens, every POST fails to connect.
-            base_url: "http://127.0.0.1:1".into(),
-            headers: vec![],
-            timeout: Duration::from_secs(1),
-            queue_bytes: 1,
-            spill_dir: Some(dir.to_path_buf()),
-            // Each file: a 29-byte header and the 100-byte body.
-            spill_max_bytes: spill_files * 129,
-            backoff_base: Duration::from_secs(60),
-            backoff_max: Duration::from_secs(60),
-            stop_timeout: Duration::ZERO,
-        }
-    }
-
-    fn spilled_bodies(dir: &Path) -> Vec<u8> {
-        let mut files: Vec<PathBuf> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|f| {
-                let bytes = fs::read(f).unwrap();
-                // The body (100 bytes of the payload's number) ends the file.
-                bytes[bytes.len() - 100]
-            })
-            .collect()
-    }
-
-    #[test]
-    fn overflow_spills_the_limit_drops_the_oldest_and_a_restart_sends_them_first() {
-        let dir = std::env::temp_dir().join(format!("corestatsd-spill-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("00000000000000000007.tmp"), b"cut short").unwrap();
-        let mut d = Delivery::start(unreachable(&dir, 2)).unwrap();
-        assert!(!dir.join("00000000000000000007.tmp").exists());
-        d.submit(payload(0));
-        // Payload 0 is in flight (waiting out its backoff) once its first attempt failed.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while d.snapshot().retries == 0 {
-            assert!(Instant::now() < deadline, "no attempt made");
-            thread::sleep(Duration::from_millis(5));
-        }
-        for i in 1..=5 {
-            d.submit(payload(i));
-        }
-        // The queue holds the newest (5); 1..=4 were spilled, and the limit of two files kept
-        // only 3 and 4.
-        assert_eq!(spilled_bodies(&dir), [3, 4]);
-        let s = d.close();
-        // At stop the payload in flight and the queued one are spilled too; the limit keeps the
-        // last two written.
-        assert_eq!(spilled_bodies(&dir), [0, 5]);
-        assert_eq!(s.dropped_payloads[DropReason::SpillFull], 4);
-        assert_eq!((s.dropped_points, s.payloads, s.spilled), (4, 0, 6));
-
-        // A new process on the same directory finds them, oldest first, and keeps them while
-        // the intake stays unreachable.
-        let mut again = Delivery::start(unreachable(&dir, 2)).unwrap();
-        while again.snapshot().retries == 0 {
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(10),
-                "no attempt made"
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        let s = again.close();
-        assert_eq!((s.dropped(), s.spilled_bytes), (0, 2 * 129));
-        assert_eq!(spilled_bodies(&dir), [0, 5]);
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn jitter_stays_in_unit_interval() {
-        let mut j = Jitter(42);
-        for _ in 0..1000 {
-            let x = j.next_unit();
-            assert!((0.0..1.0).contains(&x));
-        }
-    }
-}
+#[path = "delivery_tests.rs"]
+mod tests;
