@@ -146,7 +146,7 @@ fn tcp_length_framing_and_newline_framing_with_eol_required() {
 }
 
 #[test]
-fn idle_tcp_clients_are_closed_and_connections_beyond_the_limit_refused() {
+fn a_newcomer_past_the_limit_takes_the_idle_ones_place_and_idle_clients_are_closed() {
     let server = Server::start(&[
         "--cores",
         "0",
@@ -164,28 +164,25 @@ fn idle_tcp_clients_are_closed_and_connections_beyond_the_limit_refused() {
     let addr = server.tcp.unwrap();
     let mut first = TcpStream::connect(addr).unwrap();
     first.write_all(b"idle.sent:1|c\n").unwrap();
-    // One shard accepts its backlog in order: the first connection is counted open before the
-    // second is accepted (and refused).
+    // The shard is at its limit of one: the newcomer evicts the first connection, which is read
+    // to its end and closed.
     let mut second = TcpStream::connect(addr).unwrap();
-    let _ = second.write_all(b"refused:1|c\n");
-    second
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    wait_closed(&mut second);
-    // The idle one is closed by the server after about a second.
+    second.write_all(b"newcomer:1|c\n").unwrap();
     first
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let started = std::time::Instant::now();
     wait_closed(&mut first);
+    // The newcomer, silent from then on, is closed by the server after about a second.
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    wait_closed(&mut second);
     assert!(started.elapsed() < Duration::from_secs(9));
     let done = stopped_ok(server);
     assert_eq!(value(&done, "idle.sent"), 1.0, "what it sent was kept");
-    assert!(
-        metric_lines(&done.lines)
-            .iter()
-            .all(|m| m["name"] != "refused")
-    );
+    assert_eq!(value(&done, "newcomer"), 1.0);
+    assert_eq!(closed(&done, "tcp", "evicted"), 1.0);
     assert_eq!(closed(&done, "tcp", "idle_timeout"), 1.0);
-    assert_eq!(closed(&done, "tcp", "refused"), 1.0);
+    assert_eq!(closed(&done, "tcp", "refused"), 0.0);
 }

@@ -129,8 +129,21 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value_t = 300)]
     pub tcp_idle_timeout_secs: u64,
 
-    /// Open stream connections (TCP and unix stream together) one shard serves; more are closed
-    /// at once and counted. Each holds up to 2 x --buffer-size-bytes. Defaults to 1024.
+    /// A unix stream connection that sends nothing for this long is closed (counted); 0 never
+    /// closes one. Defaults to 300.
+    #[arg(long, hide_default_value = true, default_value_t = 300)]
+    pub uds_stream_idle_timeout_secs: u64,
+
+    /// A stream connection that holds part of a frame (or line) for this long without
+    /// completing one is closed (counted as frame_timeout; the part is dropped): a client
+    /// trickling bytes cannot hold its slot. 0 turns it off. Defaults to 10.
+    #[arg(long, hide_default_value = true, default_value_t = 10)]
+    pub stream_frame_timeout_secs: u64,
+
+    /// Open connections of each stream transport (TCP, unix stream: each its own) one shard
+    /// serves. A new client past it takes the place of the transport's longest-idle connection,
+    /// which is read to its end and closed (counted as evicted). Each holds up to
+    /// 2 x --buffer-size-bytes. Defaults to 1024.
     #[arg(long, hide_default_value = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_shard: u32,
 

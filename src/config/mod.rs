@@ -54,6 +54,10 @@ pub struct Config {
     pub tcp_framing: Framing,
     /// `None` never closes an idle connection.
     pub tcp_idle_timeout: Option<Duration>,
+    /// `None` never closes an idle connection.
+    pub uds_stream_idle_timeout: Option<Duration>,
+    /// `None`: a partial frame may wait for ever.
+    pub stream_frame_timeout: Option<Duration>,
     pub max_connections_per_shard: usize,
     pub origin: Option<OriginDetection>,
     pub so_rcvbuf_bytes: usize,
@@ -250,6 +254,10 @@ impl Config {
             tcp_framing: f.tcp_framing,
             tcp_idle_timeout: (f.tcp_idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(f.tcp_idle_timeout_secs)),
+            uds_stream_idle_timeout: (f.uds_stream_idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(f.uds_stream_idle_timeout_secs)),
+            stream_frame_timeout: (f.stream_frame_timeout_secs > 0)
+                .then(|| Duration::from_secs(f.stream_frame_timeout_secs)),
             max_connections_per_shard: f.max_connections_per_shard as usize,
             origin: f.origin_detection.then(|| OriginDetection {
                 cache_ttl: Duration::from_secs(f.origin_cache_ttl_secs),

@@ -73,11 +73,18 @@ crate::label::labels! {
         /// A length-framed connection opened with text: a newline client (logged, naming
         /// `--tcp-framing`).
         TextOnLengthFraming => "text_on_length_framing",
-        /// Nothing received for `--tcp-idle-timeout-secs`.
+        /// Nothing received for `--tcp-idle-timeout-secs` (`--uds-stream-idle-timeout-secs`).
         IdleTimeout => "idle_timeout",
+        /// Holding part of a frame, none completed, for `--stream-frame-timeout-secs` (a
+        /// slowloris client); the part is dropped.
+        FrameTimeout => "frame_timeout",
+        /// The shard was at `--max-connections-per-shard` for its transport and a new client
+        /// came: the longest-idle connection made room (after reading what it had sent).
+        Evicted => "evicted",
         /// A socket error (reset by peer, ...).
         ReadError => "read_error",
-        /// Over `--max-connections-per-shard`: closed as soon as accepted.
+        /// Over `--max-connections-per-shard` with no connection to evict: closed as soon as
+        /// accepted.
         Refused => "refused",
         /// corestatsd stopped (after reading what the client had sent).
         Stopped => "stopped",

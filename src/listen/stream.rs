@@ -120,6 +120,11 @@ impl Framer {
         }
     }
 
+    /// Bytes are buffered that do not make a complete packet yet.
+    pub fn holds_partial(&self) -> bool {
+        self.start != self.end
+    }
+
     pub fn get(&self, r: Range<usize>) -> &[u8] {
         &self.buf[r]
     }

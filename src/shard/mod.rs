@@ -114,6 +114,8 @@ struct Shard {
     receivers: glommio::sync::Gate,
     /// Open connections per stream transport.
     open_connections: RefCell<by!(crate::listen::Stream)>,
+    /// The open connections themselves, per stream transport (by label index): whom to evict.
+    live: RefCell<Vec<Vec<Rc<stream::Live>>>>,
     /// Origin detection's pid-to-container cache, with `--origin-detection`.
     containers: RefCell<Option<ContainerCache>>,
     forwarder: RefCell<Option<Forwarder>>,
@@ -247,6 +249,12 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         stop_signal: glommio::sync::Semaphore::new(0),
         receivers: glommio::sync::Gate::new(),
         open_connections: Default::default(),
+        live: RefCell::new(
+            <crate::listen::Stream as crate::label::Label>::ALL
+                .iter()
+                .map(|_| Vec::new())
+                .collect(),
+        ),
         containers: RefCell::new(
             cfg.origin
                 .as_ref()

@@ -2,7 +2,14 @@
 //! task per connection, framed (`listen::Framer`) and ingested like datagrams, inside the
 //! shard's receive gate. Must not block its executor: every wait is a glommio future that a stop
 //! also ends.
+//!
+//! Bounded per transport: each has its own `--max-connections-per-shard` and idle timeout, and a
+//! connection holding part of a frame for `--stream-frame-timeout-secs` without completing one
+//! is closed. A newcomer past the limit takes the place of the transport's longest-idle
+//! connection (read to its end, then closed as `evicted`), so idle or trickling clients cannot
+//! lock out the ones that send.
 
+use std::cell::Cell;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
@@ -16,6 +23,7 @@ use glommio::net::{TcpListener, TcpStream};
 use super::receive::{complete_lines, resolve_origin, socket_error, stopped};
 use super::{DRAIN_LIMIT, Shard};
 use crate::aggregate::{NEWS_CHUNK, Packet, ingest};
+use crate::label::Label;
 use crate::listen::capture::{Capture, Record};
 use crate::listen::{CloseReason, Framer, Framing, Stream, Transport, peer_pid};
 
@@ -28,6 +36,20 @@ enum Accepted {
     Stop,
     /// Stopping, and no connection came for `STREAM_DRAIN_WAIT`.
     Quiet,
+}
+
+/// One open connection, as its shard's registry (`Shard::live`) sees it.
+pub(super) struct Live {
+    /// The connection's descriptor (open while it is in the registry).
+    fd: RawFd,
+    /// The accept, or the last read that brought bytes.
+    last_active: Cell<Instant>,
+    /// A read has brought bytes.
+    sent_any: Cell<bool>,
+    /// Chosen to make room: the connection reads what is left and closes.
+    evicting: Cell<bool>,
+    /// Closed (never signalled) when evicted, which wakes the connection's wait.
+    evict: glommio::sync::Semaphore,
 }
 
 /// A stream listener and its descriptor (glommio's `TcpListener` does not expose it).
@@ -92,14 +114,25 @@ pub(super) async fn accept_loop(
             }
             continue;
         }
+        if shard.stop.get() {
+            // The gate is closing (this loop has not seen the stop yet): serve it from here, as
+            // every connection accepted while stopping.
+            stopping = true;
+            if let Ok(task) = glommio::spawn_local_into(serve, queue) {
+                serving.push(task);
+            }
+            continue;
+        }
         match shard.receivers.spawn_into(serve, queue) {
             Ok(task) => {
                 task.detach();
             }
-            // The gate closed: the shard is stopping; the stream was dropped with the future.
+            // Not reached: the gate closes only after `stop` is set, and nothing ran between.
+            // Counted all the same; the registry forgets the connection the future held.
             Err(_) => {
                 shard.open_connections.borrow_mut()[stream] -= 1;
                 shard.counters.borrow_mut().connections_closed[stream][CloseReason::Stopped] += 1;
+                shard.live.borrow_mut()[stream.index()].retain(|l| Rc::strong_count(l) > 1);
             }
         }
     }
@@ -145,8 +178,9 @@ fn drain_backlog(
     }
 }
 
-/// Counts a new connection and returns the task that serves it, or refuses it (counted) when
-/// the shard is at `--max-connections-per-shard`.
+/// Counts a new connection and returns the task that serves it. At the transport's
+/// `--max-connections-per-shard`, its longest-idle connection is evicted to make room; the
+/// newcomer is refused (counted) only when every open one is already being evicted.
 fn admit(
     shard: &Rc<Shard>,
     conn: TcpStream,
@@ -155,10 +189,15 @@ fn admit(
 ) -> Option<impl Future<Output = ()> + use<>> {
     let mut c = shard.counters.borrow_mut();
     c.connections_opened[stream] += 1;
-    let total_open: u64 = shard.open_connections.borrow().iter().map(|(_, n)| n).sum();
-    if total_open >= shard.cfg.max_connections_per_shard as u64 {
-        c.connections_closed[stream][CloseReason::Refused] += 1;
-        return None;
+    let open = shard.open_connections.borrow()[stream];
+    if open >= shard.cfg.max_connections_per_shard as u64 {
+        let live = shard.live.borrow();
+        let Some(victim) = longest_idle(&live[stream.index()]) else {
+            c.connections_closed[stream][CloseReason::Refused] += 1;
+            return None;
+        };
+        victim.evicting.set(true);
+        victim.evict.close();
     }
     // The peer's pid (unix stream only), for origin detection and captures.
     let pid = (stream == Stream::UdsStream).then(|| {
@@ -175,28 +214,66 @@ fn admit(
     let pid = pid.flatten().unwrap_or(0);
     drop(c);
     shard.open_connections.borrow_mut()[stream] += 1;
+    let live = Rc::new(Live {
+        fd: conn.as_raw_fd(),
+        last_active: Cell::new(Instant::now()),
+        sent_any: Cell::new(false),
+        evicting: Cell::new(false),
+        evict: glommio::sync::Semaphore::new(0),
+    });
+    shard.live.borrow_mut()[stream.index()].push(live.clone());
     Some(serve_connection(
         shard.clone(),
-        conn,
+        (conn, live),
         stream,
         framing,
         (pid, container),
     ))
 }
 
+/// The open connection to evict: the longest-idle one that has never sent a byte (it holds a
+/// slot and offers nothing; clients send once connected), else the one whose last bytes were
+/// read longest ago, unless bytes wait in its socket (a busy shard has not read them yet: it is
+/// not idle, and is marked active now); after a few such, the oldest whatever waits. `None`
+/// when every one is being evicted already.
+fn longest_idle(open: &[Rc<Live>]) -> Option<&Rc<Live>> {
+    const TRIES: usize = 8;
+    let candidates = || open.iter().filter(|l| !l.evicting.get());
+    let silent = candidates()
+        .filter(|l| !l.sent_any.get())
+        .min_by_key(|l| l.last_active.get());
+    if silent.is_some() {
+        return silent;
+    }
+    let oldest = || candidates().min_by_key(|l| l.last_active.get());
+    for _ in 0..TRIES {
+        let candidate = oldest()?;
+        let mut waiting: libc::c_int = 0;
+        // SAFETY: FIONREAD on a descriptor the registry keeps open, into an int we own.
+        let r = unsafe { libc::ioctl(candidate.fd, libc::FIONREAD, &mut waiting) };
+        if r != 0 || waiting == 0 {
+            return Some(candidate);
+        }
+        candidate.last_active.set(Instant::now());
+    }
+    oldest()
+}
+
 /// What ended one wait of a connection.
 enum Wake {
     Read(io::Result<usize>),
-    /// Nothing arrived for the idle timeout (or, when stopping, the drain wait).
+    /// Nothing arrived for the idle timeout, the frame timeout (or, when draining, the drain
+    /// wait).
     Quiet,
     Stop,
+    Evicted,
 }
 
-/// Reads one connection until its client closes, it breaks a limit, idles out, or the shard
-/// stops (then what the client already sent is read first).
+/// Reads one connection until its client closes, it breaks a limit, idles out, trickles, or
+/// the shard stops or evicts it (then what the client already sent is read first).
 async fn serve_connection(
     shard: Rc<Shard>,
-    mut conn: TcpStream,
+    (mut conn, live): (TcpStream, Rc<Live>),
     stream: Stream,
     framing: Framing,
     (pid, container): (i32, Option<Rc<[u8]>>),
@@ -206,17 +283,27 @@ async fn serve_connection(
     let mut ranges: Vec<Range<usize>> = Vec::new();
     let idle = match stream {
         Stream::Tcp => shard.cfg.tcp_idle_timeout,
-        Stream::UdsStream => None,
+        Stream::UdsStream => shard.cfg.uds_stream_idle_timeout,
     };
+    let frame_timeout = shard.cfg.stream_frame_timeout;
+    // Since when part of a frame has waited with none completed.
+    let mut partial_since: Option<Instant> = None;
     let mut draining: Option<Instant> = None;
+    let mut evicted = false;
     let reason = loop {
-        if draining.is_none() && shard.stop.get() {
+        if draining.is_none() && (shard.stop.get() || evicted) {
             draining = Some(Instant::now() + DRAIN_LIMIT);
         }
+        let frame_left = partial_since
+            .zip(frame_timeout)
+            .map(|(since, t)| (since + t).saturating_duration_since(Instant::now()));
         let wait = if draining.is_some() {
             Some(STREAM_DRAIN_WAIT)
         } else {
-            idle
+            match (idle, frame_left) {
+                (Some(i), Some(f)) => Some(i.min(f)),
+                (i, f) => i.or(f),
+            }
         };
         let spare = framer.spare();
         // glommio reads wait on readiness, so dropping a read that lost the race loses no
@@ -239,15 +326,36 @@ async fn serve_connection(
                 Wake::Stop
             }
         };
-        let read = match futures_lite::future::or(read, futures_lite::future::or(timer, stop)).await
-        {
+        let evict = async {
+            if draining.is_some() {
+                futures_lite::future::pending().await
+            } else {
+                // Closed, never signalled: fails out when the connection is evicted.
+                let _ = live.evict.acquire(1).await;
+                Wake::Evicted
+            }
+        };
+        let woke = futures_lite::future::or(
+            read,
+            futures_lite::future::or(timer, futures_lite::future::or(stop, evict)),
+        )
+        .await;
+        let read = match woke {
             Wake::Read(r) => Some(r),
+            Wake::Quiet if draining.is_some() && evicted => break CloseReason::Evicted,
             Wake::Quiet if draining.is_some() => break CloseReason::Stopped,
+            Wake::Quiet if frame_left.is_some_and(|f| f <= wait.unwrap_or(f)) => {
+                break CloseReason::FrameTimeout;
+            }
             Wake::Quiet => break CloseReason::IdleTimeout,
             Wake::Stop => None,
+            Wake::Evicted => {
+                evicted = true;
+                None
+            }
         };
         let n = match read {
-            // The stop arrived while waiting: drain with short reads from here.
+            // The stop or the eviction arrived while waiting: drain with short reads from here.
             None => continue,
             Some(Ok(0)) => {
                 let end = framer.finish();
@@ -273,8 +381,16 @@ async fn serve_connection(
         };
         framer.filled(n);
         shard.counters.borrow_mut().bytes[transport] += n as u64;
+        let now = Instant::now();
+        live.last_active.set(now);
+        live.sent_any.set(true);
         ranges.clear();
         let cut = framer.packets(&mut ranges);
+        if !ranges.is_empty() || !framer.holds_partial() {
+            partial_since = None;
+        } else if partial_since.is_none() {
+            partial_since = Some(now);
+        }
         ingest_stream(
             &shard,
             &framer,
@@ -285,12 +401,30 @@ async fn serve_connection(
         if let Err(e) = cut {
             break e.into();
         }
+        // Also here: bytes that keep arriving (a frame never completed) win every race with
+        // the timer.
+        if partial_since
+            .zip(frame_timeout)
+            .is_some_and(|(since, t)| now >= since + t)
+        {
+            break CloseReason::FrameTimeout;
+        }
         if draining.is_some_and(|d| Instant::now() >= d) {
-            break CloseReason::Stopped;
+            break if evicted {
+                CloseReason::Evicted
+            } else {
+                CloseReason::Stopped
+            };
         }
         glommio::yield_if_needed().await;
     };
     shard.open_connections.borrow_mut()[stream] -= 1;
+    let mut registry = shard.live.borrow_mut();
+    let list = &mut registry[stream.index()];
+    if let Some(i) = list.iter().position(|l| Rc::ptr_eq(l, &live)) {
+        list.swap_remove(i);
+    }
+    drop(registry);
     shard.counters.borrow_mut().connections_closed[stream][reason] += 1;
     if reason == CloseReason::TextOnLengthFraming {
         let n = shard.text_closes.get() + 1;
