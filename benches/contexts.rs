@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corestatsd::bench_api::{
     Aggregator, CHUNK, ClosedWindow, ContextBatch, Contexts, Counters, HistogramOutput, JsonlSink,
-    Merger, NEWS_CHUNK, Partial, Sink, Suffix, View, ingest,
+    Limits, Merger, NEWS_CHUNK, Partial, Sink, Suffix, View, ingest,
 };
 
 struct Counting;
@@ -170,7 +170,7 @@ fn flush_pause(label: &str, contexts: usize, lines: &[Vec<u8>], senders: usize) 
         aggregates: vec![Suffix::Max, Suffix::Median, Suffix::Avg, Suffix::Count],
         percentiles: vec![(95, 0.95)],
     };
-    let mut merger = Merger::new(senders, 10, 512, output);
+    let mut merger = Merger::new(senders, 10, Limits::histogram(512), output);
     for b in warm.batches {
         for copy in copies(b, senders) {
             merger.add(copy);
@@ -250,7 +250,7 @@ fn sink_per_point(contexts: usize) {
         aggregates: vec![],
         percentiles: vec![],
     };
-    let mut merger = Merger::new(1, 10, 512, output);
+    let mut merger = Merger::new(1, 10, Limits::histogram(512), output);
     let mut out = merger
         .add(closed.batches.into_iter().next().expect("one owner"))
         .expect("one shard");

@@ -12,8 +12,8 @@ use std::hint::black_box;
 
 use corestatsd::bench_api::{
     AGENT_LIMITS, Aggregator, Compression, ContextBatch, Contexts, CountersAs, Encoding,
-    FlushBatch, FlushedMetric, GROUP, HistogramOutput, JsonlSink, Merger, Metric, NewContexts,
-    Sink, Suffix, View, encode_batch, parse_metric, prometheus, relay,
+    FlushBatch, FlushedMetric, GROUP, HistogramOutput, JsonlSink, Limits, Merger, Metric,
+    NewContexts, Sink, Suffix, View, encode_batch, parse_metric, prometheus, relay,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -91,7 +91,7 @@ fn stages(c: &mut Criterion) {
         b.iter_batched(
             || closed_batch(10_000).0,
             |batch| {
-                let mut m = Merger::new(1, 10, 512, output());
+                let mut m = Merger::new(1, 10, Limits::histogram(512), output());
                 black_box(m.add(batch))
             },
             BatchSize::LargeInput,
@@ -101,7 +101,7 @@ fn stages(c: &mut Criterion) {
     // Encode: the jsonl sink writing a flushed window's points (to io::sink).
     // The sink thread learns the window's new contexts and resolves its points first, untimed.
     let mut contexts = Contexts::default();
-    let mut m = Merger::new(1, 10, 512, output());
+    let mut m = Merger::new(1, 10, Limits::histogram(512), output());
     let (batch, news) = closed_batch(10_000);
     contexts.learn(&news);
     let flushed = described(&contexts, m.add(batch).expect("one owner: ready at once"));
@@ -160,7 +160,7 @@ fn stages(c: &mut Criterion) {
     contexts.learn(&news);
     let whole = described(
         &contexts,
-        Merger::new(1, 10, 512, output())
+        Merger::new(1, 10, Limits::histogram(512), output())
             .keeping_whole(true)
             .add(batch)
             .expect("one owner: ready at once"),

@@ -53,6 +53,7 @@ pub fn aggregator_with(adjust: impl FnOnce(&mut AggregateConfig)) -> Aggregator 
     let mut cfg = AggregateConfig {
         bucket_secs: 10,
         exact_samples: 512,
+        set_exact_members: 4096,
         counter_zero_fill_secs: 300,
         context_expiry_secs: 20,
         default_host: Some(b"bench-host".to_vec()),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use corestatsd::bench_api::{
     AggregateConfig, Aggregator, Contexts, Counters, FrameError, Framer, Framing, HistogramOutput,
-    JsonlSink, Mapper, Merger, ProfileSpec, Sink, Suffix, View, check, ingest,
+    JsonlSink, Limits, Mapper, Merger, ProfileSpec, Sink, Suffix, View, check, ingest,
 };
 
 const T0: u64 = 1_700_000_000;
@@ -19,6 +19,7 @@ fn aggregator(owners: usize) -> Aggregator {
         AggregateConfig {
             bucket_secs: 10,
             exact_samples: 16,
+            set_exact_members: 64,
             counter_zero_fill_secs: 30,
             context_expiry_secs: 20,
             default_host: Some(b"fuzz".to_vec()),
@@ -157,8 +158,8 @@ impl Path {
         Path {
             aggs: [aggregator(2), aggregator(2)],
             mergers: [
-                Merger::new(2, 10, 16, output.clone()),
-                Merger::new(2, 10, 16, output),
+                Merger::new(2, 10, Limits::histogram(16), output.clone()),
+                Merger::new(2, 10, Limits::histogram(16), output),
             ],
             table: Contexts::default(),
             seen: 0,

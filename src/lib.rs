@@ -82,4 +82,5 @@ pub mod bench_api {
     pub use crate::sink::jsonl::JsonlSink;
     pub use crate::sink::payload::Compression;
     pub use crate::sink::{prometheus, relay};
+    pub use crate::values::Limits;
 }

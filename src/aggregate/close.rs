@@ -27,6 +27,8 @@ pub struct ClosedWindow {
     /// With `context_stats`: the window's `BUSIEST` contexts by samples, (key, samples), most
     /// first.
     pub busiest: Vec<(u64, u32)>,
+    /// Set contexts whose members this shard estimated this window (`values::set`).
+    pub set_estimates: u64,
 }
 
 pub(super) struct Closing {
@@ -34,6 +36,8 @@ pub(super) struct Closing {
     batches: Vec<ContextBatch>,
     cursor: usize,
     busiest: Busiest,
+    /// Set partials of this window that are estimates (past `--set-exact-members`).
+    set_estimates: u64,
 }
 
 /// The `BUSIEST` contexts by samples seen so far: a min-heap, so a context that beats none of
@@ -88,6 +92,7 @@ impl Aggregator {
                 .collect(),
             cursor: 0,
             busiest: Busiest::default(),
+            set_estimates: 0,
         });
         self.window += 1;
     }
@@ -148,6 +153,7 @@ impl Aggregator {
             batches: closing.batches,
             live_contexts: self.live as u64,
             busiest: closing.busiest.most_first(),
+            set_estimates: closing.set_estimates,
         })
     }
 
@@ -169,6 +175,9 @@ impl Aggregator {
         let key = self.metas[id as usize].key;
         if samples > 0 {
             closing.busiest.offer(key, samples);
+        }
+        if let Agg::Set(s) = &agg {
+            closing.set_estimates += u64::from(s.is_estimate());
         }
         closing.batches[owner_of(key, self.cfg.owners)]
             .partials

@@ -45,7 +45,7 @@ use crate::map::{NameConfig, NameOut, Stage};
 use crate::memory::Pressure;
 use crate::protocol::origin::{self, Precedence};
 use crate::protocol::{Metric, MetricType};
-use crate::values::{Agg, prefetch};
+use crate::values::{Agg, Limits, prefetch};
 
 /// Why the aggregator did not take a well-formed message (counted by `ingest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,9 @@ pub struct AggregateConfig {
     pub bucket_secs: u32,
     /// Histogram samples kept exactly per context and window before switching to a sketch.
     pub exact_samples: usize,
+    /// Distinct set members kept exactly per context and window before switching to a
+    /// HyperLogLog estimate (`--set-exact-members`).
+    pub set_exact_members: usize,
     /// How long an idle counter keeps emitting 0; 0 disables.
     pub counter_zero_fill_secs: u64,
     /// How long any other idle context is kept.
@@ -465,7 +468,14 @@ impl Aggregator {
         } else {
             ctx.agg
                 .get_or_insert_with(|| Agg::new(m.metric_type))
-                .insert(m, at, exact);
+                .insert(
+                    m,
+                    at,
+                    Limits {
+                        histogram_samples: exact,
+                        set_members: self.cfg.set_exact_members,
+                    },
+                );
         }
         if let Some(n) = self.samples.get_mut(id as usize) {
             *n = n.saturating_add(1);

@@ -207,6 +207,12 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1<<20))]
     pub histogram_exact_samples: u32,
 
+    /// Distinct members a set context keeps exactly per window; past it the set turns into a
+    /// HyperLogLog estimate (4 KiB, standard error 1.6 %), so one set cannot take unbounded
+    /// memory. Counted in corestatsd.set_estimates. Defaults to 4096.
+    #[arg(long, hide_default_value = true, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub set_exact_members: u32,
+
     /// How long an idle counter keeps emitting 0 after its last sample; 0 disables.
     /// Defaults to 300 (the Agent's `dogstatsd_expiry_seconds`).
     #[arg(long, hide_default_value = true, default_value_t = 300)]

@@ -269,6 +269,7 @@ impl Config {
             aggregate: AggregateConfig {
                 bucket_secs: f.bucket_secs,
                 exact_samples: f.histogram_exact_samples as usize,
+                set_exact_members: f.set_exact_members as usize,
                 counter_zero_fill_secs: f.counter_zero_fill_secs,
                 context_expiry_secs: f.context_expiry_secs,
                 default_host: (!hostname.is_empty()).then(|| hostname.into_bytes()),

@@ -12,7 +12,7 @@ use table::{Merged, Table};
 
 use crate::aggregate::{ContextBatch, Partial};
 use crate::flushed::{DescRef, FlushBatch, FlushedMetric, OutKind, Suffix};
-use crate::values::Agg;
+use crate::values::{Agg, Limits};
 
 /// Which histogram aggregates to emit (`--histogram-aggregates`, `--histogram-percentiles`).
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl ReadyWindow {
                 freed: p.freed,
                 ..FlushBatch::default()
             },
-            merged: p.table.into_merged(merger.exact_limit),
+            merged: p.table.into_merged(merger.limits),
             contexts: 0,
         }
     }
@@ -70,7 +70,7 @@ impl ReadyWindow {
 pub struct Merger {
     shards: usize,
     bucket_secs: u32,
-    exact_limit: usize,
+    limits: Limits,
     histogram: HistogramOutput,
     pending: HashMap<u64, Pending>,
     /// Contexts and points of the last expanded window: the next window's table and points
@@ -86,13 +86,13 @@ impl Merger {
     pub fn new(
         shards: usize,
         bucket_secs: u32,
-        exact_limit: usize,
+        limits: Limits,
         histogram: HistogramOutput,
     ) -> Self {
         Merger {
             shards,
             bucket_secs,
-            exact_limit,
+            limits,
             histogram,
             pending: HashMap::new(),
             last_contexts: Cell::new(0),
@@ -196,7 +196,7 @@ impl Merger {
             };
             match agg {
                 Agg::Set(members) if self.keep_whole => out.metrics.push(FlushedMetric {
-                    value: members.len() as f64,
+                    value: members.count(),
                     whole: Some(Box::new(Agg::Set(members))),
                     ..base
                 }),
@@ -212,7 +212,7 @@ impl Merger {
                 }),
                 Agg::Gauge { value, .. } => out.metrics.push(FlushedMetric { value, ..base }),
                 Agg::Set(members) => out.metrics.push(FlushedMetric {
-                    value: members.len() as f64,
+                    value: members.count(),
                     ..base
                 }),
                 Agg::Distribution(sketch) => out.metrics.push(FlushedMetric {
@@ -285,7 +285,7 @@ mod tests {
             aggregates: vec![],
             percentiles: vec![],
         };
-        let mut m = Merger::new(2, 10, 100, out);
+        let mut m = Merger::new(2, 10, Limits::histogram(100), out);
         let batch = |v| ContextBatch {
             window: 100,
             partials: vec![Partial {

@@ -7,6 +7,7 @@ use crate::aggregate::{AggregateConfig, Aggregator, Discard, GROUP, ingest};
 use crate::flushed::{Contexts, DescRef, FlushBatch, FlushedMetric, OutKind, Suffix};
 use crate::protocol::origin::Precedence;
 use crate::protocol::{Metric, parse_metric};
+use crate::values::Limits;
 
 pub(super) const T0: u64 = 1_000_000;
 
@@ -14,6 +15,7 @@ pub(super) fn cfg(owners: usize) -> AggregateConfig {
     AggregateConfig {
         bucket_secs: 10,
         exact_samples: 100,
+        set_exact_members: 100,
         counter_zero_fill_secs: 30,
         context_expiry_secs: 20,
         default_host: Some(b"box".to_vec()),
@@ -84,7 +86,7 @@ thread_local! {
 pub(super) fn close_all(aggs: &mut [Aggregator]) -> FlushBatch {
     let owners = aggs.len();
     let mut mergers: Vec<Merger> = (0..owners)
-        .map(|_| Merger::new(owners, 10, 100, hist_out()))
+        .map(|_| Merger::new(owners, 10, Limits::histogram(100), hist_out()))
         .collect();
     let mut all = FlushBatch::default();
     for agg in aggs.iter_mut() {
@@ -300,7 +302,7 @@ fn samples_arriving_during_a_sweep_land_in_the_new_window() {
     feed(&mut agg, &["b:5|c"], 0);
     let closed = agg.close_step(usize::MAX).unwrap();
     learn_news(&mut agg);
-    let mut m = Merger::new(1, 10, 100, hist_out());
+    let mut m = Merger::new(1, 10, Limits::histogram(100), hist_out());
     let first = points(&described(
         m.add(closed.batches.into_iter().next().unwrap()).unwrap(),
     ));

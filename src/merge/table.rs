@@ -14,7 +14,7 @@
 use hashbrown::{HashTable, hash_table};
 
 use crate::aggregate::Partial;
-use crate::values::Agg;
+use crate::values::{Agg, Limits};
 
 /// Parts of a window's table: about 4k partials each for 1M, so a part's index (16 kB) sits in
 /// L1/L2 while it is merged, and the split writes to 256 open pages at a time.
@@ -90,12 +90,12 @@ impl Table {
     }
 
     /// The merged contexts, to be read in order by `Merged::next`.
-    pub(super) fn into_merged(self, exact_limit: usize) -> Merged {
+    pub(super) fn into_merged(self, limits: Limits) -> Merged {
         Merged {
             current: self.whole.into_iter(),
             parts: self.parts.into_iter(),
             index: HashTable::new(),
-            exact_limit,
+            limits,
         }
     }
 }
@@ -106,7 +106,7 @@ pub(super) struct Merged {
     parts: std::vec::IntoIter<Vec<Partial>>,
     /// Reused from part to part.
     index: HashTable<u32>,
-    exact_limit: usize,
+    limits: Limits,
 }
 
 impl Merged {
@@ -117,7 +117,7 @@ impl Merged {
                 return Some(p);
             }
             let part = self.parts.next()?;
-            self.current = merge_part(part, &mut self.index, self.exact_limit).into_iter();
+            self.current = merge_part(part, &mut self.index, self.limits).into_iter();
         }
     }
 
@@ -128,11 +128,7 @@ impl Merged {
 
 /// Merges a part in place: each context's first partial takes the later ones' aggregates and
 /// moves down over the ones it took.
-fn merge_part(
-    mut part: Vec<Partial>,
-    index: &mut HashTable<u32>,
-    exact_limit: usize,
-) -> Vec<Partial> {
+fn merge_part(mut part: Vec<Partial>, index: &mut HashTable<u32>, limits: Limits) -> Vec<Partial> {
     index.clear();
     index.reserve(part.len(), |_| 0);
     let mut kept = 0;
@@ -147,7 +143,7 @@ fn merge_part(
             hash_table::Entry::Occupied(o) => {
                 let j = *o.get() as usize;
                 let agg = std::mem::replace(&mut part[i].agg, Agg::Counter(0.0));
-                part[j].agg.merge(agg, exact_limit);
+                part[j].agg.merge(agg, limits);
             }
             hash_table::Entry::Vacant(v) => {
                 v.insert(kept as u32);
@@ -174,7 +170,7 @@ mod tests {
     }
 
     fn read_all(t: Table) -> Vec<(u64, f64)> {
-        let mut m = t.into_merged(100);
+        let mut m = t.into_merged(Limits::histogram(100));
         let mut out = Vec::new();
         while let Some(Partial { key, agg }) = m.next() {
             let Agg::Counter(v) = agg else {
@@ -192,7 +188,7 @@ mod tests {
         let mut t = Table::default();
         assert_eq!(t.begin(counters([3, 1, 2], 1.0), 0).len(), 0);
         assert!(!t.is_split());
-        let mut m = t.into_merged(100);
+        let mut m = t.into_merged(Limits::histogram(100));
         let keys: Vec<u64> = std::iter::from_fn(|| m.next()).map(|p| p.key).collect();
         assert_eq!(keys, [3, 1, 2]);
     }

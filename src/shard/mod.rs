@@ -236,7 +236,10 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
             Merger::new(
                 shards,
                 cfg.aggregate.bucket_secs,
-                cfg.aggregate.exact_samples,
+                crate::values::Limits {
+                    histogram_samples: cfg.aggregate.exact_samples,
+                    set_members: cfg.aggregate.set_exact_members,
+                },
                 cfg.histogram.clone(),
             )
             .keeping_whole(matches!(
@@ -420,6 +423,7 @@ async fn close_window(shard: &Rc<Shard>, outboxes: &[mpsc::Sender<ShardMsg>]) {
             .flush_duration_us
             .max(started.elapsed().as_micros() as u64);
         c.live_contexts = closed.live_contexts;
+        c.set_estimates += closed.set_estimates;
         c.connections = *shard.open_connections.borrow();
         let names = agg.take_name_stats();
         c.mapper_cache[CacheResult::Hit] += names.cache_hits;

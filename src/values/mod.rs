@@ -4,13 +4,35 @@
 //! context, `merge` folds them, the flushed form carries them whole to the relay.
 
 pub mod histogram;
+pub mod set;
 pub mod sketch;
-
-use hashbrown::HashSet;
 
 use crate::protocol::{Metric, MetricType};
 use histogram::Histogram;
+use set::Set;
 use sketch::Sketch;
+
+/// `--set-exact-members` when not given.
+pub const DEFAULT_SET_EXACT_MEMBERS: usize = 4096;
+
+/// How much of a window's samples an aggregate keeps exactly before it turns into an estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Histogram samples kept exactly before switching to a sketch.
+    pub histogram_samples: usize,
+    /// Distinct set members kept exactly before switching to a HyperLogLog (`set`).
+    pub set_members: usize,
+}
+
+impl Limits {
+    /// `histogram_samples`, with the default set limit.
+    pub fn histogram(histogram_samples: usize) -> Limits {
+        Limits {
+            histogram_samples,
+            set_members: DEFAULT_SET_EXACT_MEMBERS,
+        }
+    }
+}
 
 /// Hints the CPU to start loading `p`'s cache line. Never dereferences: `p` may dangle.
 #[inline(always)]
@@ -42,7 +64,7 @@ pub enum Agg {
         value: f64,
         at: u64,
     },
-    Set(Box<HashSet<Box<[u8]>>>),
+    Set(Box<Set>),
     Histogram(Box<Histogram>),
     Distribution(Box<Sketch>),
 }
@@ -78,7 +100,7 @@ impl Agg {
         }
     }
 
-    pub(crate) fn insert(&mut self, m: &Metric<'_>, at: u64, exact_limit: usize) {
+    pub(crate) fn insert(&mut self, m: &Metric<'_>, at: u64, limits: Limits) {
         let weight = 1.0 / m.sample_rate;
         match self {
             Agg::Counter(sum) => {
@@ -92,15 +114,11 @@ impl Agg {
                     *last = at;
                 }
             }
-            Agg::Set(members) => {
-                if !members.contains(m.value_text) {
-                    members.insert(m.value_text.into());
-                }
-            }
+            Agg::Set(members) => members.insert(m.value_text, limits.set_members),
             Agg::Histogram(h) => {
                 let weight = sample_weight(weight);
                 for v in m.values() {
-                    h.insert(v, weight, exact_limit);
+                    h.insert(v, weight, limits.histogram_samples);
                 }
             }
             Agg::Distribution(s) => {
@@ -124,7 +142,7 @@ impl Agg {
     }
 
     /// Folds another partial of the same context into this one.
-    pub fn merge(&mut self, other: Agg, exact_limit: usize) {
+    pub fn merge(&mut self, other: Agg, limits: Limits) {
         match (self, other) {
             (Agg::Counter(a), Agg::Counter(b)) => *a += b,
             (Agg::Gauge { value, at }, Agg::Gauge { value: v, at: t }) => {
@@ -133,8 +151,8 @@ impl Agg {
                     *at = t;
                 }
             }
-            (Agg::Set(a), Agg::Set(b)) => a.extend(*b),
-            (Agg::Histogram(a), Agg::Histogram(b)) => a.merge(*b, exact_limit),
+            (Agg::Set(a), Agg::Set(b)) => a.merge(*b, limits.set_members),
+            (Agg::Histogram(a), Agg::Histogram(b)) => a.merge(*b, limits.histogram_samples),
             (Agg::Distribution(a), Agg::Distribution(b)) => a.merge(&b),
             // The type is part of the context key, so partials of one key share a type.
             _ => debug_assert!(false, "merging aggregates of different types"),

@@ -97,14 +97,16 @@ impl Encoder {
             (Some(raw), _) => match &**raw {
                 Agg::Set(members) => {
                     self.tail(&d, b"s", None, None);
-                    for member in members.iter() {
-                        self.line.clear();
-                        self.line.extend_from_slice(name);
-                        self.line.push(b':');
-                        self.line.extend_from_slice(member);
-                        self.line.extend_from_slice(&self.suffix);
-                        p.line(&self.line, send);
-                    }
+                    // An estimate goes as its register chunks (relay-only members, `values::set`).
+                    let (line, suffix) = (&mut self.line, &self.suffix);
+                    members.relay_members(|member| {
+                        line.clear();
+                        line.extend_from_slice(name);
+                        line.push(b':');
+                        line.extend_from_slice(member);
+                        line.extend_from_slice(suffix);
+                        p.line(line, send);
+                    });
                 }
                 Agg::Histogram(h) => {
                     let kind: &[u8] = if d.metric_type == MetricType::Timer {

@@ -3,6 +3,8 @@
 use super::*;
 use crate::flushed::{Contexts, DescRef, FlushBatch, desc};
 use crate::protocol::{Lines, parse_metric};
+use crate::values::Limits;
+use crate::values::set::Set;
 
 /// A batch of one point whose desc is `name` with `tags` on host `h1`.
 fn batch_of(t: MetricType, m: FlushedMetric) -> FlushBatch {
@@ -73,7 +75,14 @@ fn reaggregate(t: MetricType, packets: &[Vec<u8>]) -> Agg {
             let m = parse_metric(line).unwrap_or_else(|e| panic!("{e:?}: {line:?}"));
             assert_eq!(m.metric_type, t);
             assert_eq!(m.tags, b"env:prod,zone:a,host:h1");
-            agg.insert(&m, 0, 1 << 20);
+            agg.insert(
+                &m,
+                0,
+                Limits {
+                    histogram_samples: 1 << 20,
+                    set_members: 1 << 20,
+                },
+            );
         }
     }
     agg
@@ -179,14 +188,37 @@ fn set_members_each_get_a_line() {
         MetricType::Set,
         FlushedMetric {
             value: 2.0,
-            whole: Some(Box::new(Agg::Set(Box::new(members.clone())))),
+            whole: Some(Box::new(Agg::Set(Box::new(Set::Exact(members.clone()))))),
             ..point()
         },
     );
     let Agg::Set(back) = reaggregate(MetricType::Set, &packets(&b, 1432)) else {
         unreachable!()
     };
-    assert_eq!(*back, members);
+    assert_eq!(*back, Set::Exact(members));
+}
+
+#[test]
+fn an_estimated_set_crosses_in_register_chunks_that_fit_a_packet() {
+    let mut edge = Set::default();
+    for i in 0..50_000 {
+        edge.insert(format!("user-{i}").as_bytes(), 100);
+    }
+    assert!(edge.is_estimate());
+    let b = batch_of(
+        MetricType::Set,
+        FlushedMetric {
+            value: edge.count(),
+            whole: Some(Box::new(Agg::Set(Box::new(edge.clone())))),
+            ..point()
+        },
+    );
+    let sent = packets(&b, 1432);
+    assert!(sent.iter().all(|p| p.len() <= 1432));
+    let Agg::Set(back) = reaggregate(MetricType::Set, &sent) else {
+        unreachable!()
+    };
+    assert_eq!(*back, edge);
 }
 
 #[test]
