@@ -17,6 +17,7 @@ mod udp;
 mod uds;
 
 pub use containers::{ContainerCache, Lookup, Unresolved};
+pub mod activation;
 pub use datagram::{DatagramReceiver, Readiness, Received};
 pub use forward::Forwarder;
 pub use stream::{FrameError, Framer};

@@ -79,7 +79,23 @@ impl Server {
         Server::launch_with(args, env, hold, false)
     }
 
+    /// `start`, as systemd socket activation would: `fds` become descriptors 3, 4, ... of the
+    /// server, announced in `LISTEN_PID` and `LISTEN_FDS`. `args` alone, as `start_bare`.
+    pub fn start_activated(args: &[&str], fds: &[std::os::fd::RawFd]) -> Server {
+        Server::launch_full(args, &[], false, true, fds)
+    }
+
     fn launch_with(args: &[&str], env: &[(&str, &str)], hold: bool, bare: bool) -> Server {
+        Server::launch_full(args, env, hold, bare, &[])
+    }
+
+    fn launch_full(
+        args: &[&str],
+        env: &[(&str, &str)],
+        hold: bool,
+        bare: bool,
+        fds: &[std::os::fd::RawFd],
+    ) -> Server {
         let http_chosen = bare
             || args
                 .iter()
@@ -94,7 +110,12 @@ impl Server {
         } else {
             &["--udp-addr", "127.0.0.1:0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        let mut cmd = if fds.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        } else {
+            activated(fds)
+        };
+        let mut child = cmd
             .args(udp_default)
             .args(http_default)
             .args(args)
@@ -240,6 +261,44 @@ impl Server {
             stderr,
         }
     }
+}
+
+/// The server's command as systemd socket activation would start it: `fds` become its
+/// descriptors 3, 4, ..., announced in `LISTEN_PID` and `LISTEN_FDS`.
+pub fn activated(fds: &[std::os::fd::RawFd]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_corestatsd");
+    // The shell's pid is the server's once it execs: LISTEN_PID names it.
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!(
+            "export LISTEN_PID=$$ LISTEN_FDS={}; exec \"$@\"",
+            fds.len()
+        ))
+        .arg("sh")
+        .arg(bin);
+    let fds = fds.to_vec();
+    // SAFETY: between fork and exec only fcntl and dup2 run, both async-signal-safe;
+    // the descriptors are first moved above 100 so placing one at 3.. cannot clobber
+    // another still to be placed.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+            for (i, &fd) in fds.iter().enumerate() {
+                let high = 100 + i as i32;
+                if libc::dup2(fd, high) < 0
+                    || libc::fcntl(high, libc::F_SETFD, libc::FD_CLOEXEC) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for i in 0..fds.len() as i32 {
+                if libc::dup2(100 + i, 3 + i) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c
 }
 
 /// A fresh, empty directory for one test's socket files.

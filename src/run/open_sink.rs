@@ -1,0 +1,132 @@
+//! The downstream the flushed windows go to, opened (file, API key, delivery threads, relay
+//! socket) before anything is bound.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+
+use super::{RunError, usage};
+use crate::config::{Config, Downstream};
+use crate::sink::datadog::{AGENT_LIMITS, DatadogEncoder, Encoding};
+use crate::sink::delivery::{Delivery, DeliveryConfig};
+use crate::sink::http::HttpSink;
+use crate::sink::prometheus;
+use crate::sink::relay::RelaySink;
+use crate::sink::{Sink, jsonl::JsonlSink};
+
+pub(super) fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
+    let ds = &cfg.downstream_settings;
+    let host = cfg.aggregate.default_host.clone();
+    let interval = cfg.aggregate.bucket_secs;
+    let delivery = |name: &'static str, base_url: String, headers: Vec<(String, String)>| {
+        // Remote write: one request at a time, so each series' samples arrive in order.
+        let max_in_flight = match cfg.downstream {
+            Downstream::PrometheusRemoteWrite(_) => 1,
+            _ => ds.http_max_in_flight,
+        };
+        Delivery::start(DeliveryConfig {
+            max_in_flight,
+            name,
+            base_url,
+            headers,
+            timeout: ds.http_timeout,
+            queue_bytes: ds.retry_queue_bytes,
+            spill_dir: ds.retry_spill_dir.clone(),
+            spill_max_bytes: ds.retry_spill_max_bytes,
+            backoff_base: ds.backoff_base,
+            backoff_max: ds.backoff_max,
+            stop_timeout: ds.stop_timeout,
+        })
+        .map_err(|e| {
+            usage(format!(
+                "cannot start the {name} delivery (--retry-spill-dir {}): {e}",
+                ds.retry_spill_dir
+                    .as_deref()
+                    .map_or("unset".into(), |p| p.display().to_string())
+            ))
+        })
+    };
+    let out: Box<dyn Write + Send> = match &cfg.downstream {
+        Downstream::JsonlStdout => Box::new(io::stdout()),
+        Downstream::JsonlFile(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    usage(format!(
+                        "cannot open --downstream jsonl:{}: {e}",
+                        path.display()
+                    ))
+                })?,
+        ),
+        Downstream::Datadog => {
+            let key = api_key(ds.dd_api_key_file.as_deref(), ds.dd_api_key.as_deref())?;
+            let enc = Encoding {
+                counters_as: ds.dd_counters_as,
+                compression: ds.dd_compression,
+                limits: AGENT_LIMITS,
+            };
+            let d = delivery(
+                "datadog",
+                ds.dd_url.clone(),
+                vec![("DD-API-KEY".into(), key)],
+            )?;
+            let e = DatadogEncoder::new(enc);
+            let sink = HttpSink::new("datadog", e, d, host, interval, cfg.self_metrics);
+            return Ok(Box::new(sink));
+        }
+        Downstream::PrometheusRemoteWrite(url) => {
+            let d = delivery(
+                "prometheus-remote-write",
+                url.clone(),
+                prometheus::headers(),
+            )?;
+            let e = prometheus::Encoder::new(ds.remote_write_counter_expiry_secs);
+            let name = "prometheus-remote-write";
+            let sink = HttpSink::new(name, e, d, host, interval, cfg.self_metrics);
+            return Ok(Box::new(sink));
+        }
+        Downstream::Relay(target) => {
+            let max = ds
+                .relay_max_packet_bytes
+                .unwrap_or_else(|| target.default_max_packet_bytes());
+            let sink = RelaySink::new(target.clone(), max, host, interval, cfg.self_metrics)
+                .map_err(|e| usage(format!("cannot open --downstream {}: {e}", cfg.downstream)))?;
+            return Ok(Box::new(sink));
+        }
+    };
+    Ok(Box::new(JsonlSink::new(out)))
+}
+
+/// The Datadog API key: from --dd-api-key-file, else DD_API_KEY. Never logged.
+/// The API key: --dd-api-key-file, else DD_API_KEY, else the config file's `api_key`.
+fn api_key(file: Option<&std::path::Path>, configured: Option<&str>) -> Result<String, RunError> {
+    let key = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "cannot read --dd-api-key-file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => std::env::var("DD_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .or_else(|| configured.map(str::to_owned))
+            .unwrap_or_default(),
+    };
+    let key = key.trim().to_owned();
+    if key.is_empty() {
+        return Err(usage(match file {
+            Some(path) => format!("--dd-api-key-file {} is empty", path.display()),
+            None => "--downstream datadog needs an API key: set DD_API_KEY, --dd-api-key-file or \
+                 api_key in --config"
+                .into(),
+        }));
+    }
+    if key.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(usage(
+            "the Datadog API key holds characters an HTTP header cannot carry".into(),
+        ));
+    }
+    Ok(key)
+}
