@@ -3,7 +3,7 @@
 # CPU 1 with the generator), corestatsd-blast mixed-100k at RATE metrics/s (default 1000000) for
 # SECONDS_EACH (default 10) seconds, then a stop. Prints, per downstream, what the generator sent,
 # what the server received, kernel drops, and the downstream's own stop summary.
-# Peers: a Python intake that answers 202 (datadog), Debian's prometheus with its remote-write
+# Peers: a Python intake that answers 202 (datadog, and datadog with --durable-delivery), Debian's prometheus with its remote-write
 # receiver (skipped when not installed), a second corestatsd on a unix socket (relay), all on
 # CPU 1.
 # Build first: cargo build --release.
@@ -52,6 +52,8 @@ run jsonl "jsonl:/dev/null"
 
 P=$(port); taskset -c 1 python3 $W/intake.py $P & sleep 0.5
 run datadog datadog "--dd-url=http://127.0.0.1:$P"
+# The cost of --durable-delivery: every payload written and synced to the spill directory first.
+run "datadog, durable" datadog "--dd-url=http://127.0.0.1:$P --durable-delivery --retry-spill-dir=$W/spill"
 
 if command -v prometheus >/dev/null; then
   P=$(port); echo 'scrape_configs: []' > $W/p.yml

@@ -109,12 +109,17 @@ pub struct DownstreamSettings {
     pub stop_timeout: Duration,
     /// `--http-max-in-flight`.
     pub http_max_in_flight: usize,
+    /// `--durable-delivery` (with a spill directory).
+    pub durable_delivery: bool,
     pub remote_write_counter_expiry_secs: u64,
     pub relay_max_packet_bytes: Option<usize>,
 }
 
 /// The downstream settings of `f`, checked.
 pub(super) fn settings(f: &Flags) -> Result<DownstreamSettings, String> {
+    if f.durable_delivery && f.retry_spill_dir.is_none() {
+        return Err("--durable-delivery writes each payload to --retry-spill-dir: give one".into());
+    }
     Ok(DownstreamSettings {
         dd_url: check_url("--dd-url", &f.dd_url)?,
         dd_api_key_file: f.dd_api_key_file.clone(),
@@ -129,6 +134,7 @@ pub(super) fn settings(f: &Flags) -> Result<DownstreamSettings, String> {
         backoff_max: Duration::from_millis(f.retry_backoff_max_ms.max(f.retry_backoff_base_ms)),
         stop_timeout: Duration::from_secs(f.downstream_stop_timeout_secs),
         http_max_in_flight: f.http_max_in_flight as usize,
+        durable_delivery: f.durable_delivery,
         remote_write_counter_expiry_secs: f.remote_write_counter_expiry_secs,
         relay_max_packet_bytes: f.relay_max_packet_bytes.map(|b| b as usize),
     })

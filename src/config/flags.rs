@@ -423,6 +423,13 @@ pub struct Flags {
     #[arg(long, hide_default_value = true, default_value_t = 32_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_backoff_max_ms: u64,
 
+    /// HTTP downstreams: write every payload to --retry-spill-dir (synced, directory too)
+    /// before sending it, and remove it once delivered, so a crash or kill -9 loses only the
+    /// open window and what the sink had not encoded yet; a restart on the same directory sends
+    /// the rest. Costs a file write and two syncs per payload. Off by default.
+    #[arg(long)]
+    pub durable_delivery: bool,
+
     /// HTTP downstreams: requests out at once, each on its own connection (file key
     /// `forwarder_num_workers`). Datadog payloads go in any order; Prometheus remote write
     /// always keeps one, since Prometheus refuses a series' samples out of order. Defaults to 4.

@@ -25,6 +25,7 @@ pub(super) fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
         };
         Delivery::start(DeliveryConfig {
             max_in_flight,
+            durable: ds.durable_delivery,
             name,
             base_url,
             headers,

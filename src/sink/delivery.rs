@@ -49,6 +49,9 @@ pub struct DeliveryConfig {
     pub stop_timeout: Duration,
     /// Requests out at once (threads); 1 keeps payloads in order.
     pub max_in_flight: usize,
+    /// `--durable-delivery`: every payload is written to the spill directory (synced) before
+    /// it is sent and removed once delivered, so a crash loses none that left the sink.
+    pub durable: bool,
 }
 
 /// How much longer than the stop timeout `close` waits for a request that is already out.
@@ -137,9 +140,45 @@ impl Delivery {
         Ok(Delivery { shared, threads })
     }
 
-    /// Queues one payload; never waits for the network.
+    /// Queues one payload; never waits for the network. Durable: written to the spill
+    /// directory first (a write that fails leaves it in memory, logged).
     pub fn submit(&self, p: Payload) {
         let mut q = self.shared.lock();
+        if self.shared.cfg.durable
+            && let Some(spill) = q.spill.as_mut()
+        {
+            match spill.write_synced(&p, true) {
+                Ok(evicted) => {
+                    for (path, points) in evicted {
+                        let gone = Payload {
+                            points,
+                            path: path.display().to_string(),
+                            ..Payload::default()
+                        };
+                        self.shared.count_drop(&gone, DropReason::SpillFull);
+                    }
+                    drop(q);
+                    self.shared.wake.notify_all();
+                    return;
+                }
+                Err(e) => {
+                    let n = self
+                        .shared
+                        .stats
+                        .durable_write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    if n.is_power_of_two() || n == 0 {
+                        eprintln!(
+                            "corestatsd: {}: --durable-delivery: cannot write to {}: {e}; kept in \
+                             memory ({} such so far)",
+                            self.shared.cfg.name,
+                            spill.dir().display(),
+                            n + 1
+                        );
+                    }
+                }
+            }
+        }
         q.bytes += p.cost();
         q.items.push_back(p);
         while q.bytes > self.shared.cfg.queue_bytes && q.items.len() > 1 {

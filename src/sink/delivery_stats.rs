@@ -34,6 +34,8 @@ pub struct DeliveryStats {
     pub dropped_payloads: [AtomicU64; DropReason::ALL.len()],
     pub dropped_points: AtomicU64,
     pub spilled: AtomicU64,
+    /// `--durable-delivery` writes that failed (those payloads stayed in memory).
+    pub durable_write_errors: AtomicU64,
     /// Slowest successful POST since the last `snapshot`, in microseconds.
     pub max_latency_us: AtomicU64,
     /// What the last failed POST said (a retry's reason, or a refusal).

@@ -33,6 +33,7 @@ fn unreachable(dir: &Path, spill_files: u64) -> DeliveryConfig {
         backoff_max: Duration::from_secs(60),
         stop_timeout: Duration::ZERO,
         max_in_flight: 1,
+        durable: false,
     }
 }
 
@@ -202,6 +203,7 @@ fn held(intake: &HeldIntake, in_flight: usize, spill_dir: Option<PathBuf>) -> De
         backoff_max: Duration::from_millis(10),
         stop_timeout: Duration::ZERO,
         max_in_flight: in_flight,
+        durable: false,
     }
 }
 

@@ -98,6 +98,12 @@ impl SpillDir {
     /// Writes `p` as the newest file. Past `max_bytes` the oldest files are deleted; returns
     /// each one's path and points, for the caller to count.
     pub fn write(&mut self, p: &Payload) -> io::Result<Vec<(PathBuf, u64)>> {
+        self.write_synced(p, false)
+    }
+
+    /// `write`; with `durable` the directory is synced too, so the file's name survives a
+    /// power loss (its data is synced either way).
+    pub fn write_synced(&mut self, p: &Payload, durable: bool) -> io::Result<Vec<(PathBuf, u64)>> {
         let path = self.dir.join(format!("{:020}.payload", self.next_seq));
         self.next_seq += 1;
         let tmp = path.with_extension("tmp");
@@ -105,6 +111,9 @@ impl SpillDir {
         encode(p, &mut f)?;
         f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
         fs::rename(&tmp, &path)?;
+        if durable {
+            fs::File::open(&self.dir)?.sync_all()?;
+        }
         let size = fs::metadata(&path)?.len();
         self.bytes += size;
         self.files.push_back(Spilled { path, size });
