@@ -212,3 +212,91 @@ fn a_bad_rule_is_refused_at_start_naming_profile_and_rule() {
         );
     }
 }
+
+#[test]
+fn a_statsd_exporter_mapping_file_maps_drops_and_names_what_it_cannot_honour() {
+    let dir = temp_dir("exporter-mapping");
+    let path = dir.join("statsd_mapping.yml");
+    std::fs::write(
+        &path,
+        r#"
+mappings:
+- match: "test.dispatcher.*.*.*"
+  name: "dispatcher_events_total"
+  labels:
+    processor: "$1"
+    action: "$2"
+    outcome: "$3"
+    job: "test_dispatcher"
+  ttl: 5m
+- match: "noise\\..*"
+  match_type: regex
+  action: drop
+  name: "dropped"
+"#,
+    )
+    .unwrap();
+    let lines = b"test.dispatcher.FooProcessor.send.success:3|c\nnoise.a:1|c\nnoise.b:1|g\nkept.as.is:2|c\n";
+    let (metrics, stderr, _) = run(
+        &["--mapping-config", path.to_str().unwrap(), "--cores", "0,1"],
+        lines,
+    );
+    let d = find(&metrics, "dispatcher_events_total");
+    assert_eq!(d["value"], json!(3.0));
+    assert_eq!(
+        d["tags"],
+        json!([
+            "action:send",
+            "job:test_dispatcher",
+            "outcome:success",
+            "processor:FooProcessor"
+        ])
+    );
+    assert_eq!(find(&metrics, "kept.as.is")["value"], json!(2.0));
+    assert!(
+        metrics
+            .iter()
+            .all(|m| !m["name"].as_str().unwrap().starts_with("noise"))
+    );
+    // Dropped as blocked, and counted.
+    assert!(
+        stderr.iter().any(|l| l.contains(" blocked_metrics=2")),
+        "{stderr:#?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("--mapping-config: read but not honoured")
+                && l.contains("mappings[0].ttl")),
+        "{stderr:#?}"
+    );
+}
+
+#[test]
+fn a_bad_mapping_file_rule_is_named_by_its_place_in_the_file() {
+    let dir = temp_dir("exporter-bad");
+    let path = dir.join("m.yml");
+    std::fs::write(
+        &path,
+        "mappings:\n- {match: 'a.*', name: a}\n- {match: '(unclosed', match_type: regex, name: b}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_corestatsd"))
+        .args([
+            "--udp-addr",
+            "127.0.0.1:0",
+            "--mapping-config",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--mapping-config {}: mappings[1]: regex",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -258,6 +258,14 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// statsd_exporter's mapping file (its --statsd.mapping-config): `mappings` of glob and
+    /// regex rules with `name`, `labels` (as tags) and `action: drop`, matched as
+    /// statsd_exporter matches (globs before regexes, first match wins), in the same DFA as the
+    /// Agent's profiles (tried after them, for every name). Keys corestatsd does not honour are
+    /// named at start-up. Defaults to none.
+    #[arg(long, value_name = "FILE")]
+    pub mapping_config: Option<PathBuf>,
+
     /// Names the mapper remembers per shard (hits and misses). Defaults to 1000 (as the Agent's
     /// `dogstatsd_mapper_cache_size`); 0 disables the cache.
     #[arg(long)]

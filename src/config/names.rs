@@ -33,11 +33,34 @@ pub(super) fn names_config(
             ),
         ),
     };
-    let mapper = if profiles.is_empty() {
+    let mut checked = crate::map::check(&profiles).map_err(|e| format!("{source}: {e}"))?;
+    let mut not_honoured = Vec::new();
+    let mut origin = Vec::new();
+    if let Some(path) = &f.mapping_config {
+        let at = format!("--mapping-config {}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{at}: {e}"))?;
+        let exporter = crate::map::exporter::compile(&text).map_err(|e| format!("{at}: {e}"))?;
+        not_honoured = exporter.not_honoured;
+        origin = exporter.origin;
+        checked.push(exporter.profile);
+    }
+    let exporter_profile = f.mapping_config.as_ref().map(|p| (checked.len() - 1, p));
+    let mapper = if checked.is_empty() {
         None
     } else {
-        let checked = crate::map::check(&profiles).map_err(|e| format!("{source}: {e}"))?;
-        let mapper = Mapper::new(&checked).map_err(|e| format!("{source}: {e}"))?;
+        let mapper = Mapper::new(&checked).map_err(|e| match exporter_profile {
+            // A rule of the mapping file: named by its place in the file.
+            Some((p, path)) if e.profile == p => match e.rule {
+                Some(r) => format!(
+                    "--mapping-config {}: mappings[{}]: {}",
+                    path.display(),
+                    origin[r],
+                    e.what
+                ),
+                None => format!("--mapping-config {}: {}", path.display(), e.what),
+            },
+            _ => format!("{source}: {e}"),
+        })?;
         Some(Arc::new(mapper))
     };
     let namespace = f
@@ -92,5 +115,6 @@ pub(super) fn names_config(
             librato: f.name_tag_formats.contains(&NameTagFormat::Librato),
             signalfx: f.name_tag_formats.contains(&NameTagFormat::Signalfx),
         },
+        mapping_not_honoured: not_honoured,
     })
 }

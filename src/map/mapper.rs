@@ -136,6 +136,7 @@ struct Rule {
     name: Template,
     /// `key:` and the value's template.
     tags: Vec<(Vec<u8>, Template)>,
+    drop: bool,
 }
 
 /// What a mapped name becomes.
@@ -144,6 +145,8 @@ pub struct Mapped {
     pub name: Vec<u8>,
     /// `key:value`, in key order.
     pub tags: Vec<Vec<u8>>,
+    /// The rule says drop (statsd_exporter's `action: drop`): the name is blocked.
+    pub drop: bool,
 }
 
 /// The outcome of mapping one name.
@@ -224,8 +227,9 @@ impl Mapper {
                     name: Template::parse(&rule.name, &re),
                     tags,
                     re,
+                    drop: rule.drop,
                 });
-                patterns.push(rule.regex.clone());
+                patterns.push(rule.dfa.clone().unwrap_or_else(|| rule.regex.clone()));
             }
             compiled.push(Profile {
                 prefix: profile.prefix.as_ref().map(|p| p.as_bytes().into()),
@@ -378,7 +382,10 @@ impl Mapper {
 }
 
 fn expand(rule: &Rule, name: &[u8], caps: &Captures) -> Mapped {
-    let mut out = Mapped::default();
+    let mut out = Mapped {
+        drop: rule.drop,
+        ..Mapped::default()
+    };
     rule.name.expand(name, caps, &mut out.name);
     for (key, value) in &rule.tags {
         let mut tag = key.clone();

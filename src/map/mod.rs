@@ -1,6 +1,7 @@
 //! What a metric's name (and tags) become before aggregation, in the Agent's order: tags inside
 //! the name when `--name-tag-formats` asks (`name_tags.rs`, statsd_exporter's formats), the mapper
-//! (profiles of wildcard and regex rules, `mapper.rs`), then the `--namespace` prefix (with its
+//! (profiles of wildcard and regex rules, `mapper.rs`; statsd_exporter's mapping file becomes one
+//! more profile, `exporter.rs`), then the `--namespace` prefix (with its
 //! exemption list), then the block list; extra tags (`--tag`) are appended to every metric,
 //! event and service check.
 //!
@@ -10,6 +11,7 @@
 //! its raw name. The `host:` tag is extracted by `aggregate`, from client and mapped tags alike,
 //! between mapping and namespacing as the Agent does (the two touch different things).
 
+pub mod exporter;
 pub mod mapper;
 pub mod name_tags;
 pub mod profiles;
@@ -62,6 +64,8 @@ pub struct NameConfig {
     pub extra_tags: Vec<String>,
     /// `--name-tag-formats`: tags inside names, read before the mapper.
     pub name_tags: name_tags::NameTagFormats,
+    /// Keys of `--mapping-config` read and not honoured (named at start-up).
+    pub mapping_not_honoured: Vec<String>,
 }
 
 /// A name after the stage.
@@ -179,6 +183,9 @@ impl Stage {
         };
         let raw = bare.as_deref().unwrap_or(raw);
         if let Some(m) = self.map(raw) {
+            if m.drop {
+                return false;
+            }
             out.renamed = Some(m.name.clone());
             out.mapped_tags.extend(m.tags.iter().cloned());
         } else if let Some(b) = &bare {

@@ -60,9 +60,15 @@ pub enum MatchType {
 /// A rule checked and translated: its anchored regex, as the Agent builds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedRule {
+    /// Searched in the name for the capture groups the templates use.
     pub regex: String,
+    /// What the one-pass DFA matches against the whole name, when not `regex` itself (a
+    /// statsd_exporter regex matches anywhere in the name: `(?s:.)*(?:R)(?s:.)*`).
+    pub dfa: Option<String>,
     pub name: String,
     pub tags: Vec<(String, String)>,
+    /// statsd_exporter's `action: drop`: a name this rule matches is blocked.
+    pub drop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,12 +140,14 @@ fn check_rule(m: &MappingSpec) -> Result<CheckedRule, String> {
     };
     Ok(CheckedRule {
         regex,
+        dfa: None,
         name,
         tags: m.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        drop: false,
     })
 }
 
-fn wildcard_regex(pattern: &str) -> Result<String, String> {
+pub(super) fn wildcard_regex(pattern: &str) -> Result<String, String> {
     if let Some(bad) = pattern
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.')))

@@ -468,6 +468,7 @@ fn mapped_cfg(owners: usize) -> AggregateConfig {
         block_prefix: vec![],
         extra_tags: vec!["dc:eu".into()],
         name_tags: Default::default(),
+        mapping_not_honoured: Vec::new(),
     };
     c
 }

@@ -53,11 +53,23 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     check_io_uring()?;
     if !cfg.ignored_config_keys.is_empty() {
         eprintln!(
-            "corestatsd: --config: ignoring keys corestatsd does not use: {}",
-            cfg.ignored_config_keys.join(", ")
+            "corestatsd: --config: ignoring keys corestatsd does not use: {}{}",
+            cfg.ignored_config_keys.join(", "),
+            if cfg.ignored_config_keys.iter().any(|k| k == "mappings") {
+                " (`mappings` is statsd_exporter's mapping file: give it as --mapping-config)"
+            } else {
+                ""
+            }
         );
     }
     let names = &cfg.aggregate.names;
+    if !names.mapping_not_honoured.is_empty() {
+        eprintln!(
+            "corestatsd: --mapping-config: read but not honoured (statsd_exporter's exposition \
+             settings, or matching corestatsd does not do): {}",
+            names.mapping_not_honoured.join(", ")
+        );
+    }
     if let Some(m) = &names.mapper {
         match m.engine_name() {
             "dense" => eprintln!(
