@@ -37,6 +37,9 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
             "temp:21.5|g",
             "lat:100|h",
             "lat:300|h",
+            "t:100|ms",
+            "t:300|ms",
+            "gone:7|g",
             "size:1:2:3:4|d",
             // Two points of one series at one timestamp: Prometheus would refuse the whole
             // request over the second.
@@ -46,18 +49,27 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
         ],
     );
     server.wait_for_stderr("the first window's close", |l| {
-        l.contains(": window ") && l.contains(" metrics=9 ")
+        l.contains(": window ") && l.contains(" metrics=12 ")
     });
     send_one(
         &server,
         &[
             "req:4|c|#env:prod,k8s.pod-name:web",
             "size:10|d",
+            "lat:200|h",
             // Older than the series' newest sample: dropped and counted, not sent.
             &format!("late:5|g|T{}", past - 60),
             &format!("stamped:4|c|T{}", past - 60),
         ],
     );
+    server.wait_for_stderr("the second window's close", |l| {
+        l.contains(": window ") && l.contains(" metrics=5 ")
+    });
+    // A third window: `gone`, last seen two windows back, is marked stale with it.
+    send_one(&server, &["keep:1|c"]);
+    server.wait_for_stderr("the third window's close", |l| {
+        l.contains(": window ") && l.contains(" metrics=1 ")
+    });
     let done = server.stop();
     assert_eq!(
         done.status, 1,
@@ -107,18 +119,36 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
             "the first window's total",
         ),
         (
-            "count_over_time(req_total[10m])",
-            2.0,
-            "one sample per window",
+            "max_over_time(flag_total{canary=\"true\"}[10m])",
+            1.0,
+            "a tag without a value",
         ),
-        ("flag_total{canary=\"true\"}", 1.0, "a tag without a value"),
-        ("temp", 21.5, "a gauge"),
-        ("lat_max", 300.0, "a histogram aggregate"),
-        ("lat_avg", 200.0, "a histogram aggregate"),
+        ("max_over_time(temp[10m])", 21.5, "a gauge"),
         (
-            "lat_count",
-            2.0,
-            "a histogram's count is a gauge per window",
+            "max_over_time(lat_max[10m])",
+            300.0,
+            "a histogram aggregate",
+        ),
+        (
+            "min_over_time(lat_avg[10m])",
+            200.0,
+            "a histogram aggregate",
+        ),
+        (
+            "max_over_time(lat_count[10m])",
+            3.0,
+            "a histogram's count, cumulative",
+        ),
+        (
+            "max_over_time(lat_sum[10m])",
+            600.0,
+            "a histogram's sum (avg x count), cumulative",
+        ),
+        ("max_over_time(t_count[10m])", 2.0, "a timer's count"),
+        (
+            "max_over_time(t_max[10m])",
+            0.3,
+            "a timer's aggregates, in seconds",
         ),
         (
             "max_over_time(size_count[10m])",
@@ -133,13 +163,33 @@ fn counters_accumulate_and_every_type_lands_in_prometheus() {
     ] {
         assert_eq!(prom.value(expr), want, "{expr}: {why}");
     }
+    let t_sum = prom.value("max_over_time(t_sum[10m])");
+    assert!(
+        (t_sum - 0.4).abs() < 1e-9,
+        "a timer's sum, in seconds: {t_sum}"
+    );
+    // One sample per window from the first (the zero-filled windows repeat the total).
+    assert!(prom.value("count_over_time(req_total[10m])") >= 3.0);
+    // Counters, and histograms' counts and sums, work with rate(): two samples each.
+    for expr in [
+        "rate(req_total[10m])",
+        "rate(lat_count[10m])",
+        "rate(lat_sum[10m])",
+    ] {
+        assert!(prom.value(expr) > 0.0, "{expr}");
+    }
+    // `gone` and `temp` stopped after the first window: marked stale, they leave instant
+    // queries at once instead of lingering for the 5-minute lookback.
+    assert!(prom.query("gone").is_empty(), "{:#?}", prom.query("gone"));
+    assert!(prom.query("temp").is_empty());
+    assert_eq!(prom.value("max_over_time(gone[10m])"), 7.0);
     let p50 = prom.value("min_over_time(size{quantile=\"0.5\"}[10m])");
     assert!(
         (p50 - 2.0).abs() <= 2.0 * 0.01,
         "p50 of 1..4 within the sketch's accuracy: {p50}"
     );
     assert_eq!(
-        prom.query("size").len(),
+        prom.query("last_over_time(size[10m])").len(),
         4,
         "0.5, 0.9, 0.95 and 0.99 quantile series"
     );

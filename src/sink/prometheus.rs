@@ -6,7 +6,10 @@
 //! * counters become `<name>_total`, cumulative per series across flushes (kept on the sink
 //!   thread; a series unseen for `counter_expiry_secs` is forgotten and restarts at its next
 //!   value, which Prometheus reads as a counter reset);
-//! * gauges, sets (their member count) and every histogram aggregate become gauges;
+//! * gauges, sets (their member count) and every histogram aggregate become gauges, except a
+//!   histogram's or timer's count, which becomes the cumulative counter `<name>_count`, beside
+//!   a cumulative `<name>_sum` (the `sum` aggregate, else `avg` × `count`), so `rate()` and
+//!   averages over time work; a timer's aggregates are in seconds, as statsd_exporter's are;
 //! * distributions become a summary: `<name>{quantile="0.5"|"0.9"|"0.95"|"0.99"}` from the
 //!   sketch, plus cumulative `<name>_count` and `<name>_sum`;
 //! * names become `[a-zA-Z_:][a-zA-Z0-9_:]*` and tag keys `[a-zA-Z_][a-zA-Z0-9_]*` (anything else
@@ -14,6 +17,10 @@
 //!   `key:value` is the label `key="value"`, a tag without a value is `tag="true"`, one with an
 //!   empty value (`key:`) is left out, repeated keys join their values with `,`; the host is the
 //!   label `host`.
+//!
+//! * a series that had a sample in one window and none in the next is marked stale (the
+//!   staleness NaN at the start of the window it missed), so it leaves queries at once instead
+//!   of lingering for Prometheus' 5-minute lookback.
 //!
 //! Remote write has no events or service checks: they are counted and logged, never sent.
 //! Samples are kept in time order per series (see `RemoteWriteSink`).
@@ -29,6 +36,7 @@ use super::payload::{Compression, Limits, Payload, Splitter};
 use crate::flushed::desc::Desc;
 use crate::flushed::{FlushedMetric, OutKind, Suffix, View, full_name};
 use crate::proto;
+use crate::protocol::MetricType;
 
 /// Remote-write payload limits: 4 MiB raw like the Datadog sink, and at most 5000 series.
 pub const LIMITS: Limits = Limits {
@@ -189,8 +197,13 @@ fn encode_series(
     });
 }
 
+/// Prometheus' staleness marker: a NaN with this bit pattern (`value.StaleNaN`).
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
 /// What the encoder remembers of one series between flushes.
 struct SeriesState {
+    /// The series' name and labels are the key; for a stale marker they are read back from it.
+    stale_sent: bool,
     /// Running total (counters, `_count`, `_sum`).
     total: f64,
     /// Timestamp of the newest sample queued, ms.
@@ -198,8 +211,23 @@ struct SeriesState {
     /// Which `encode` call queued `pending`, and its index there.
     generation: u64,
     pending: usize,
-    /// Newest window seen, for expiry.
+    /// Newest window seen, for expiry and staleness.
     seen: u64,
+    /// Its windows' length, s.
+    interval: u32,
+}
+
+/// A histogram's or timer's points of one context, gathered for its `_sum`.
+struct HistGroup {
+    /// `<name>_sum`'s name and the labels, in `text`.
+    sum_name: Range<usize>,
+    labels: Range<usize>,
+    ts_ms: i64,
+    window: u64,
+    interval: u32,
+    avg: Option<f64>,
+    count: Option<f64>,
+    sum_seen: bool,
 }
 
 /// One sample waiting to be encoded; names and labels are ranges of `Encoder::text`.
@@ -231,6 +259,11 @@ pub struct Encoder {
     samples: Vec<Sample>,
     counter_expiry_secs: u64,
     last_expiry_sweep: u64,
+    /// Newest window the staleness sweep has run for.
+    last_stale_sweep: u64,
+    /// Staleness markers sent, and reported in telemetry.
+    stale: u64,
+    stale_reported: u64,
     unsupported: u64,
     out_of_order: u64,
     out_of_order_reported: u64,
@@ -250,6 +283,9 @@ impl Encoder {
             samples: Vec::new(),
             counter_expiry_secs,
             last_expiry_sweep: 0,
+            last_stale_sweep: 0,
+            stale: 0,
+            stale_reported: 0,
             unsupported: 0,
             out_of_order: 0,
             out_of_order_reported: 0,
@@ -267,24 +303,28 @@ impl Encoder {
     }
 
     /// Queues one sample of a series; `cumulative` adds `value` to the running total first.
-    fn queue(&mut self, mut sample: Sample, cumulative: bool, window: u64) {
+    fn queue(&mut self, mut sample: Sample, cumulative: bool, (window, interval): (u64, u32)) {
+        // quantile \0 name \0 labels: the series read back from its key for a stale marker.
         let key = &mut self.key;
         key.clear();
+        key.extend_from_slice(sample.quantile.unwrap_or("").as_bytes());
+        key.push(0);
         key.extend_from_slice(self.text[sample.name.clone()].as_bytes());
         key.push(0);
         key.extend_from_slice(self.text[sample.labels.clone()].as_bytes());
-        if let Some(q) = sample.quantile {
-            key.extend_from_slice(q.as_bytes());
-        }
         // Looked up by slice: the key is copied only for a new series.
         let st = self.series.entry_ref(&key[..]).or_insert(SeriesState {
+            stale_sent: false,
             total: 0.0,
             last_ms: i64::MIN,
             generation: u64::MAX,
             pending: 0,
             seen: window,
+            interval,
         });
+        st.interval = interval;
         st.seen = st.seen.max(window);
+        st.stale_sent = false;
         if cumulative {
             st.total += sample.value;
             sample.value = st.total;
@@ -310,14 +350,19 @@ impl Encoder {
         // A histogram's points are consecutive and share a description: labels are made once.
         let mut last_desc = None;
         let mut labels = 0..0;
+        let mut hist: Option<HistGroup> = None;
         for m in &batch.metrics {
             let d = batch.desc(m);
             if last_desc != Some(m.desc) {
                 last_desc = Some(m.desc);
+                if let Some(h) = hist.take() {
+                    self.finish_hist(h);
+                }
                 labels = push_labels(&mut self.text, &mut self.pairs_text, &mut self.scratch, &d);
             }
             let ts_ms = (m.ts as i64).saturating_mul(1000);
             newest = newest.max(m.ts);
+            let at = (m.ts, m.interval);
             let sample = |name, quantile, value| Sample {
                 name,
                 labels: labels.clone(),
@@ -325,31 +370,74 @@ impl Encoder {
                 value,
                 ts_ms,
             };
+            let histogram = matches!(d.metric_type, MetricType::Histogram | MetricType::Timer);
+            // statsd_exporter's unit: a timer in seconds.
+            let scale = if d.metric_type == MetricType::Timer {
+                1e-3
+            } else {
+                1.0
+            };
             match (m.kind, m.suffix, &m.sketch) {
                 (OutKind::Count, Suffix::None, _) => {
                     let name = self.push_name(&d, m, "_total");
-                    self.queue(sample(name, None, m.value), true, m.ts);
+                    self.queue(sample(name, None, m.value), true, at);
                 }
                 (OutKind::Distribution, _, Some(sk)) => {
                     let name = self.push_name(&d, m, "");
                     for (q, label) in QUANTILES {
-                        self.queue(
-                            sample(name.clone(), Some(label), sk.quantile(q)),
-                            false,
-                            m.ts,
-                        );
+                        self.queue(sample(name.clone(), Some(label), sk.quantile(q)), false, at);
                     }
                     for (suffix, delta) in [("_count", sk.count), ("_sum", sk.sum)] {
                         let name = self.push_name(&d, m, suffix);
-                        self.queue(sample(name, None, delta), true, m.ts);
+                        self.queue(sample(name, None, delta), true, at);
+                    }
+                }
+                (_, suffix, None) if histogram && suffix != Suffix::None => {
+                    if hist.is_none() {
+                        full_name(&mut self.raw_name, d.name, Suffix::None);
+                        let start = self.text.len();
+                        push_metric_name(&mut self.text, &self.raw_name);
+                        self.text.push_str("_sum");
+                        hist = Some(HistGroup {
+                            sum_name: start..self.text.len(),
+                            labels: labels.clone(),
+                            ts_ms,
+                            window: m.ts,
+                            interval: m.interval,
+                            avg: None,
+                            count: None,
+                            sum_seen: false,
+                        });
+                    }
+                    let name = self.push_name(&d, m, "");
+                    let Some(h) = hist.as_mut() else { continue };
+                    match suffix {
+                        Suffix::Count => {
+                            h.count = Some(m.value);
+                            self.queue(sample(name, None, m.value), true, at);
+                        }
+                        Suffix::Sum => {
+                            h.sum_seen = true;
+                            self.queue(sample(name, None, m.value * scale), true, at);
+                        }
+                        s => {
+                            if s == Suffix::Avg {
+                                h.avg = Some(m.value * scale);
+                            }
+                            self.queue(sample(name, None, m.value * scale), false, at);
+                        }
                     }
                 }
                 _ => {
                     let name = self.push_name(&d, m, "");
-                    self.queue(sample(name, None, m.value), false, m.ts);
+                    self.queue(sample(name, None, m.value), false, at);
                 }
             }
         }
+        if let Some(h) = hist.take() {
+            self.finish_hist(h);
+        }
+        self.mark_stale(newest);
         self.expire(newest);
         let skipped = batch.events.len() + batch.service_checks.len();
         if skipped > 0 {
@@ -388,6 +476,68 @@ impl Encoder {
             .collect())
     }
 
+    /// A histogram's `<name>_sum` when its `sum` aggregate is not among the output:
+    /// `avg` × `count`, cumulative.
+    fn finish_hist(&mut self, h: HistGroup) {
+        if h.sum_seen {
+            return;
+        }
+        if let (Some(avg), Some(count)) = (h.avg, h.count) {
+            let sample = Sample {
+                name: h.sum_name,
+                labels: h.labels,
+                quantile: None,
+                value: avg * count,
+                ts_ms: h.ts_ms,
+            };
+            self.queue(sample, true, (h.window, h.interval));
+        }
+    }
+
+    /// Once per new window: every series whose last sample is two windows old gets the
+    /// staleness marker at the start of the first window it missed (two, so every owner's batch
+    /// of that window has been seen). Walks every series: once per window, on the sink thread.
+    fn mark_stale(&mut self, newest: u64) {
+        if newest <= self.last_stale_sweep {
+            return;
+        }
+        self.last_stale_sweep = newest;
+        for (key, st) in self.series.iter_mut() {
+            let missed = st.seen + u64::from(st.interval);
+            let missed_ms = (missed as i64).saturating_mul(1000);
+            // Only a series that stopped just now: not a `|T` point from the past, and not one
+            // the sink missed windows around (it lingers the 5-minute lookback, as before).
+            let interval = u64::from(st.interval);
+            let just_stopped = newest >= missed + interval && newest < missed + 3 * interval;
+            if st.stale_sent || !just_stopped || missed_ms <= st.last_ms {
+                continue;
+            }
+            st.stale_sent = true;
+            st.last_ms = missed_ms;
+            let mut parts = key.splitn(3, |&b| b == 0);
+            let (Some(q), Some(name), Some(labels)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let quantile = QUANTILES
+                .iter()
+                .find(|(_, l)| l.as_bytes() == q)
+                .map(|&(_, l)| l);
+            let n = self.text.len();
+            self.text.push_str(std::str::from_utf8(name).unwrap_or("_"));
+            let l = self.text.len();
+            self.text.push_str(&String::from_utf8_lossy(labels));
+            self.samples.push(Sample {
+                name: n..l,
+                labels: l..self.text.len(),
+                quantile,
+                value: f64::from_bits(STALE_NAN),
+                ts_ms: missed_ms,
+            });
+            self.stale += 1;
+        }
+    }
+
     fn expire(&mut self, now: u64) {
         if now < self.last_expiry_sweep + 60 || self.counter_expiry_secs == 0 {
             return;
@@ -413,6 +563,9 @@ impl PayloadEncoder for Encoder {
             );
         }
         p.once_non_zero("out_of_order_samples", None, OutKind::Count, late);
+        let stale = self.stale - self.stale_reported;
+        self.stale_reported = self.stale;
+        p.once_non_zero("stale_markers", None, OutKind::Count, stale);
     }
 
     fn lost(&self) -> u64 {
@@ -438,63 +591,5 @@ impl PayloadEncoder for Encoder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_labels_fit_the_prometheus_charset() {
-        assert_eq!(metric_name(b"page.views-total"), "page_views_total");
-        assert_eq!(metric_name(b"9lives:x"), "_9lives:x");
-        assert_eq!(metric_name(b""), "_");
-        assert_eq!(label_name(b"k8s.pod-name"), "k8s_pod_name");
-        assert_eq!(label_name(b"2fa"), "_2fa");
-        assert_eq!(label_name(b"__name__"), "tag__name__");
-        assert_eq!(label_name(b""), "_");
-    }
-
-    #[test]
-    fn labels_are_sorted_merged_and_name_goes_in_order() {
-        let mut arena = Vec::new();
-        let tags: [&[u8]; 6] = [b"b:2", b"a:1", b"a:3", b"Zed:x", b"noval", b"empty:"];
-        let off = crate::flushed::desc::encode(
-            &mut arena,
-            crate::protocol::MetricType::Gauge,
-            b"m",
-            Some(b"h"),
-            None,
-            tags.into_iter(),
-        );
-        let d = crate::flushed::desc::Desc::decode(&arena, off);
-        let (mut text, mut pt, mut scratch) = (String::from("x"), String::new(), Vec::new());
-        let r = push_labels(&mut text, &mut pt, &mut scratch, &d);
-        let want = [
-            "Zed", "x", "a", "1,3", "b", "2", "host", "h", "noval", "true", "",
-        ]
-        .join("\0");
-        assert_eq!(&text[r.clone()], want);
-        let mut out = Vec::new();
-        encode_series(&mut out, "m", &text[r], Some("0.5"), 1.0, 5);
-        // Label names in the order they were written: sorted, `__name__` and `quantile` merged in.
-        let names: Vec<&[u8]> = [
-            &b"Zed"[..],
-            b"__name__",
-            b"a",
-            b"b",
-            b"host",
-            b"noval",
-            b"quantile",
-        ]
-        .into_iter()
-        .collect();
-        let mut at = 0;
-        for n in names {
-            let pos = out[at..]
-                .windows(n.len())
-                .position(|w| w == n)
-                .unwrap_or_else(|| {
-                    panic!("{} missing or out of order", String::from_utf8_lossy(n))
-                });
-            at += pos + n.len();
-        }
-    }
-}
+#[path = "prometheus_tests.rs"]
+mod tests;
