@@ -281,6 +281,8 @@ counters! {
     /// Points (metrics, events, service checks) dropped because the sink thread already had
     /// `--sink-queue-max-points` waiting.
     sink_queue_drops: u64 = Count, OnceNonZero, true;
+    /// Packets of an older process' last windows taken over (`--take-over`) and ingested.
+    taken_over_packets: u64 = Count, OnceNonZero, true;
     /// Contexts held at the window close.
     live_contexts: u64 = Level, Always, true;
     /// Set contexts whose distinct members passed `--set-exact-members` in the window: their

@@ -71,7 +71,8 @@ fn passed_sockets_keep_what_is_queued_across_a_restart() {
 
 #[test]
 fn a_passed_socket_no_flag_asks_for_is_refused_by_name() {
-    let stray = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A TCP listener, and no --tcp-addr.
+    let stray = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = stray.local_addr().unwrap();
     let out = common::activated(&[stray.as_raw_fd()])
         .args(["--udp-addr", "127.0.0.1:0", "--no-http"])
@@ -81,7 +82,7 @@ fn a_passed_socket_no_flag_asks_for_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "systemd passed a socket no flag asks for: udp {addr}"
+            "systemd passed a socket no flag asks for: tcp {addr}"
         )),
         "{stderr}"
     );

@@ -243,7 +243,8 @@ impl Aggregator {
         hashes.dedup();
         let sum = hashes.iter().fold(0u64, |s, &h| s.wrapping_add(mix(h)));
         let tags = (hashes.len(), sum);
-        let key = key_of(&self.state, name, metric_type, host_tag, &[], tags);
+        let host = super::key::resolve_host(host_tag, self.cfg.default_host.as_deref());
+        let key = key_of(&self.state, name, metric_type, host, &[], tags);
         let id = match self.find_key(key) {
             Some(id) => id,
             None => {

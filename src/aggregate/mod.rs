@@ -492,11 +492,13 @@ impl Aggregator {
             self.cfg.origin_precedence,
         );
         let tags = (split.hashes.len(), split.sum);
+        // The host as it will be written: `host:<default>` and no host tag are one context.
+        let host = resolve_host(split.host, self.cfg.default_host.as_deref());
         key_of(
             &self.state,
             name,
             m.metric_type,
-            split.host,
+            host,
             &self.origin_buf,
             tags,
         )

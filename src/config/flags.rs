@@ -345,6 +345,16 @@ pub struct Flags {
     #[arg(long, value_name = "DIR")]
     pub capture_dir: Option<PathBuf>,
 
+    /// A unix socket (owner-only) through which a newer corestatsd started with --take-over
+    /// takes this one's listeners without closing them. Defaults to none.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Start by taking the listening sockets of the corestatsd serving --control-socket (same
+    /// flags): no datagram is refused or lost, its open window is aggregated here, and it exits.
+    #[arg(long)]
+    pub take_over: bool,
+
     /// Read tags inside metric names, as statsd_exporter does, for clients that put them there
     /// (hot-shots' `telegraf: true` sends the first): `influxdb` (`name,k=v,k2=v2:1|c`),
     /// `librato` (`name#k=v:1|c`), `signalfx` (`name[k=v]:1|c`), comma separated. Each `k=v`

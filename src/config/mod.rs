@@ -79,6 +79,10 @@ pub struct Config {
     pub http: HttpListen,
     /// `--capture-dir`.
     pub capture_dir: PathBuf,
+    /// `--control-socket`.
+    pub control_socket: Option<PathBuf>,
+    /// `--take-over`.
+    pub take_over: bool,
     /// Keys of `--config` that corestatsd does not use (logged at start-up).
     pub ignored_config_keys: Vec<String>,
 }
@@ -214,6 +218,11 @@ impl Config {
                 .to_string_lossy()
                 .into_owned(),
         };
+        if f.take_over && f.control_socket.is_none() {
+            return Err(
+                "--take-over takes the listeners through --control-socket: give its path".into(),
+            );
+        }
         if f.no_udp && f.uds_paths.is_empty() && f.uds_stream_path.is_none() && f.tcp_addr.is_none()
         {
             return Err(
@@ -299,6 +308,8 @@ impl Config {
                 .sink_queue_max_points
                 .or(file.sink_queue_max_points)
                 .unwrap_or(DEFAULT_SINK_QUEUE_MAX_POINTS),
+            control_socket: f.control_socket.clone(),
+            take_over: f.take_over,
             capture_dir: f
                 .capture_dir
                 .or(file.capture_dir)

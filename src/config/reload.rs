@@ -125,5 +125,6 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     );
     check(old.http != new.http, "--http-addr");
     check(old.capture_dir != new.capture_dir, "--capture-dir");
+    check(old.control_socket != new.control_socket, "--control-socket");
     changed
 }

@@ -206,6 +206,9 @@ pub struct FlushBatch {
     /// Contexts some shard freed, one reference each: the sink's table forgets them once this
     /// batch is written. They travel through the context's owner, so after its last point.
     pub freed: Vec<u64>,
+    /// Sets and histograms are whole (`FlushedMetric::whole`), not expanded: a batch that can
+    /// travel to another corestatsd and aggregate there (relay, take-over).
+    pub whole: bool,
 }
 
 impl FlushBatch {

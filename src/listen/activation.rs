@@ -90,7 +90,7 @@ fn passed_count(pid: Option<&str>, fds: Option<&str>, me: u32) -> usize {
     }
 }
 
-fn describe(fd: &OwnedFd) -> Kind {
+pub fn describe(fd: &OwnedFd) -> Kind {
     let Ok(ty) = getsockopt(fd, sockopt::SockType) else {
         return Kind::Other(format!("descriptor {} (not a socket)", fd.as_raw_fd()));
     };
@@ -137,10 +137,33 @@ pub fn prepare(fd: &OwnedFd, rcvbuf: usize, passcred: bool) -> io::Result<usize>
     Ok(getsockopt(fd, sockopt::RcvBuf)?)
 }
 
+/// Whether a passed socket is the one a flag asks for: the same address or path, where a
+/// flag's port 0 ("any free port") takes a socket of the same address on any port.
+fn matches(passed: &Kind, wanted: &Kind) -> bool {
+    let ip_port = |p: &std::net::SocketAddr, w: &std::net::SocketAddr| {
+        p == w || (w.port() == 0 && p.ip() == w.ip())
+    };
+    match (passed, wanted) {
+        (Kind::Udp(p), Kind::Udp(w)) | (Kind::Tcp(p), Kind::Tcp(w)) => ip_port(p, w),
+        (p, w) => p == w,
+    }
+}
+
 /// Takes the passed socket of `kind` out of `passed`.
 pub fn claim(passed: &mut Vec<Passed>, kind: &Kind) -> Option<OwnedFd> {
-    let i = passed.iter().position(|p| &p.kind == kind)?;
+    let i = passed.iter().position(|p| matches(&p.kind, kind))?;
     Some(passed.remove(i).fd)
+}
+
+/// Takes every passed socket of `kind` (a take-over passes one UDP socket per shard), with the
+/// address each is bound to.
+pub fn claim_all(passed: &mut Vec<Passed>, kind: &Kind) -> Vec<(OwnedFd, Kind)> {
+    let mut out = Vec::new();
+    while let Some(i) = passed.iter().position(|p| matches(&p.kind, kind)) {
+        let p = passed.remove(i);
+        out.push((p.fd, p.kind));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ impl ReadyWindow {
             out: FlushBatch {
                 metrics: Vec::with_capacity(points),
                 freed: p.freed,
+                whole: merger.keep_whole,
                 ..FlushBatch::default()
             },
             merged: p.table.into_merged(merger.limits),
@@ -105,6 +106,11 @@ impl Merger {
     pub fn keeping_whole(mut self, keep: bool) -> Self {
         self.keep_whole = keep;
         self
+    }
+
+    /// `keeping_whole` from the next window ready on (a take-over's last windows).
+    pub fn set_keeping_whole(&mut self, keep: bool) {
+        self.keep_whole = keep;
     }
 
     /// Starts merging one shard's batch: keeps the contexts it says were freed for the window's

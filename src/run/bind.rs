@@ -7,35 +7,98 @@ use crate::listen::activation::{self, Kind, Passed};
 use crate::listen::{bind_tcp_shards, bind_udp_shards, bind_uds_datagram, bind_uds_stream};
 use crate::shard::Sockets;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 /// What `bind_all` made ready.
 pub(super) struct Bound {
     /// Per shard.
     pub(super) sockets: Vec<Sockets>,
     /// For the start-up line.
     pub(super) listening: Vec<String>,
-    /// Socket files this process made (a stop removes them).
+    /// Socket files this process made, or took over (a stop removes them).
     pub(super) socket_files: Vec<std::path::PathBuf>,
+    /// One descriptor of every listening socket, for a later take-over (`--control-socket`).
+    pub(super) listeners: Vec<OwnedFd>,
+}
+
+/// One descriptor per distinct socket among the shards' (a shared one is a dup on each).
+fn distinct_listeners(sockets: &[Sockets]) -> Result<Vec<OwnedFd>, RunError> {
+    let err = |e: &dyn std::fmt::Display| RunError {
+        message: format!("cannot keep the listeners for --control-socket: {e}"),
+        status: 1,
+    };
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    let all = sockets.iter().flat_map(|s| {
+        s.udp
+            .iter()
+            .chain(&s.uds)
+            .chain(&s.uds_stream)
+            .chain(&s.tcp)
+    });
+    for fd in all {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| err(&e))?;
+        if seen.contains(&(st.st_dev, st.st_ino)) {
+            continue;
+        }
+        seen.push((st.st_dev, st.st_ino));
+        out.push(fd.try_clone().map_err(|e| err(&e))?);
+    }
+    Ok(out)
+}
+
+/// Passed sockets of one listener dealt to the shards: one each when there are as many (a
+/// take-over of as many shards), shared round-robin when fewer.
+fn deal(fds: Vec<OwnedFd>, shards: usize, flag: &str) -> Result<Vec<OwnedFd>, RunError> {
+    if fds.len() > shards {
+        return Err(usage(format!(
+            "{} sockets were passed for {flag}, more than this process' {shards} shards \
+             (--cores): each must be read",
+            fds.len()
+        )));
+    }
+    (0..shards)
+        .map(|i| {
+            fds[i % fds.len()].try_clone().map_err(|e| RunError {
+                message: format!("cannot share {flag} with every shard: {e}"),
+                status: 1,
+            })
+        })
+        .collect()
 }
 
 /// Binds every listener (or takes the socket systemd passed for it), deals the sockets to the
 /// shards, and describes them for the log. Also returns the socket files this process made,
 /// which a stop removes (a passed socket's file is the service manager's).
-pub(super) fn bind_all(cfg: &Config, passed: &mut Vec<Passed>) -> Result<Bound, RunError> {
+pub(super) fn bind_all(
+    cfg: &Config,
+    passed: &mut Vec<Passed>,
+    source: &str,
+) -> Result<Bound, RunError> {
     let mut created = Vec::new();
-    let bound = bind_each(cfg, passed, &mut created).and_then(|b| match passed.first() {
+    let bound = bind_each(cfg, passed, source, &mut created).and_then(|b| match passed.first() {
         // Passed for nothing configured: a unit and command line that disagree.
         Some(p) => Err(usage(format!(
-            "systemd passed a socket no flag asks for: {} (name it with --udp-addr, \
+            "{source} passed a socket no flag asks for: {} (name it with --udp-addr, \
              --uds-path, --uds-stream-path or --tcp-addr)",
             p.kind
         ))),
         None => Ok(b),
     });
+    let bound = bound.and_then(|(sockets, listening)| {
+        let listeners = if cfg.control_socket.is_some() {
+            distinct_listeners(&sockets)?
+        } else {
+            Vec::new()
+        };
+        Ok((sockets, listening, listeners))
+    });
     match bound {
-        Ok((sockets, listening)) => Ok(Bound {
+        Ok((sockets, listening, listeners)) => Ok(Bound {
             sockets,
             listening,
             socket_files: created,
+            listeners,
         }),
         Err(e) => {
             // Only the files this process made: a path refused as another process' stays.
@@ -51,8 +114,12 @@ pub(super) fn bind_all(cfg: &Config, passed: &mut Vec<Passed>) -> Result<Bound, 
 fn bind_each(
     cfg: &Config,
     passed: &mut Vec<Passed>,
+    source: &str,
     created: &mut Vec<std::path::PathBuf>,
 ) -> Result<(Vec<Sockets>, Vec<String>), RunError> {
+    // A take-over's socket files become this process' (its stop removes them); systemd's stay
+    // systemd's.
+    let owns_passed = source != "systemd";
     let shards = cfg.cores.len();
     let mut sockets: Vec<Sockets> = (0..shards).map(|_| Sockets::default()).collect();
     let mut listening = Vec::new();
@@ -62,20 +129,26 @@ fn bind_each(
             status: 1,
         })
     };
-    if let Some(fd) = cfg
+    let passed_udp = cfg
         .udp_addr
-        .and_then(|a| activation::claim(passed, &Kind::Udp(a)))
-    {
-        let granted = activation::prepare(&fd, cfg.so_rcvbuf_bytes, false)
-            .map_err(|e| usage(format!("--udp-addr (passed by systemd): {e}")))?;
+        .map(|a| activation::claim_all(passed, &Kind::Udp(a)))
+        .unwrap_or_default();
+    if let Some((_, Kind::Udp(local))) = passed_udp.first() {
+        let local = *local;
+        let mut granted = 0;
+        let fds: Vec<OwnedFd> = passed_udp.into_iter().map(|(fd, _)| fd).collect();
+        for fd in &fds {
+            granted = activation::prepare(fd, cfg.so_rcvbuf_bytes, false)
+                .map_err(|e| usage(format!("--udp-addr (passed by {source}): {e}")))?;
+        }
         listening.push(format!(
-            "udp {} (passed by systemd, read by every shard, rcvbuf requested {} granted {} bytes)",
-            cfg.udp_addr.unwrap_or(([0, 0, 0, 0], 0).into()),
+            "udp {local} (passed by {source}, {} sockets, rcvbuf requested {} granted {} bytes)",
+            fds.len(),
             cfg.so_rcvbuf_bytes,
             granted
         ));
-        for s in &mut sockets {
-            s.udp = Some(dup(&fd, "--udp-addr")?);
+        for (s, fd) in sockets.iter_mut().zip(deal(fds, shards, "--udp-addr")?) {
+            s.udp = Some(fd);
         }
     } else if let Some(addr) = cfg.udp_addr {
         let bound = bind_udp_shards(addr, shards, cfg.so_rcvbuf_bytes)
@@ -96,11 +169,14 @@ fn bind_each(
         if let Some(fd) = activation::claim(passed, &Kind::UnixDatagram(path.clone())) {
             activation::prepare(&fd, cfg.so_rcvbuf_bytes, cfg.origin.is_some()).map_err(|e| {
                 usage(format!(
-                    "--uds-path {} (passed by systemd): {e}",
+                    "--uds-path {} (passed by {source}): {e}",
                     path.display()
                 ))
             })?;
-            listening.push(format!("uds {} (passed by systemd)", path.display()));
+            listening.push(format!("uds {} (passed by {source})", path.display()));
+            if owns_passed {
+                created.push(path.clone());
+            }
             uds.push(fd);
             continue;
         }
@@ -133,14 +209,17 @@ fn bind_each(
     if let (Some(fd), Some(path)) = (passed_stream, &cfg.uds_stream_path) {
         activation::prepare(&fd, 0, false).map_err(|e| {
             usage(format!(
-                "--uds-stream-path {} (passed by systemd): {e}",
+                "--uds-stream-path {} (passed by {source}): {e}",
                 path.display()
             ))
         })?;
         listening.push(format!(
-            "uds_stream {} (passed by systemd, 4-byte length framing)",
+            "uds_stream {} (passed by {source}, 4-byte length framing)",
             path.display()
         ));
+        if owns_passed {
+            created.push(path.clone());
+        }
         for s in &mut sockets {
             s.uds_stream = Some(dup(&fd, "--uds-stream-path")?);
         }
@@ -165,17 +244,23 @@ fn bind_each(
         crate::listen::Framing::Length => "4-byte length",
         crate::listen::Framing::Newline => "newline",
     };
-    if let Some((fd, addr)) = cfg
+    let passed_tcp = cfg
         .tcp_addr
-        .and_then(|a| activation::claim(passed, &Kind::Tcp(a)).map(|fd| (fd, a)))
-    {
-        activation::prepare(&fd, 0, false)
-            .map_err(|e| usage(format!("--tcp-addr {addr} (passed by systemd): {e}")))?;
+        .map(|a| activation::claim_all(passed, &Kind::Tcp(a)))
+        .unwrap_or_default();
+    if let Some((_, Kind::Tcp(local))) = passed_tcp.first() {
+        let local = *local;
+        let fds: Vec<OwnedFd> = passed_tcp.into_iter().map(|(fd, _)| fd).collect();
+        for fd in &fds {
+            activation::prepare(fd, 0, false)
+                .map_err(|e| usage(format!("--tcp-addr {local} (passed by {source}): {e}")))?;
+        }
         listening.push(format!(
-            "tcp {addr} (passed by systemd, every shard accepting, {framing} framing)"
+            "tcp {local} (passed by {source}, {} listeners, {framing} framing)",
+            fds.len()
         ));
-        for s in &mut sockets {
-            s.tcp = Some(dup(&fd, "--tcp-addr")?);
+        for (s, fd) in sockets.iter_mut().zip(deal(fds, shards, "--tcp-addr")?) {
+            s.tcp = Some(fd);
         }
     } else if let Some(addr) = cfg.tcp_addr {
         let bound = bind_tcp_shards(addr, shards)

@@ -5,6 +5,7 @@
 //! with an error that names the flag or address.
 
 mod bind;
+mod control;
 mod open_sink;
 mod signals;
 
@@ -23,6 +24,7 @@ use crate::memory;
 use crate::operator;
 use crate::shard;
 use crate::sink;
+use crate::sink::handover::{Handover, HandoverSink};
 use crate::telemetry::TelemetryConfig;
 use crate::telemetry::board::Board;
 
@@ -103,12 +105,42 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     }
     // Opened once this thread is off the ingest cores: a delivery thread started here inherits
     // that placement.
-    let sink = open_sink(&cfg)?;
+    let mut sink = open_sink(&cfg)?;
+    let handover = Handover::default();
+    let mut taken_over = None;
+    let mut source = "systemd";
+    if let Some(path) = &cfg.control_socket {
+        if cfg.take_over {
+            let (conn, fds) = control::take_over(path).map_err(usage)?;
+            passed.extend(fds);
+            taken_over = Some(conn);
+            shard::hold_receive();
+            source = "the process taken over";
+        } else if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(usage(format!(
+                "--control-socket {}: another corestatsd serves it; start with --take-over to \
+                 take its place",
+                path.display()
+            )));
+        }
+        sink = Box::new(HandoverSink::new(sink, handover.clone()));
+    }
     let Bound {
         sockets,
         listening,
         socket_files,
-    } = bind_all(&cfg, &mut passed)?;
+        listeners,
+    } = bind_all(&cfg, &mut passed, source)?;
+    // The control socket: served now, or once the take-over is done.
+    let mut then_serve = None;
+    if let Some(path) = &cfg.control_socket {
+        if taken_over.is_some() {
+            then_serve = Some((path.clone(), listeners, handover.clone()));
+        } else {
+            control::serve(path, listeners, handover.clone())
+                .map_err(|e| usage(format!("--control-socket {}: {e}", path.display())))?;
+        }
+    }
     let http = operator::bind(cfg.http).map_err(usage)?;
     let board = Arc::new(Board::new(cfg.cores.len()));
     let capture = Capture::new(cfg.cores.len());
@@ -185,9 +217,21 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             status: 1,
         })?;
     let limit = std::cell::Cell::new(None);
+    let (inject_senders, injected): (Vec<mpsc::Sender<Vec<u8>>>, Vec<_>) =
+        cfg.cores.iter().map(|_| mpsc::channel()).unzip();
     let on_ready = || {
         board.set_ready();
         eprintln!("{ready_line}");
+        if let Some(conn) = taken_over {
+            // The old process' last windows go to the first shard, as if received there.
+            if let Err(e) = control::after_ready(conn, inject_senders[0].clone(), then_serve) {
+                // Reading beside a process that still writes its windows would write them twice.
+                eprintln!(
+                    "corestatsd: take-over failed ({e}); stopping, the old process serves on"
+                );
+                shard::request_stop();
+            }
+        }
         if let Some((bytes, _)) = cfg.memory_limit {
             // What the heap count cannot see (code, stacks, io_uring rings), once.
             let heap = memory::heap_bytes();
@@ -200,6 +244,11 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let mut level = memory::Pressure::Normal;
     let (reload_senders, reloads): (Vec<_>, Vec<_>) =
         cfg.cores.iter().map(|_| mpsc::channel()).unzip();
+    let inputs = reloads
+        .into_iter()
+        .zip(injected)
+        .map(|(reloads, injected)| shard::ShardInputs { reloads, injected })
+        .collect();
     let on_tick = || {
         if RELOAD.swap(false, Ordering::Relaxed) {
             reload_shards(&cfg, &reload_senders, &board);
@@ -224,14 +273,17 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     };
     let result = shard::run_shards(
         &cfg,
-        (sockets, reloads),
+        (sockets, inputs),
         tx,
         (&board, &capture),
         on_ready,
         on_tick,
     );
-    for path in socket_files {
-        let _ = std::fs::remove_file(path);
+    // After a take-over the socket files are the new process'.
+    if !shard::handed_over() {
+        for path in socket_files {
+            let _ = std::fs::remove_file(path);
+        }
     }
     let stats = sink_thread.join().unwrap_or_default();
     // Up until the last window is written: `/readyz` says "stopping" meanwhile.

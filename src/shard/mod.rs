@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::aggregate::{Aggregator, ContextBatch, Reload};
+use crate::aggregate::{Aggregator, ContextBatch, Reload, ingest};
 use crate::config::Config;
 use crate::counters::{CacheResult, Counters};
 use crate::label::by;
@@ -48,6 +48,42 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// Shards whose executor has returned; one that ends before a stop failed, and the main thread
 /// then stops the others instead of waiting for a signal.
 static SHARDS_ENDED: AtomicUsize = AtomicUsize::new(0);
+
+/// Set once a newer process has taken the listeners (`--take-over`): the windows still to
+/// close leave whole, for it.
+static HANDOVER: AtomicBool = AtomicBool::new(false);
+
+/// A take-over: the windows this process still closes go whole to the new process; then
+/// stop as a signal would.
+pub fn request_handover() {
+    HANDOVER.store(true, Ordering::Relaxed);
+    request_stop();
+}
+
+/// Set while a taking-over process waits for the old one's go: its shards do not read yet.
+static HOLD_RECEIVE: AtomicBool = AtomicBool::new(false);
+
+/// `--take-over`: shards start without reading their sockets until `release_receive`.
+pub fn hold_receive() {
+    HOLD_RECEIVE.store(true, Ordering::Relaxed);
+}
+
+pub fn release_receive() {
+    HOLD_RECEIVE.store(false, Ordering::Relaxed);
+}
+
+/// Whether a take-over has happened (the socket files are the new process' then).
+pub fn handed_over() -> bool {
+    HANDOVER.load(Ordering::Relaxed)
+}
+
+/// What the main thread sends one shard while it runs.
+pub struct ShardInputs {
+    /// Configuration reloads (SIGHUP).
+    pub reloads: mpsc::Receiver<Reload>,
+    /// Packets of an older process' last windows (a take-over), ingested as if received.
+    pub injected: mpsc::Receiver<Vec<u8>>,
+}
 
 /// Asks every shard to stop as a signal would (used by the signal handler).
 pub fn request_stop() {
@@ -95,8 +131,8 @@ pub struct ShardSetup {
     pub board: Arc<Board>,
     /// The traffic capture the shard offers its packets to while one runs.
     pub capture: Arc<Capture>,
-    /// Configuration reloads (SIGHUP), applied at the next heartbeat.
-    pub reloads: mpsc::Receiver<Reload>,
+    /// Reloads and injected packets, taken at each heartbeat.
+    pub inputs: ShardInputs,
 }
 
 struct Shard {
@@ -133,7 +169,7 @@ struct Shard {
 /// and `on_tick` every `STOP_POLL` from then on, and waits for all of them to stop.
 pub fn run_shards(
     cfg: &Config,
-    (sockets, reloads): (Vec<Sockets>, Vec<mpsc::Receiver<Reload>>),
+    (sockets, inputs): (Vec<Sockets>, Vec<ShardInputs>),
     sink: SinkSender,
     (board, capture): (&Arc<Board>, &Arc<Capture>),
     on_ready: impl FnOnce(),
@@ -146,8 +182,8 @@ pub fn run_shards(
     let clock_base = Instant::now();
     let mut handles = Vec::new();
     let mut wakers = Vec::new();
-    let shards = sockets.into_iter().zip(reloads).zip(&cfg.cores);
-    for (index, ((sockets, reloads), &cpu)) in shards.enumerate() {
+    let shards = sockets.into_iter().zip(inputs).zip(&cfg.cores);
+    for (index, ((sockets, inputs), &cpu)) in shards.enumerate() {
         let (waker, stop_wake) = UnixStream::pair()?;
         wakers.push(waker);
         let setup = ShardSetup {
@@ -162,7 +198,7 @@ pub fn run_shards(
             ready: ready_tx.clone(),
             board: board.clone(),
             capture: capture.clone(),
-            reloads,
+            inputs,
         };
         let cfg = cfg.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -286,8 +322,6 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     );
     let background = ex.create_task_queue(Shares::Static(200), Latency::NotImportant, "window");
 
-    receive::start(&shard, setup.sockets, receive_queue)?;
-
     // SAFETY: `stop_wake` is an open unix stream socket we own; ownership passes to glommio.
     let mut wake: glommio::net::UnixStream =
         unsafe { glommio::net::UnixStream::from_raw_fd(setup.stop_wake.into_raw_fd()) };
@@ -308,7 +342,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
     // below (a detached task still pending when the executor ends keeps its `Rc<Shard>`, and
     // with it the sink sender, alive).
     let (beating, board, index) = (shard.clone(), setup.board, setup.index);
-    let reloads = setup.reloads;
+    let ShardInputs { reloads, injected } = setup.inputs;
     let heartbeat = glommio::spawn_local_into(
         async move {
             // Plain sleeps: no wait on the stop semaphore (a stop is seen within one beat).
@@ -318,6 +352,14 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
                 while let Ok(r) = reloads.try_recv() {
                     beating.agg.borrow_mut().reload(r);
                     board.reloaded(index);
+                }
+                while let Ok(packet) = injected.try_recv() {
+                    let at = beating.clock_base.elapsed().as_nanos() as u64;
+                    let mut c = beating.counters.borrow_mut();
+                    ingest(&mut beating.agg.borrow_mut(), &mut c, [&packet[..]], at);
+                    c.taken_over_packets += 1;
+                    drop(c);
+                    send_news(&beating, crate::aggregate::NEWS_CHUNK);
                 }
                 glommio::timer::sleep(BEAT).await;
             }
@@ -332,6 +374,15 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
         .map_err(|e| io::Error::other(e.to_string()))?;
     // The main thread may be gone already if another shard failed; nothing to tell then.
     let _ = setup.ready.send(());
+    // A take-over: the sockets are read only once the old process has switched its windows to
+    // us (`release_receive`), so every window this one writes holds only what it read after.
+    while HOLD_RECEIVE.load(Ordering::Relaxed) && !shard.stop.get() {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    // Stopped while waiting: the old process serves on.
+    if !shard.stop.get() {
+        receive::start(&shard, setup.sockets, receive_queue)?;
+    }
     drop(setup.ready);
     windows.await;
     merges.await;
@@ -382,6 +433,10 @@ async fn window_loop(shard: Rc<Shard>, outboxes: Vec<mpsc::Sender<ShardMsg>>) {
         .await;
     }
     let _ = shard.receivers.close().await;
+    if HANDOVER.load(Ordering::Relaxed) {
+        // Every window still to close, or still merging, leaves whole for the new process.
+        shard.merger.borrow_mut().set_keeping_whole(true);
+    }
     close_window(&shard, &outboxes).await;
     for (peer, outbox) in outboxes.iter().enumerate() {
         if peer != shard.index {
@@ -464,7 +519,14 @@ async fn merge_batch(shard: &Shard, batch: ContextBatch) {
         }
         glommio::yield_if_needed().await;
     }
-    let ready = shard.merger.borrow_mut().batch_done(window);
+    let ready = {
+        let mut merger = shard.merger.borrow_mut();
+        if HANDOVER.load(Ordering::Relaxed) {
+            // Every window ready from the take-over on leaves whole, for the new process.
+            merger.set_keeping_whole(true);
+        }
+        merger.batch_done(window)
+    };
     if let Some(ready) = ready {
         expand_and_send(shard, ready).await;
     }

@@ -12,6 +12,7 @@
 pub mod datadog;
 pub mod delivery;
 mod delivery_stats;
+pub mod handover;
 pub mod http;
 pub mod jsonl;
 pub mod payload;

@@ -50,6 +50,9 @@ impl Packer {
 /// Formats one flushed batch as DogStatsD lines.
 pub struct Encoder {
     pub max_packet_bytes: usize,
+    /// Counters and gauges without their window's `|T`: the receiver aggregates them into its
+    /// open window (a take-over), instead of passing them through as timestamped points.
+    pub untimestamped: bool,
     suffix: Vec<u8>,
     line: Vec<u8>,
     /// The current point's name with its suffix.
@@ -59,6 +62,7 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(max_packet_bytes: usize) -> Self {
         Encoder {
+            untimestamped: false,
             max_packet_bytes,
             suffix: Vec::new(),
             line: Vec::new(),
@@ -127,7 +131,8 @@ impl Encoder {
             }
             _ => {
                 let kind: &[u8] = if m.kind == OutKind::Count { b"c" } else { b"g" };
-                self.tail(&d, kind, None, Some(m.ts));
+                let ts = (!self.untimestamped).then_some(m.ts);
+                self.tail(&d, kind, None, ts);
                 self.line.clear();
                 self.line.extend_from_slice(name);
                 self.line.push(b':');
