@@ -51,7 +51,7 @@ pub(super) fn parse_downstream(s: &str) -> Result<Downstream, String> {
             }
         }
         Some(("dogstatsd", addr)) => Ok(Downstream::Relay(Target::Udp(
-            super::flags::parse_forward_addr(addr)?,
+            super::flag_values::parse_forward_addr(addr)?,
         ))),
         Some(("dogstatsd+uds", "")) => Err("dogstatsd+uds needs a socket path".into()),
         Some(("dogstatsd+uds", path)) => Ok(Downstream::Relay(Target::Uds(PathBuf::from(path)))),

@@ -4,6 +4,7 @@
 mod agent;
 mod downstream;
 mod file;
+mod flag_values;
 mod flags;
 mod names;
 mod reload;

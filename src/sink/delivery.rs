@@ -28,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::jitter::Jitter;
 use super::payload::Payload;
 use super::spill::{SpillDir, Spilled};
 
@@ -574,26 +575,6 @@ fn post(http: &ureq::Agent, url: &str, headers: &[(String, String)], p: &Payload
             }
         }
         Err(e) => Outcome::Retry(e.to_string()),
-    }
-}
-
-/// xorshift64*: enough to spread retries of many senders, no crate needed.
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded() -> Jitter {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Jitter(t | 1)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

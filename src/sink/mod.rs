@@ -14,6 +14,7 @@ pub mod delivery;
 mod delivery_stats;
 pub mod handover;
 pub mod http;
+mod jitter;
 pub mod jsonl;
 pub mod payload;
 pub mod prometheus;
