@@ -150,14 +150,7 @@ impl Delivery {
         {
             match spill.write_synced(&p, true) {
                 Ok(evicted) => {
-                    for (path, points) in evicted {
-                        let gone = Payload {
-                            points,
-                            path: path.display().to_string(),
-                            ..Payload::default()
-                        };
-                        self.shared.count_drop(&gone, DropReason::SpillFull);
-                    }
+                    self.shared.count_evicted(evicted);
                     drop(q);
                     self.shared.wake.notify_all();
                     return;
@@ -329,6 +322,18 @@ impl Shared {
         }
     }
 
+    /// Counts the spill files a write pushed out past the directory's limit.
+    fn count_evicted(&self, evicted: Vec<(PathBuf, u64)>) {
+        for (path, points) in evicted {
+            let gone = Payload {
+                points,
+                path: path.display().to_string(),
+                ..Payload::default()
+            };
+            self.count_drop(&gone, DropReason::SpillFull);
+        }
+    }
+
     /// Writes `p` as the newest spill file, or drops it (counted) without a spill directory.
     fn spill_or_drop(&self, q: &mut Queue, p: Payload, without_dir: DropReason) {
         let Some(spill) = q.spill.as_mut() else {
@@ -338,14 +343,7 @@ impl Shared {
         match spill.write(&p) {
             Ok(evicted) => {
                 self.stats.spilled.fetch_add(1, Ordering::Relaxed);
-                for (path, points) in evicted {
-                    let gone = Payload {
-                        points,
-                        path: path.display().to_string(),
-                        ..Payload::default()
-                    };
-                    self.count_drop(&gone, DropReason::SpillFull);
-                }
+                self.count_evicted(evicted);
             }
             Err(e) => {
                 eprintln!(
