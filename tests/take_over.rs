@@ -78,8 +78,11 @@ fn a_take_over_under_load_loses_nothing_and_writes_each_window_once() {
     };
     wait_sent(20_000);
 
-    let new_args = args(&new_out, &["--take-over"]);
+    // The new process asks for the old one's HTTP address, as a fixed --http-addr would.
+    let http = old.http.expect("an HTTP endpoint").to_string();
+    let new_args = args(&new_out, &["--take-over", "--http-addr", &http]);
     let new = Server::start(&new_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(new.http, old.http, "the endpoint keeps its address");
     old.wait_for_stderr("the old process' stop", |l| {
         l.contains("corestatsd: stopped;")
     });
@@ -109,6 +112,9 @@ fn a_take_over_under_load_loses_nothing_and_writes_each_window_once() {
         );
         std::thread::yield_now();
     }
+    // The endpoint answers from the new process once the old one is gone.
+    let (code, body) = common::get(new.http.unwrap(), "/status");
+    assert_eq!(code, 200, "{body}");
     wait_sent(at_take_over + 20_000);
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();

@@ -54,12 +54,23 @@ pub struct Summary {
 
 /// Binds the endpoint's address. `Ok(None)`: off, or the default address is taken (said in
 /// one line); an address given with `--http-addr` that cannot be bound is an error naming it.
-pub fn bind(listen: HttpListen) -> Result<Option<TcpListener>, String> {
+/// The endpoint's listener: `passed` (the one a process taken over served) when it is on the
+/// address asked for, else a new one. A passed listener on another address is closed.
+pub fn bind(
+    listen: HttpListen,
+    passed: Option<TcpListener>,
+) -> Result<Option<TcpListener>, String> {
     let (addr, given) = match listen {
         HttpListen::Off => return Ok(None),
         HttpListen::Default(a) => (a, false),
         HttpListen::Given(a) => (a, true),
     };
+    if let Some(l) = passed
+        && let Ok(at) = l.local_addr()
+        && (at == addr || (addr.port() == 0 && at.ip() == addr.ip()))
+    {
+        return Ok(Some(l));
+    }
     match TcpListener::bind(addr) {
         Ok(l) => Ok(Some(l)),
         Err(e) if given => Err(format!("--http-addr {addr}: cannot listen: {e}")),

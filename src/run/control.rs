@@ -8,7 +8,9 @@
 //! old one has drained: it stops receiving, sends the windows it still closes over the same
 //! connection as relay lines without their `|T` (`sink::handover`), which the new process
 //! aggregates into its open window (each context's window is written once, by the new process),
-//! closes the connection and exits 0. Then the new process serves the control socket. Stream
+//! closes the connection and exits 0. Then the new process serves the control socket. The HTTP
+//! endpoint's listener is passed too (last, named in the `fds` line), so the endpoint keeps its
+//! address: both processes answer on it until the old one exits. Stream
 //! connections already open stay on the old process until it stops (it reads what their clients
 //! sent first, as at any stop); new connections land on the new one.
 
@@ -35,9 +37,14 @@ const MAX_FDS: usize = 1024;
 const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Serves `path` from a thread of its own: the first take-over that completes hands over
-/// `listeners` and stops this process. A stale socket file is replaced; one another process
-/// serves is refused.
-pub fn serve(path: &Path, listeners: Vec<OwnedFd>, handover: Handover) -> io::Result<()> {
+/// `listeners` (and the HTTP endpoint's, `http`) and stops this process. A stale socket file is
+/// replaced; one another process serves is refused.
+pub fn serve(
+    path: &Path,
+    listeners: Vec<OwnedFd>,
+    http: Option<OwnedFd>,
+    handover: Handover,
+) -> io::Result<()> {
     if UnixStream::connect(path).is_ok() {
         return Err(io::Error::other(
             "another process serves it (start this one with --take-over)",
@@ -52,7 +59,7 @@ pub fn serve(path: &Path, listeners: Vec<OwnedFd>, handover: Handover) -> io::Re
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                match hand_over(conn, &listeners, &handover) {
+                match hand_over(conn, &listeners, http.as_ref(), &handover) {
                     Ok(true) => return,
                     Ok(false) => {}
                     Err(e) => eprintln!(
@@ -66,7 +73,12 @@ pub fn serve(path: &Path, listeners: Vec<OwnedFd>, handover: Handover) -> io::Re
 }
 
 /// One control connection: a take-over, or not (false).
-fn hand_over(conn: UnixStream, listeners: &[OwnedFd], handover: &Handover) -> io::Result<bool> {
+fn hand_over(
+    conn: UnixStream,
+    listeners: &[OwnedFd],
+    http: Option<&OwnedFd>,
+    handover: &Handover,
+) -> io::Result<bool> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut hello = String::new();
@@ -75,8 +87,16 @@ fn hand_over(conn: UnixStream, listeners: &[OwnedFd], handover: &Handover) -> io
         let _ = (&conn).write_all(b"error: not a take-over\n");
         return Ok(false);
     }
-    let raw: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
-    let line = format!("fds {}\n", raw.len());
+    let raw: Vec<RawFd> = listeners
+        .iter()
+        .chain(http)
+        .map(AsRawFd::as_raw_fd)
+        .collect();
+    let line = format!(
+        "fds {}{}\n",
+        raw.len(),
+        if http.is_some() { " http" } else { "" }
+    );
     sendmsg::<()>(
         conn.as_raw_fd(),
         &[IoSlice::new(line.as_bytes())],
@@ -105,9 +125,18 @@ fn hand_over(conn: UnixStream, listeners: &[OwnedFd], handover: &Handover) -> io
     Ok(true)
 }
 
+/// What a take-over hands the new process.
+pub struct Taken {
+    /// The connection the old process' last windows come over.
+    pub conn: UnixStream,
+    pub passed: Vec<Passed>,
+    /// The old process' HTTP endpoint listener.
+    pub http: Option<std::net::TcpListener>,
+}
+
 /// The new process' side: the listening sockets of the process serving `path`, and the
 /// connection its last windows will come over.
-pub fn take_over(path: &Path) -> Result<(UnixStream, Vec<Passed>), String> {
+pub fn take_over(path: &Path) -> Result<Taken, String> {
     let at = |e: io::Error| format!("--take-over: --control-socket {}: {e}", path.display());
     let conn = UnixStream::connect(path).map_err(at)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -144,6 +173,10 @@ pub fn take_over(path: &Path) -> Result<(UnixStream, Vec<Passed>), String> {
         ));
     }
     conn.set_read_timeout(None).map_err(at)?;
+    let http = match text.trim_end().ends_with(" http") {
+        true => fds.pop().map(std::net::TcpListener::from),
+        false => None,
+    };
     let passed = fds
         .into_iter()
         .map(|fd| {
@@ -151,7 +184,7 @@ pub fn take_over(path: &Path) -> Result<(UnixStream, Vec<Passed>), String> {
             Passed { fd, kind }
         })
         .collect();
-    Ok((conn, passed))
+    Ok(Taken { conn, passed, http })
 }
 
 /// Tells the old process this one runs, then feeds what it sends (its last windows, as
@@ -160,7 +193,7 @@ pub fn take_over(path: &Path) -> Result<(UnixStream, Vec<Passed>), String> {
 pub fn after_ready(
     conn: UnixStream,
     inject: mpsc::Sender<Vec<u8>>,
-    then_serve: Option<(PathBuf, Vec<OwnedFd>, Handover)>,
+    then_serve: Option<(PathBuf, Vec<OwnedFd>, Option<OwnedFd>, Handover)>,
 ) -> io::Result<()> {
     (&conn).write_all(READY.as_bytes())?;
     conn.set_read_timeout(Some(READY_WAIT))?;
@@ -191,8 +224,8 @@ pub fn after_ready(
                 "corestatsd: take-over: done; {packets} packets of the old process' last windows \
                  taken in"
             );
-            if let Some((path, listeners, handover)) = then_serve
-                && let Err(e) = serve(&path, listeners, handover)
+            if let Some((path, listeners, http, handover)) = then_serve
+                && let Err(e) = serve(&path, listeners, http, handover)
             {
                 eprintln!("corestatsd: --control-socket {}: {e}", path.display());
             }

@@ -10,6 +10,7 @@ mod open_sink;
 mod signals;
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 
@@ -108,12 +109,14 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let mut sink = open_sink(&cfg)?;
     let handover = Handover::default();
     let mut taken_over = None;
+    let mut passed_http = None;
     let mut source = "systemd";
     if let Some(path) = &cfg.control_socket {
         if cfg.take_over {
-            let (conn, fds) = control::take_over(path).map_err(usage)?;
-            passed.extend(fds);
-            taken_over = Some(conn);
+            let taken = control::take_over(path).map_err(usage)?;
+            passed.extend(taken.passed);
+            passed_http = taken.http;
+            taken_over = Some(taken.conn);
             shard::hold_receive();
             source = "the process taken over";
         } else if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -125,23 +128,41 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         }
         sink = Box::new(HandoverSink::new(sink, handover.clone()));
     }
+    // A socket systemd passed for the HTTP endpoint: on its address exactly (a port-0 match
+    // is left to the DogStatsD listeners).
+    if passed_http.is_none()
+        && let crate::config::HttpListen::Given(a) | crate::config::HttpListen::Default(a) =
+            cfg.http
+        && let Some(i) = passed
+            .iter()
+            .position(|p| p.kind == activation::Kind::Tcp(a))
+    {
+        passed_http = Some(std::net::TcpListener::from(passed.remove(i).fd));
+    }
     let Bound {
         sockets,
         listening,
         socket_files,
         listeners,
     } = bind_all(&cfg, &mut passed, source)?;
+    let http = operator::bind(cfg.http, passed_http).map_err(usage)?;
     // The control socket: served now, or once the take-over is done.
     let mut then_serve = None;
     if let Some(path) = &cfg.control_socket {
+        let http_fd = match &http {
+            Some(l) => Some(l.try_clone().map(OwnedFd::from).map_err(|e| RunError {
+                message: format!("cannot keep the HTTP listener for a take-over: {e}"),
+                status: 1,
+            })?),
+            None => None,
+        };
         if taken_over.is_some() {
-            then_serve = Some((path.clone(), listeners, handover.clone()));
+            then_serve = Some((path.clone(), listeners, http_fd, handover.clone()));
         } else {
-            control::serve(path, listeners, handover.clone())
+            control::serve(path, listeners, http_fd, handover.clone())
                 .map_err(|e| usage(format!("--control-socket {}: {e}", path.display())))?;
         }
     }
-    let http = operator::bind(cfg.http).map_err(usage)?;
     let board = Arc::new(Board::new(cfg.cores.len()));
     let capture = Capture::new(cfg.cores.len());
     let endpoint = match http {
