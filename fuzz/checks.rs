@@ -1,6 +1,7 @@
 //! What every fuzz target checks, shared with `tests/fuzz_corpus.rs` (which replays the
 //! committed corpus on stable): not only "no panic", but the invariants each stage owes its
-//! input. Uses only `corestatsd::bench_api`.
+//! input. Uses `corestatsd::bench_api`, the config entry points (`parse_args`,
+//! `Config::from_flags`) and the load generator's capture reader (`blast/src/replay.rs`).
 
 #![allow(dead_code)]
 
@@ -11,6 +12,11 @@ use corestatsd::bench_api::{
     AggregateConfig, Aggregator, Contexts, Counters, FrameError, Framer, Framing, HistogramOutput,
     JsonlSink, Limits, Mapper, Merger, ProfileSpec, Sink, Suffix, View, check, ingest,
 };
+
+#[path = "../blast/src/replay.rs"]
+mod replay;
+#[path = "../blast/src/workload.rs"]
+mod workload;
 
 const T0: u64 = 1_700_000_000;
 
@@ -240,4 +246,124 @@ pub fn mapper(data: &[u8]) {
         let mut scratch = m.scratch();
         let _ = m.map(&mut scratch, name);
     }
+}
+
+thread_local! {
+    /// The two files the config target writes each input into (in memory where the machine
+    /// has /dev/shm).
+    static CONFIG_FILES: (std::path::PathBuf, std::path::PathBuf) = {
+        let root = if std::path::Path::new("/dev/shm").is_dir() {
+            std::path::PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = root.join(format!("corestatsd-fuzz-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir.join("datadog.yaml"), dir.join("mapping.yaml"))
+    };
+}
+
+/// The config compiler, as start-up runs it: a `--config` file (the Agent's keys, mapper
+/// profiles) and a `--mapping-config` file (statsd_exporter's rules), split by a NUL, then a
+/// line to send through what they compiled. Either start-up refuses them with a message that
+/// names the flag or file at fault, or the compiled name stage accounts for the line like any
+/// other. True when start-up compiled them.
+pub fn config(data: &[u8]) -> bool {
+    let mut parts = data.splitn(3, |&b| b == 0);
+    let (Some(agent), Some(mapping)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let line = parts.next().unwrap_or(b"a.b.c:1|c");
+    let (agent_path, mapping_path) = CONFIG_FILES.with(|f| f.clone());
+    std::fs::write(&agent_path, agent).unwrap();
+    std::fs::write(&mapping_path, mapping).unwrap();
+    let args: Vec<std::ffi::OsString> = [
+        "corestatsd",
+        "--cores",
+        "0",
+        "--hostname",
+        "fuzz",
+        "--no-http",
+        "--config",
+        agent_path.to_str().unwrap(),
+        "--mapping-config",
+        mapping_path.to_str().unwrap(),
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let config = match corestatsd::parse_args(args) {
+        Ok(flags) => corestatsd::Config::from_flags(flags),
+        Err(corestatsd::FlagsError::Setting(e)) => Err(e),
+        Err(corestatsd::FlagsError::Clap(e)) => Err(e.to_string()),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                e.contains("--config") || e.contains("--mapping-config") || e.contains("DD_"),
+                "an error that names no flag or file: {e}"
+            );
+            return false;
+        }
+    };
+    let mut cfg = config.aggregate;
+    cfg.owners = 1;
+    let mut agg = Aggregator::new(cfg, T0);
+    let mut c = Counters::default();
+    ingest(&mut agg, &mut c, [line], 0);
+    assert_eq!(
+        c.accounted_lines(),
+        lines_of(line),
+        "every line accounted for once"
+    );
+    let _ = agg.take_pending();
+    true
+}
+
+/// The capture-file reader of `corestatsd-blast --replay`: a file is refused with the offset
+/// (or the zstd failure) at fault, or read; what it read, written again as a version 3 file,
+/// reads back the same. True when it was read.
+pub fn capture(data: &[u8]) -> bool {
+    let records = match replay::parse(data) {
+        Ok(r) => r,
+        Err(e) => {
+            assert!(
+                e.starts_with("offset ") || e.contains("zstd") || e.starts_with("decompresses"),
+                "{e}"
+            );
+            return false;
+        }
+    };
+    let mut file = corestatsd::bench_api::CAPTURE_HEADER.to_vec();
+    for r in &records {
+        let mut m = Vec::new();
+        let ns = r.at_ns.min(i64::MAX as u64);
+        for (key, v) in [(0x08u8, ns), (0x10, r.packet.bytes.len() as u64)] {
+            m.push(key);
+            varint(&mut m, v);
+        }
+        m.push(0x1A);
+        varint(&mut m, r.packet.bytes.len() as u64);
+        m.extend_from_slice(&r.packet.bytes);
+        file.extend((m.len() as u32).to_le_bytes());
+        file.extend(m);
+    }
+    file.extend([0; 8]);
+    let again = replay::parse(&file).unwrap_or_else(|e| panic!("written back, refused: {e}"));
+    assert_eq!(again.len(), records.len());
+    for (a, b) in records.iter().zip(&again) {
+        assert_eq!(a.packet.bytes, b.packet.bytes);
+        assert_eq!(a.at_ns.min(i64::MAX as u64), b.at_ns);
+        assert!(a.packet.counts.metrics <= lines_of(&a.packet.bytes));
+    }
+    true
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }

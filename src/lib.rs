@@ -72,6 +72,7 @@ pub mod bench_api {
     };
     pub use crate::counters::Counters;
     pub use crate::flushed::{Contexts, FlushBatch, FlushedMetric, NewContexts, Suffix, View};
+    pub use crate::listen::capture::HEADER as CAPTURE_HEADER;
     pub use crate::listen::{FrameError, Framer, Framing};
     pub use crate::map::{Mapper, NameConfig, NameOut, ProfileSpec, Reference, Stage, check};
     pub use crate::merge::{HistogramOutput, Merger};

@@ -7,7 +7,7 @@ mod checks;
 
 use std::path::Path;
 
-fn replay(target: &str, check: fn(&[u8])) -> usize {
+fn replay<T>(target: &str, check: fn(&[u8]) -> T) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
         .join(target);
@@ -15,7 +15,9 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
-        let outcome = std::panic::catch_unwind(|| check(&data));
+        let outcome = std::panic::catch_unwind(|| {
+            check(&data);
+        });
         assert!(
             outcome.is_ok(),
             "{target}: {} fails its check",
@@ -49,4 +51,25 @@ fn the_pipeline_corpus_writes_json_that_decodes_back() {
 fn the_mapper_corpus_compiles_or_is_refused() {
     checks::mapper(b"- name: p\n  prefix: a.\n  mappings:\n    - {match: 'a.*', name: b}\n\0a.x");
     assert!(replay("mapper", checks::mapper) > 0);
+}
+
+#[test]
+fn the_config_corpus_compiles_or_is_refused_by_name() {
+    assert!(checks::config(
+        b"statsd_metric_namespace: app\n\0mappings:\n  - match: a.*.c\n    name: x\n\0a.b.c:1|c"
+    ));
+    assert!(!checks::config(b"max_contexts: [\n\0\0a:1|c"));
+    assert!(replay("config", checks::config) > 0);
+}
+
+#[test]
+fn the_capture_corpus_reads_back_or_is_refused_with_its_offset() {
+    let mut file = corestatsd::bench_api::CAPTURE_HEADER.to_vec();
+    let record = b"\x08\x01\x10\x05\x1a\x05a:1|c";
+    file.extend((record.len() as u32).to_le_bytes());
+    file.extend(record);
+    file.extend([0; 8]);
+    assert!(checks::capture(&file));
+    assert!(!checks::capture(&file[..file.len() - 3]));
+    assert!(replay("capture", checks::capture) > 0);
 }

@@ -8,7 +8,7 @@
 //! skipped); a u32 zero; the tagger state and its u32 size. Anything else is refused with the
 //! offset at fault, never a panic.
 
-use crate::workload::{Counts, Packet, TYPES};
+use super::workload::{Counts, Packet, TYPES};
 
 const MAGIC: [u8; 4] = [0xD4, 0x74, 0xD0, 0x60];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
