@@ -148,3 +148,103 @@ fn a_take_over_under_load_loses_nothing_and_writes_each_window_once() {
         "the new process' stop removes the socket file it took over"
     );
 }
+
+/// The sum of every `tk.` counter point the intake accepted.
+fn delivered(intake: &common::intake::Intake) -> f64 {
+    intake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v2/series" && r.status == 200)
+        .flat_map(|r| common::intake::Msg::parse(&r.decoded()).msgs(1))
+        .filter(|s| s.str(2).starts_with("tk."))
+        .flat_map(|s| s.msgs(4))
+        .map(|p| p.double(1))
+        .sum()
+}
+
+#[test]
+fn a_take_over_while_the_intake_is_down_delivers_both_processes_spill_once() {
+    let dir = temp_dir("take-over-spill");
+    let (ctl, spill) = (dir.join("control.sock"), dir.join("spill"));
+    // Nothing listens here until the intake comes up.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--cores",
+            "0",
+            "--control-socket",
+            ctl.to_str().unwrap(),
+            "--bucket-secs",
+            "1",
+            "--no-self-metrics",
+            "--hostname",
+            "h",
+            "--downstream",
+            "datadog",
+            "--dd-url",
+            &url,
+            "--dd-counters-as",
+            "count",
+            "--retry-spill-dir",
+            spill.to_str().unwrap(),
+            "--retry-backoff-base-ms",
+            "50",
+            "--retry-backoff-max-ms",
+            "200",
+            "--downstream-stop-timeout-secs",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let env = [("DD_API_KEY", "k")];
+    let start = |a: &[String]| {
+        Server::start_with_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+    };
+    let send = |to: std::net::SocketAddr, n: usize| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..n {
+            s.send_to(format!("tk.{}:1|c", i % 7).as_bytes(), to)
+                .unwrap();
+        }
+    };
+    let mut old = start(&args(&[]));
+    send(old.addr, 300);
+    old.wait_for_stderr("a failed delivery", |l| l.contains("retry 1 in"));
+    let new = start(&args(&["--take-over"]));
+    assert_eq!(new.addr, old.addr);
+    send(new.addr, 200);
+    old.wait_for_stderr("the old process' stop", |l| {
+        l.contains("corestatsd: stopped;")
+    });
+    let old_done = old.stop();
+    assert_eq!(old_done.status, 0, "{:#?}", old_done.stderr);
+    let intake = common::intake::Intake::start_on(addr, |_, _| 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while delivered(&intake) < 500.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered {} of 500",
+            delivered(&intake)
+        );
+        std::thread::yield_now();
+    }
+    let new_done = new.stop();
+    assert_eq!(new_done.status, 0, "{:#?}", new_done.stderr);
+    assert_eq!(delivered(&intake), 500.0, "every count once");
+    assert!(
+        new_done
+            .stderr
+            .iter()
+            .any(|l| l.contains("is another process' (the one taken over)")),
+        "the new process left the old one's spill directory alone: {:#?}",
+        new_done.stderr
+    );
+}

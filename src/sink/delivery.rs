@@ -93,7 +93,14 @@ impl Delivery {
             Some(dir) => Some(SpillDir::open(dir, cfg.spill_max_bytes)?),
             None => None,
         };
-        if let Some(sp) = spill.as_ref().filter(|sp| !sp.is_empty()) {
+        if let Some(sp) = spill.as_ref().filter(|sp| !sp.is_owned()) {
+            eprintln!(
+                "corestatsd: {}: the spill directory {} is another process' (the one taken \
+                 over): its files are sent once it exits",
+                cfg.name,
+                sp.dir().display()
+            );
+        } else if let Some(sp) = spill.as_ref().filter(|sp| !sp.is_empty()) {
             eprintln!(
                 "corestatsd: {}: {} spilled payloads ({} bytes) in {} will be sent first",
                 cfg.name,

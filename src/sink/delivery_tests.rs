@@ -41,6 +41,7 @@ fn spilled_bodies(dir: &Path) -> Vec<u8> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "payload"))
         .collect();
     files.sort();
     files
@@ -82,7 +83,8 @@ fn overflow_spills_the_limit_drops_the_oldest_and_a_restart_sends_them_first() {
     assert_eq!((s.dropped_points, s.payloads, s.spilled), (4, 0, 6));
 
     // A new process on the same directory finds them, oldest first, and keeps them while
-    // the intake stays unreachable.
+    // the intake stays unreachable (once this one has let go of the directory).
+    drop(d);
     let mut again = Delivery::start(unreachable(&dir, 2)).unwrap();
     while again.snapshot().retries == 0 {
         assert!(
