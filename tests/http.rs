@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::prometheus::Prometheus;
 use common::{Server, get, wait_for};
@@ -184,21 +184,9 @@ fn a_real_prometheus_scrapes_the_metrics_endpoint() {
     wait_for(http, "/metrics", |t| {
         sample_sum(t, "corestatsd_metrics_total", &[]) == 50.0
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = prom.query("sum(corestatsd_metrics_total{job=\"corestatsd\"})");
-        let got = r
-            .first()
-            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok());
-        if got == Some(50.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never scraped 50 metrics: {r:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    prom.wait_value("sum(corestatsd_metrics_total{job=\"corestatsd\"})", |v| {
+        v == 50.0
+    });
     assert_eq!(prom.value("up{job=\"corestatsd\"}"), 1.0);
     // Histograms are histograms to Prometheus: a quantile over the buckets answers.
     let q = prom

@@ -17,6 +17,8 @@ pub enum Downstream {
     Datadog,
     PrometheusRemoteWrite(String),
     Relay(Target),
+    /// Served at `/metrics` on the HTTP endpoint.
+    PrometheusScrape,
 }
 
 impl std::fmt::Display for Downstream {
@@ -28,6 +30,7 @@ impl std::fmt::Display for Downstream {
             Downstream::PrometheusRemoteWrite(url) => write!(f, "prometheus-remote-write:{url}"),
             Downstream::Relay(Target::Udp(a)) => write!(f, "dogstatsd:{a}"),
             Downstream::Relay(Target::Uds(p)) => write!(f, "dogstatsd+uds:{}", p.display()),
+            Downstream::PrometheusScrape => write!(f, "prometheus-scrape"),
         }
     }
 }
@@ -35,6 +38,9 @@ impl std::fmt::Display for Downstream {
 pub(super) fn parse_downstream(s: &str) -> Result<Downstream, String> {
     if s == "datadog" {
         return Ok(Downstream::Datadog);
+    }
+    if s == "prometheus-scrape" {
+        return Ok(Downstream::PrometheusScrape);
     }
     match s.split_once(':') {
         Some(("jsonl", "-")) => Ok(Downstream::JsonlStdout),
@@ -57,7 +63,7 @@ pub(super) fn parse_downstream(s: &str) -> Result<Downstream, String> {
         Some(("dogstatsd+uds", path)) => Ok(Downstream::Relay(Target::Uds(PathBuf::from(path)))),
         _ => Err(format!(
             "{s:?} is not a known downstream (jsonl:-, jsonl:PATH, datadog, \
-             prometheus-remote-write:URL, dogstatsd:HOST:PORT, dogstatsd+uds:PATH)"
+             prometheus-remote-write:URL, prometheus-scrape, dogstatsd:HOST:PORT, dogstatsd+uds:PATH)"
         )),
     }
 }
@@ -112,6 +118,8 @@ pub struct DownstreamSettings {
     /// `--durable-delivery` (with a spill directory).
     pub durable_delivery: bool,
     pub remote_write_counter_expiry_secs: u64,
+    pub scrape_series_ttl_secs: Option<u64>,
+    pub scrape_max_series: Option<usize>,
     pub relay_max_packet_bytes: Option<usize>,
 }
 
@@ -136,6 +144,8 @@ pub(super) fn settings(f: &Flags) -> Result<DownstreamSettings, String> {
         http_max_in_flight: f.http_max_in_flight as usize,
         durable_delivery: f.durable_delivery,
         remote_write_counter_expiry_secs: f.remote_write_counter_expiry_secs,
+        scrape_series_ttl_secs: f.scrape_series_ttl_secs,
+        scrape_max_series: f.scrape_max_series,
         relay_max_packet_bytes: f.relay_max_packet_bytes.map(|b| b as usize),
     })
 }

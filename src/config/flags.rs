@@ -226,7 +226,8 @@ pub struct Flags {
 
     /// Where flushed metrics go: `jsonl:-` (stdout), `jsonl:PATH` (appended), `datadog` (the
     /// intake API at --dd-url), `prometheus-remote-write:URL`, `dogstatsd:HOST:PORT` or
-    /// `dogstatsd+uds:PATH` (relay to another DogStatsD tier). Defaults to jsonl:-.
+    /// `dogstatsd+uds:PATH` (relay to another DogStatsD tier) or `prometheus-scrape` (served at
+    /// /metrics on the HTTP endpoint, as statsd_exporter serves it). Defaults to jsonl:-.
     #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = downstream::parse_downstream)]
     pub downstream: Downstream,
 
@@ -465,6 +466,18 @@ pub struct Flags {
     /// Prometheus). Defaults to 900; 0 keeps totals forever.
     #[arg(long, hide_default_value = true, default_value_t = 900)]
     pub remote_write_counter_expiry_secs: u64,
+
+    /// `--downstream prometheus-scrape`: how long a series no point updates stays on
+    /// `/metrics`; 0 keeps it. Defaults to the --mapping-config file's `defaults.ttl` (a
+    /// mapping's own `ttl` for the names it makes), else 0, as statsd_exporter.
+    #[arg(long)]
+    pub scrape_series_ttl_secs: Option<u64>,
+
+    /// `--downstream prometheus-scrape`: series held at most; a new one past it is refused and
+    /// counted (corestatsd_scrape_series_refused_total). Defaults to --max-contexts when set,
+    /// else 1000000.
+    #[arg(long)]
+    pub scrape_max_series: Option<usize>,
 
     /// `--downstream dogstatsd…`: the largest datagram the relay sends. Defaults to 1432 for UDP
     /// and 8192 for unix sockets.

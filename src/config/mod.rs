@@ -243,6 +243,17 @@ impl Config {
         let max_per_metric = f
             .max_contexts_per_metric
             .or(file.max_contexts_per_metric.map(|n| n as u64));
+        // A series per context at most, by default.
+        if downstream_settings.scrape_max_series.is_none() {
+            downstream_settings.scrape_max_series = max_contexts.map(|n| n as usize);
+        }
+        if f.downstream == Downstream::PrometheusScrape && f.no_http {
+            return Err(
+                "--downstream prometheus-scrape is served at /metrics on the HTTP endpoint: \
+                 drop --no-http (and choose its address with --http-addr)"
+                    .into(),
+            );
+        }
         // Each shard holds its share, rounded up: the process holds at most about the cap.
         let shards = cores.len() as u64;
         let share = |cap: Option<u64>| cap.map(|n| n.div_ceil(shards) as usize);

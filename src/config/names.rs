@@ -36,11 +36,13 @@ pub(super) fn names_config(
     let mut checked = crate::map::check(&profiles).map_err(|e| format!("{source}: {e}"))?;
     let mut not_honoured = Vec::new();
     let mut origin = Vec::new();
+    let mut exposition = Default::default();
     if let Some(path) = &f.mapping_config {
         let at = format!("--mapping-config {}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| format!("{at}: {e}"))?;
         let exporter = crate::map::exporter::compile(&text).map_err(|e| format!("{at}: {e}"))?;
         not_honoured = exporter.not_honoured;
+        exposition = exporter.exposition;
         origin = exporter.origin;
         checked.push(exporter.profile);
     }
@@ -116,5 +118,6 @@ pub(super) fn names_config(
             signalfx: f.name_tag_formats.contains(&NameTagFormat::Signalfx),
         },
         mapping_not_honoured: not_honoured,
+        exposition,
     })
 }

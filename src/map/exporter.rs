@@ -6,12 +6,15 @@
 //! Matching as statsd_exporter matches: a glob's `*` matches one dot-free run (`$n` is the n-th),
 //! the whole name; a regex matches anywhere in the name, as Go's `FindStringSubmatch` (its README's
 //! `match: .` drop-all relies on that; `$0` is the match); every glob rule is tried before every
-//! regex rule, each kind in file order, and the first match wins. Labels become tags. Keys that
-//! only shape statsd_exporter's own Prometheus exposition (`timer_type`, `observer_type`,
-//! `quantiles`, `buckets`, `summary_options`, `histogram_options`, `ttl`, `help`, `scale`), and
-//! those corestatsd cannot honour (`match_metric_type`: the mapper runs on names alone;
-//! `honor_labels`; `glob_disable_ordering: true`), are named at start-up, never silently dropped.
-//! Pure: reads text, returns rules and names.
+//! regex rule, each kind in file order, and the first match wins. Labels become tags.
+//!
+//! The keys that shape statsd_exporter's Prometheus exposition (`observer_type`/`timer_type`,
+//! `histogram_options.buckets`/`buckets`, `summary_options.quantiles`/`quantiles`, `ttl`, `help`)
+//! are read into an `Exposition` for `--downstream prometheus-scrape`: the `defaults`, and each
+//! mapping's for the metric names it produces (its `name`, `$n` and `${n}` matching any run). Keys
+//! corestatsd cannot honour (`match_metric_type`: the mapper runs on names alone; `scale`;
+//! `honor_labels`; `glob_disable_ordering: true`; summary ages and native histograms) are named
+//! at start-up, never silently dropped. Pure: reads text, returns rules and names.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +38,253 @@ struct Defaults {
     match_type: Option<String>,
     glob_disable_ordering: Option<bool>,
     #[serde(flatten)]
+    observe: Observe,
+    #[serde(flatten)]
     other: BTreeMap<String, Value>,
+}
+
+/// The exposition keys of `defaults` and of a mapping.
+#[derive(Debug, Default, Deserialize)]
+struct Observe {
+    observer_type: Option<String>,
+    timer_type: Option<String>,
+    buckets: Option<Vec<f64>>,
+    quantiles: Option<Vec<Quantile>>,
+    histogram_options: Option<HistogramOptions>,
+    summary_options: Option<SummaryOptions>,
+    ttl: Option<Value>,
+    help: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Quantile {
+    quantile: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HistogramOptions {
+    buckets: Option<Vec<f64>>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SummaryOptions {
+    quantiles: Option<Vec<Quantile>>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+/// A timer's, histogram's or distribution's Prometheus form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observer {
+    Summary,
+    Histogram,
+}
+
+/// What a mapping file says of a family's exposition; `None`: not said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObserverOptions {
+    pub observer: Option<Observer>,
+    pub buckets: Option<Vec<f64>>,
+    pub quantiles: Option<Vec<f64>>,
+    /// 0: never expires.
+    pub ttl_secs: Option<u64>,
+    pub help: Option<String>,
+}
+
+impl ObserverOptions {
+    /// `self`, with what it does not say taken from `under`.
+    fn over(&self, under: &ObserverOptions) -> ObserverOptions {
+        ObserverOptions {
+            observer: self.observer.or(under.observer),
+            buckets: self.buckets.clone().or_else(|| under.buckets.clone()),
+            quantiles: self.quantiles.clone().or_else(|| under.quantiles.clone()),
+            ttl_secs: self.ttl_secs.or(under.ttl_secs),
+            help: self.help.clone().or_else(|| under.help.clone()),
+        }
+    }
+}
+
+/// A mapping's `name` as a pattern over Prometheus names: literal runs (as Prometheus spells
+/// them) and captures, each matching one character or more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamePattern(Vec<Option<String>>);
+
+impl NamePattern {
+    pub fn new(template: &str) -> NamePattern {
+        let mut parts: Vec<Option<String>> = Vec::new();
+        let mut lit = String::new();
+        let mut chars = template.chars().peekable();
+        while let Some(c) = chars.next() {
+            let capture = c == '$'
+                && chars
+                    .peek()
+                    .is_some_and(|n| *n == '{' || n.is_ascii_alphanumeric() || *n == '_');
+            if !capture {
+                lit.push(if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                    c
+                } else {
+                    '_'
+                });
+                continue;
+            }
+            if chars.peek() == Some(&'{') {
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                }
+            } else {
+                while chars
+                    .peek()
+                    .is_some_and(|n| n.is_ascii_alphanumeric() || *n == '_')
+                {
+                    chars.next();
+                }
+            }
+            if !lit.is_empty() {
+                parts.push(Some(std::mem::take(&mut lit)));
+            }
+            if parts.last() != Some(&None) {
+                parts.push(None);
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Some(lit));
+        }
+        NamePattern(parts)
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        fn go(parts: &[Option<String>], s: &str) -> bool {
+            match parts.split_first() {
+                None => s.is_empty(),
+                Some((Some(lit), rest)) => {
+                    s.strip_prefix(lit.as_str()).is_some_and(|r| go(rest, r))
+                }
+                Some((None, rest)) => (1..=s.len())
+                    .filter(|&i| s.is_char_boundary(i))
+                    .any(|i| go(rest, &s[i..])),
+            }
+        }
+        go(&self.0, name)
+    }
+}
+
+/// The exposition settings of a mapping file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exposition {
+    pub defaults: ObserverOptions,
+    /// In the mapper's order (globs, then regexes): the first whose pattern matches wins.
+    pub by_name: Vec<(NamePattern, ObserverOptions)>,
+}
+
+impl Exposition {
+    /// The options of the family `name` (a Prometheus name, before any `_total`).
+    pub fn options_for(&self, name: &str) -> ObserverOptions {
+        match self.by_name.iter().find(|(p, _)| p.matches(name)) {
+            Some((_, o)) => o.over(&self.defaults),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
+/// A Go duration (`90s`, `10m`, `1h30m`, `500ms`) or a number of seconds, in whole seconds.
+fn duration_secs(v: &Value) -> Result<u64, String> {
+    if let Some(n) = v.as_u64() {
+        return Ok(n);
+    }
+    let text = v.as_str().ok_or("a duration like 10m or 90s")?;
+    if text == "0" {
+        return Ok(0);
+    }
+    let (mut total, mut rest) = (0f64, text);
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{text:?} has a number without a unit"))?;
+        let n: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 10m or 90s"))?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            u => return Err(format!("{text:?}: unknown unit {u:?}")),
+        };
+        total += n * secs;
+        rest = &rest[unit..];
+    }
+    Ok(total.ceil() as u64)
+}
+
+impl Observe {
+    /// The options, naming at `at` (`defaults` or `mappings[N]`) what cannot be honoured.
+    fn read(&self, at: &str, not_honoured: &mut Vec<String>) -> Result<ObserverOptions, String> {
+        let observer = match self.observer_type.as_deref().or(self.timer_type.as_deref()) {
+            None | Some("") | Some("default") => None,
+            Some("summary") => Some(Observer::Summary),
+            Some("histogram") => Some(Observer::Histogram),
+            Some(other) => {
+                return Err(format!(
+                    "{at}: observer type {other:?} is neither summary nor histogram"
+                ));
+            }
+        };
+        let h = self.histogram_options.as_ref();
+        let sm = self.summary_options.as_ref();
+        for (group, other) in [
+            ("histogram_options", h.map(|h| &h.other)),
+            ("summary_options", sm.map(|s| &s.other)),
+        ] {
+            not_honoured.extend(
+                other
+                    .into_iter()
+                    .flat_map(|o| o.keys())
+                    .map(|k| format!("{at}.{group}.{k}")),
+            );
+        }
+        let mut buckets = h
+            .and_then(|h| h.buckets.clone())
+            .or_else(|| self.buckets.clone());
+        if let Some(b) = buckets.as_mut() {
+            if b.iter().any(|x| !x.is_finite()) {
+                return Err(format!("{at}: buckets must be finite numbers"));
+            }
+            b.sort_by(f64::total_cmp);
+            b.dedup();
+        }
+        let quantiles = sm
+            .and_then(|s| s.quantiles.as_ref())
+            .or(self.quantiles.as_ref())
+            .map(|q| q.iter().map(|q| q.quantile).collect::<Vec<f64>>());
+        if let Some(bad) = quantiles
+            .iter()
+            .flatten()
+            .find(|q| !(0.0..=1.0).contains(*q))
+        {
+            return Err(format!("{at}: quantile {bad} is not between 0 and 1"));
+        }
+        let ttl_secs = match &self.ttl {
+            None => None,
+            Some(v) => Some(duration_secs(v).map_err(|e| format!("{at}: ttl: {e}"))?),
+        };
+        Ok(ObserverOptions {
+            observer,
+            buckets,
+            quantiles,
+            ttl_secs,
+            help: self.help.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +297,8 @@ struct Mapping {
     labels: BTreeMap<String, String>,
     action: Option<String>,
     #[serde(flatten)]
+    observe: Observe,
+    #[serde(flatten)]
     other: BTreeMap<String, Value>,
 }
 
@@ -58,8 +309,10 @@ pub struct ExporterMappings {
     pub profile: CheckedProfile,
     /// For each of the profile's rules, its index in the file's `mappings`.
     pub origin: Vec<usize>,
-    /// The keys read and not honoured, as `mappings[3].ttl` or `defaults.quantiles`.
+    /// The keys read and not honoured, as `mappings[3].scale` or `defaults.glob_disable_ordering`.
     pub not_honoured: Vec<String>,
+    /// What `--downstream prometheus-scrape` makes of the families.
+    pub exposition: Exposition,
 }
 
 /// The first segment of a glob cannot start with a digit (statsd_exporter's `metricLineRE`).
@@ -101,9 +354,14 @@ pub fn compile(text: &str) -> Result<ExporterMappings, String> {
             ));
         }
     };
+    let defaults = file.defaults.observe.read("defaults", &mut not_honoured)?;
     let (mut globs, mut regexes) = (Vec::new(), Vec::new());
+    let (mut glob_options, mut regex_options) = (Vec::new(), Vec::new());
     for (i, m) in file.mappings.iter().enumerate() {
         let at = |what: String| format!("mappings[{i}]: {what}");
+        let options = m
+            .observe
+            .read(&format!("mappings[{i}]"), &mut not_honoured)?;
         let pattern = match m.pattern.as_deref() {
             None | Some("") => return Err(at("missing match".into())),
             Some(p) => p,
@@ -140,6 +398,9 @@ pub fn compile(text: &str) -> Result<ExporterMappings, String> {
                     tags,
                     drop,
                 };
+                if !drop {
+                    glob_options.push((NamePattern::new(&rule.name), options));
+                }
                 globs.push((i, rule));
             }
             "regex" => {
@@ -150,6 +411,9 @@ pub fn compile(text: &str) -> Result<ExporterMappings, String> {
                     tags,
                     drop,
                 };
+                if !drop {
+                    regex_options.push((NamePattern::new(&rule.name), options));
+                }
                 regexes.push((i, rule));
             }
             other => {
@@ -168,6 +432,10 @@ pub fn compile(text: &str) -> Result<ExporterMappings, String> {
         },
         origin,
         not_honoured,
+        exposition: Exposition {
+            defaults,
+            by_name: glob_options.into_iter().chain(regex_options).collect(),
+        },
     })
 }
 

@@ -212,27 +212,52 @@ defaults:
   observer_type: histogram
   quantiles: [{quantile: 0.5, error: 0.05}]
   glob_disable_ordering: true
+  summary_options:
+    max_age: 5m
 mappings:
 - match: "a.*"
   name: "a"
-  ttl: 1m
+  ttl: 1m30s
   match_metric_type: counter
-  timer_type: histogram
+  timer_type: summary
+  scale: 0.001
+  help: "A's help."
 "#,
     )
     .unwrap();
     assert_eq!(
         c.not_honoured,
         [
-            "defaults.observer_type",
-            "defaults.quantiles",
             "defaults.glob_disable_ordering (rules stay in file order)",
+            "defaults.summary_options.max_age",
             "mappings[0].match_metric_type",
-            "mappings[0].timer_type",
-            "mappings[0].ttl",
+            "mappings[0].scale",
         ]
     );
+    // The exposition keys are read: the mapping's over the defaults, for the names it makes.
+    let a = c.exposition.options_for("a");
+    assert_eq!(a.observer, Some(Observer::Summary));
+    assert_eq!(a.quantiles, Some(vec![0.5]));
+    assert_eq!(a.ttl_secs, Some(90));
+    assert_eq!(a.help.as_deref(), Some("A's help."));
+    let other = c.exposition.options_for("b");
+    assert_eq!(
+        (other.observer, other.ttl_secs),
+        (Some(Observer::Histogram), None)
+    );
     for (yaml, want) in [
+        (
+            "defaults: {observer_type: gauge}\n",
+            "defaults: observer type \"gauge\" is neither summary nor histogram",
+        ),
+        (
+            "mappings:\n- {match: a, name: a, ttl: 10x}\n",
+            "mappings[0]: ttl: \"10x\": unknown unit \"x\"",
+        ),
+        (
+            "mappings:\n- {match: a, name: a, quantiles: [{quantile: 2}]}\n",
+            "mappings[0]: quantile 2 is not between 0 and 1",
+        ),
         ("mappings:\n- match: 'a.*'\n", "mappings[0]: missing name"),
         ("mappings:\n- name: x\n", "mappings[0]: missing match"),
         (

@@ -66,6 +66,8 @@ pub struct NameConfig {
     pub name_tags: name_tags::NameTagFormats,
     /// Keys of `--mapping-config` read and not honoured (named at start-up).
     pub mapping_not_honoured: Vec<String>,
+    /// What `--mapping-config` says of the Prometheus exposition (`prometheus-scrape`).
+    pub exposition: exporter::Exposition,
 }
 
 /// A name after the stage.

@@ -469,6 +469,7 @@ fn mapped_cfg(owners: usize) -> AggregateConfig {
         extra_tags: vec!["dc:eu".into()],
         name_tags: Default::default(),
         mapping_not_honoured: Vec::new(),
+        exposition: Default::default(),
     };
     c
 }

@@ -91,6 +91,8 @@ pub struct Served {
     pub capture: Arc<Capture>,
     /// Where captures go unless a request names a directory (`--capture-dir`).
     pub capture_dir: std::path::PathBuf,
+    /// `--downstream prometheus-scrape`: its text, served at `/metrics`.
+    pub scrape: Option<Arc<crate::sink::scrape::Published>>,
 }
 
 /// The endpoint's thread; dropping it stops the thread.

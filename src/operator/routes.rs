@@ -51,11 +51,18 @@ pub fn respond(method: &str, path: &str, query: &str, served: &Served) -> Reply 
                 text(503, problems.join("\n") + "\n")
             }
         }
-        "/metrics" => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: super::exposition::render(&board.published(), board, summary),
-        },
+        "/metrics" => {
+            let mut body = super::exposition::render(&board.published(), board, summary);
+            // `prometheus-scrape`: the aggregated series after the server's own.
+            if let Some(scrape) = &served.scrape {
+                body.push_str(&scrape.text());
+            }
+            Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            }
+        }
         "/status" => Reply {
             status: 200,
             content_type: "application/json",
@@ -224,6 +231,7 @@ pub(crate) mod tests {
             summary: summary(),
             capture: crate::listen::capture::Capture::new(1),
             capture_dir: std::env::temp_dir(),
+            scrape: None,
         }
     }
 

@@ -68,9 +68,18 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let names = &cfg.aggregate.names;
     if !names.mapping_not_honoured.is_empty() {
         eprintln!(
-            "corestatsd: --mapping-config: read but not honoured (statsd_exporter's exposition \
-             settings, or matching corestatsd does not do): {}",
+            "corestatsd: --mapping-config: read but not honoured (matching or exposition \
+             corestatsd does not do): {}",
             names.mapping_not_honoured.join(", ")
+        );
+    }
+    if names.exposition != Default::default()
+        && cfg.downstream != crate::config::Downstream::PrometheusScrape
+    {
+        eprintln!(
+            "corestatsd: --mapping-config: its observer types, buckets, quantiles, ttl and help \
+             shape --downstream prometheus-scrape only; unused with --downstream {}",
+            cfg.downstream
         );
     }
     if let Some(m) = &names.mapper {
@@ -106,7 +115,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     }
     // Opened once this thread is off the ingest cores: a delivery thread started here inherits
     // that placement.
-    let mut sink = open_sink(&cfg)?;
+    let scrape = (cfg.downstream == crate::config::Downstream::PrometheusScrape)
+        .then(|| Arc::new(sink::scrape::Published::default()));
+    let mut sink = open_sink(&cfg, scrape.as_ref())?;
     let handover = Handover::default();
     let mut taken_over = None;
     let mut passed_http = None;
@@ -146,6 +157,13 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         listeners,
     } = bind_all(&cfg, &mut passed, source)?;
     let http = operator::bind(cfg.http, passed_http).map_err(usage)?;
+    if http.is_none() && scrape.is_some() {
+        return Err(usage(
+            "--downstream prometheus-scrape needs the HTTP endpoint, and its default address is \
+             taken: pass --http-addr"
+                .into(),
+        ));
+    }
     // The control socket: served now, or once the take-over is done.
     let mut then_serve = None;
     if let Some(path) = &cfg.control_socket {
@@ -181,6 +199,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
                 summary,
                 capture: capture.clone(),
                 capture_dir: cfg.capture_dir.clone(),
+                scrape: scrape.clone(),
             };
             Some(operator::serve(listener, served).map_err(|e| RunError {
                 message: format!("cannot start the HTTP endpoint: {e}"),

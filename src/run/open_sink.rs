@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use super::{RunError, usage};
 use crate::config::{Config, Downstream};
@@ -11,9 +12,14 @@ use crate::sink::delivery::{Delivery, DeliveryConfig};
 use crate::sink::http::HttpSink;
 use crate::sink::prometheus;
 use crate::sink::relay::RelaySink;
+use crate::sink::scrape::{Published, ScrapeSettings, ScrapeSink};
 use crate::sink::{Sink, jsonl::JsonlSink};
 
-pub(super) fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
+/// `scrape`: where a `prometheus-scrape` downstream publishes its text for the endpoint.
+pub(super) fn open_sink(
+    cfg: &Config,
+    scrape: Option<&Arc<Published>>,
+) -> Result<Box<dyn Sink>, RunError> {
     let ds = &cfg.downstream_settings;
     let host = cfg.aggregate.default_host.clone();
     let interval = cfg.aggregate.bucket_secs;
@@ -86,6 +92,16 @@ pub(super) fn open_sink(cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
             let name = "prometheus-remote-write";
             let sink = HttpSink::new(name, e, d, host, interval, cfg.self_metrics);
             return Ok(Box::new(sink));
+        }
+        Downstream::PrometheusScrape => {
+            let published = scrape.expect("the endpoint's text, made with the downstream");
+            let settings = ScrapeSettings {
+                exposition: cfg.aggregate.names.exposition.clone(),
+                ttl_secs: ds.scrape_series_ttl_secs,
+                max_series: ds.scrape_max_series.unwrap_or(1_000_000),
+                default_host: host,
+            };
+            return Ok(Box::new(ScrapeSink::new(settings, published.clone())));
         }
         Downstream::Relay(target) => {
             let max = ds

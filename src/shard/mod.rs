@@ -280,7 +280,7 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
             )
             .keeping_whole(matches!(
                 cfg.downstream,
-                crate::config::Downstream::Relay(_)
+                crate::config::Downstream::Relay(_) | crate::config::Downstream::PrometheusScrape
             )),
         ),
         counters: RefCell::new(Counters::default()),

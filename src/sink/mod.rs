@@ -6,7 +6,8 @@
 //! self-telemetry (`telemetry`) once every shard has reported it.
 //!
 //! Downstreams: `jsonl` (people and tests), `datadog` (the intake API), `prometheus`
-//! (remote write) and `relay` (DogStatsD to another tier). The HTTP ones are an encoder inside
+//! (remote write), `scrape` (Prometheus scrapes `/metrics`) and `relay` (DogStatsD to another
+//! tier). The HTTP ones are an encoder inside
 //! `http::HttpSink`, which hands their payloads to `delivery` to post from a thread of its own.
 
 pub mod datadog;
@@ -20,6 +21,7 @@ pub mod payload;
 pub mod prometheus;
 pub mod queue;
 pub mod relay;
+pub mod scrape;
 pub mod spill;
 
 use std::io;

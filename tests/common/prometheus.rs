@@ -77,6 +77,24 @@ impl Prometheus {
         v["data"]["result"].as_array().unwrap().clone()
     }
 
+    /// Waits (up to a minute, while Prometheus scrapes or receives) until `expr` has one value
+    /// and `pred` holds for it; returns it.
+    #[allow(dead_code)]
+    pub fn wait_value(&self, expr: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.query(expr);
+            if r.len() == 1
+                && let Some(v) = r[0]["value"][1].as_str().and_then(|v| v.parse().ok())
+                && pred(v)
+            {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{expr} never held: {r:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The one value of `expr` (panics unless exactly one series answers).
     pub fn value(&self, expr: &str) -> f64 {
         let r = self.query(expr);
