@@ -120,3 +120,55 @@ fn without_the_http_endpoint_the_scrape_downstream_is_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn beside_jsonl_each_gets_histograms_in_its_own_form() {
+    let dir = common::temp_dir("scrape-beside");
+    let out = dir.join("out.jsonl");
+    let jsonl = format!("jsonl:{}", out.display());
+    let mut server = Server::start(&[
+        "--downstream",
+        "prometheus-scrape",
+        "--downstream",
+        &jsonl,
+        "--bucket-secs",
+        "1",
+        "--cores",
+        "0",
+        "--no-self-metrics",
+    ]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"lat:1|h\nlat:3|h\nu:a|s\nu:b|s", server.addr)
+        .unwrap();
+    server.wait_for_stderr("the datagram's window", |l| {
+        l.contains(": window ") && l.contains(" metrics=4 ")
+    });
+    let text = common::wait_for(server.http.unwrap(), "/metrics", |t| {
+        t.contains("lat_count")
+    });
+    assert!(
+        text.contains("\nlat_count 2\n") && text.contains("\nlat_sum 4\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nu 2\n"), "{text}");
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    // jsonl gets the Agent's aggregates, as without the scrape downstream.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let value = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {lines:#?}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(
+        (value("lat.max"), value("lat.count"), value("u")),
+        (3.0, 2.0, 2.0)
+    );
+}

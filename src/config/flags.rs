@@ -227,9 +227,10 @@ pub struct Flags {
     /// Where flushed metrics go: `jsonl:-` (stdout), `jsonl:PATH` (appended), `datadog` (the
     /// intake API at --dd-url), `prometheus-remote-write:URL`, `dogstatsd:HOST:PORT` or
     /// `dogstatsd+uds:PATH` (relay to another DogStatsD tier) or `prometheus-scrape` (served at
-    /// /metrics on the HTTP endpoint, as statsd_exporter serves it). Defaults to jsonl:-.
-    #[arg(long, hide_default_value = true, default_value = "jsonl:-", value_parser = downstream::parse_downstream)]
-    pub downstream: Downstream,
+    /// /metrics on the HTTP endpoint, as statsd_exporter serves it). Repeatable: every window
+    /// goes to each, each with its own queue, retries and telemetry. Defaults to jsonl:-.
+    #[arg(long, hide_default_value = true, default_value = "jsonl:-", action = clap::ArgAction::Append, value_parser = downstream::parse_downstream)]
+    pub downstream: Vec<Downstream>,
 
     /// Copies every received datagram, before parsing, to this UDP address (HOST:PORT), from the
     /// shard that received it, without ever blocking receive; failed sends are counted. The

@@ -66,7 +66,8 @@ pub struct Config {
     pub recv_batch_datagrams: usize,
     pub aggregate: AggregateConfig,
     pub histogram: HistogramOutput,
-    pub downstream: Downstream,
+    /// Every window goes to each, in this order.
+    pub downstream: Vec<Downstream>,
     pub downstream_settings: DownstreamSettings,
     pub forward_addr: Option<SocketAddr>,
     pub eol_required: EolRequired,
@@ -165,6 +166,17 @@ pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
 pub const DEFAULT_SINK_QUEUE_MAX_POINTS: u64 = 4_000_000;
 
 impl Config {
+    /// The downstreams as given, `, `-separated.
+    pub fn downstream_names(&self) -> String {
+        let names: Vec<String> = self.downstream.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    }
+
+    /// Whether some downstream is `d`.
+    pub fn has_downstream(&self, d: &Downstream) -> bool {
+        self.downstream.contains(d)
+    }
+
     /// The transports something listens on.
     pub fn transports(&self) -> Vec<Transport> {
         Transport::ALL
@@ -247,7 +259,15 @@ impl Config {
         if downstream_settings.scrape_max_series.is_none() {
             downstream_settings.scrape_max_series = max_contexts.map(|n| n as usize);
         }
-        if f.downstream == Downstream::PrometheusScrape && f.no_http {
+        if let Some(twice) = f
+            .downstream
+            .iter()
+            .enumerate()
+            .find(|(i, d)| f.downstream[..*i].contains(d))
+        {
+            return Err(format!("--downstream {} is given twice", twice.1));
+        }
+        if f.downstream.contains(&Downstream::PrometheusScrape) && f.no_http {
             return Err(
                 "--downstream prometheus-scrape is served at /metrics on the HTTP endpoint: \
                  drop --no-http (and choose its address with --http-addr)"

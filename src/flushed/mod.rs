@@ -252,6 +252,17 @@ impl<'a> View<'a> {
         View { batch, contexts }
     }
 
+    /// Another batch (one made from this one), over the same table.
+    pub fn over<'b>(&self, batch: &'b FlushBatch) -> View<'b>
+    where
+        'a: 'b,
+    {
+        View {
+            batch,
+            contexts: self.contexts,
+        }
+    }
+
     pub fn desc(&self, m: &FlushedMetric) -> Desc<'a> {
         match m.desc {
             DescRef::Arena { arena, offset } => {

@@ -12,6 +12,7 @@ use table::{Merged, Table};
 
 use crate::aggregate::{ContextBatch, Partial};
 use crate::flushed::{DescRef, FlushBatch, FlushedMetric, OutKind, Suffix};
+use crate::values::histogram::Histogram;
 use crate::values::{Agg, Limits};
 
 /// Which histogram aggregates to emit (`--histogram-aggregates`, `--histogram-percentiles`).
@@ -228,32 +229,7 @@ impl Merger {
                     ..base
                 }),
                 Agg::Histogram(mut h) => {
-                    h.sort();
-                    let s = h.summary();
-                    for &suffix in &self.histogram.aggregates {
-                        let (kind, value) = match suffix {
-                            Suffix::Max => (OutKind::Gauge, s.max),
-                            Suffix::Min => (OutKind::Gauge, s.min),
-                            Suffix::Median => (OutKind::Gauge, h.quantile(0.5)),
-                            Suffix::Avg => (OutKind::Gauge, s.avg()),
-                            Suffix::Sum => (OutKind::Gauge, s.sum),
-                            Suffix::Count => (OutKind::Count, s.count),
-                            Suffix::None | Suffix::Percentile(_) => continue,
-                        };
-                        out.metrics.push(FlushedMetric {
-                            suffix,
-                            kind,
-                            value,
-                            ..base.clone()
-                        });
-                    }
-                    for &(percent, q) in &self.histogram.percentiles {
-                        out.metrics.push(FlushedMetric {
-                            suffix: Suffix::Percentile(percent),
-                            value: h.quantile(q),
-                            ..base.clone()
-                        });
-                    }
+                    expand_histogram(&mut h, &base, &self.histogram, &mut out.metrics)
                 }
             }
             n += 1;
@@ -265,6 +241,75 @@ impl Merger {
         self.last_points.set(out.metrics.len());
         self.last_contexts.set(ready.contexts);
         true
+    }
+}
+
+/// A histogram's points: its `aggregates` and `percentiles` as the Agent names them, each
+/// `base` with its suffix and value.
+pub fn expand_histogram(
+    h: &mut Histogram,
+    base: &FlushedMetric,
+    output: &HistogramOutput,
+    out: &mut Vec<FlushedMetric>,
+) {
+    h.sort();
+    let s = h.summary();
+    for &suffix in &output.aggregates {
+        let (kind, value) = match suffix {
+            Suffix::Max => (OutKind::Gauge, s.max),
+            Suffix::Min => (OutKind::Gauge, s.min),
+            Suffix::Median => (OutKind::Gauge, h.quantile(0.5)),
+            Suffix::Avg => (OutKind::Gauge, s.avg()),
+            Suffix::Sum => (OutKind::Gauge, s.sum),
+            Suffix::Count => (OutKind::Count, s.count),
+            Suffix::None | Suffix::Percentile(_) => continue,
+        };
+        out.push(FlushedMetric {
+            suffix,
+            kind,
+            value,
+            whole: None,
+            ..base.clone()
+        });
+    }
+    for &(percent, q) in &output.percentiles {
+        out.push(FlushedMetric {
+            suffix: Suffix::Percentile(percent),
+            value: h.quantile(q),
+            whole: None,
+            ..base.clone()
+        });
+    }
+}
+
+/// A batch a merger kept whole (`keeping_whole`), as it would have expanded it: for a
+/// downstream beside one that needs whole batches (relay, prometheus-scrape). Sets become their
+/// member count, histograms their aggregates; the rest is copied.
+pub fn expand_whole(batch: &FlushBatch, output: &HistogramOutput) -> FlushBatch {
+    let mut metrics = Vec::with_capacity(batch.metrics.len());
+    for m in &batch.metrics {
+        match m.whole.as_deref() {
+            Some(Agg::Histogram(h)) => {
+                let base = FlushedMetric {
+                    whole: None,
+                    ..m.clone()
+                };
+                expand_histogram(&mut h.clone(), &base, output, &mut metrics);
+            }
+            Some(_) => metrics.push(FlushedMetric {
+                whole: None,
+                ..m.clone()
+            }),
+            None => metrics.push(m.clone()),
+        }
+    }
+    FlushBatch {
+        arenas: batch.arenas.clone(),
+        metrics,
+        events: batch.events.clone(),
+        service_checks: batch.service_checks.clone(),
+        freed: batch.freed.clone(),
+        whole: false,
     }
 }
 

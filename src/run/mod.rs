@@ -74,12 +74,12 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         );
     }
     if names.exposition != Default::default()
-        && cfg.downstream != crate::config::Downstream::PrometheusScrape
+        && !cfg.has_downstream(&crate::config::Downstream::PrometheusScrape)
     {
         eprintln!(
             "corestatsd: --mapping-config: its observer types, buckets, quantiles, ttl and help \
              shape --downstream prometheus-scrape only; unused with --downstream {}",
-            cfg.downstream
+            cfg.downstream_names()
         );
     }
     if let Some(m) = &names.mapper {
@@ -115,7 +115,8 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     }
     // Opened once this thread is off the ingest cores: a delivery thread started here inherits
     // that placement.
-    let scrape = (cfg.downstream == crate::config::Downstream::PrometheusScrape)
+    let scrape = cfg
+        .has_downstream(&crate::config::Downstream::PrometheusScrape)
         .then(|| Arc::new(sink::scrape::Published::default()));
     let mut sink = open_sink(&cfg, scrape.as_ref())?;
     let handover = Handover::default();
@@ -189,7 +190,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
                 version: env!("CARGO_PKG_VERSION"),
                 cores: cfg.cores.clone(),
                 listening: listening.clone(),
-                downstream: cfg.downstream.to_string(),
+                downstream: cfg.downstream_names(),
                 window_secs: cfg.aggregate.bucket_secs,
                 memory_limit_bytes: cfg.memory_limit.map(|(b, _)| b),
                 transports: cfg.transports().iter().map(|t| t.name()).collect(),
@@ -217,7 +218,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         cfg.recv_batch_datagrams,
         cfg.buffer_size_bytes,
         cfg.aggregate.bucket_secs,
-        cfg.downstream,
+        cfg.downstream_names(),
         match &endpoint {
             Some(e) => format!("HTTP endpoint http://{}/", e.addr),
             None => "no HTTP endpoint".into(),
@@ -248,7 +249,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     };
     let posting = sink::Posting {
         board: board.clone(),
-        downstream: cfg.downstream.to_string(),
+        downstream: cfg.downstream_names(),
         context_stats: cfg.aggregate.context_stats,
     };
     let (tx, sink_thread) = sink::spawn(sink, telemetry, cfg.sink_queue_max_points, Some(posting))
@@ -340,7 +341,8 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         return Err(RunError {
             message: format!(
                 "{} points could not be written to {}",
-                stats.failed, cfg.downstream
+                stats.failed,
+                cfg.downstream_names()
             ),
             status: 1,
         });

@@ -9,23 +9,91 @@ use super::{RunError, usage};
 use crate::config::{Config, Downstream};
 use crate::sink::datadog::{AGENT_LIMITS, DatadogEncoder, Encoding};
 use crate::sink::delivery::{Delivery, DeliveryConfig};
+use crate::sink::fanout::{Child, FanoutSink};
 use crate::sink::http::HttpSink;
 use crate::sink::prometheus;
 use crate::sink::relay::RelaySink;
 use crate::sink::scrape::{Published, ScrapeSettings, ScrapeSink};
 use crate::sink::{Sink, jsonl::JsonlSink};
 
-/// `scrape`: where a `prometheus-scrape` downstream publishes its text for the endpoint.
+/// Every `--downstream`, opened; several go behind a fan-out. `scrape`: where a
+/// `prometheus-scrape` downstream publishes its text for the endpoint.
 pub(super) fn open_sink(
     cfg: &Config,
+    scrape: Option<&Arc<Published>>,
+) -> Result<Box<dyn Sink>, RunError> {
+    let names = downstream_names(&cfg.downstream);
+    let http = cfg.downstream.iter().filter(|d| is_http(d)).count();
+    let mut children = Vec::new();
+    for (d, name) in cfg.downstream.iter().zip(names) {
+        // Several HTTP downstreams: each its own spill directory under the one given.
+        let spill = match (
+            &cfg.downstream_settings.retry_spill_dir,
+            http > 1 && is_http(d),
+        ) {
+            (Some(dir), true) => Some(dir.join(&name)),
+            (dir, _) => dir.clone(),
+        };
+        let sink = open_one(cfg, d, &name, spill, scrape)?;
+        let whole = matches!(d, Downstream::Relay(_) | Downstream::PrometheusScrape);
+        children.push(Child::new(name, sink, whole));
+    }
+    if children.len() == 1 {
+        return Ok(children.pop().expect("one").sink);
+    }
+    Ok(Box::new(FanoutSink::new(children, cfg.histogram.clone())))
+}
+
+fn is_http(d: &Downstream) -> bool {
+    matches!(
+        d,
+        Downstream::Datadog | Downstream::PrometheusRemoteWrite(_)
+    )
+}
+
+/// Each downstream's name in its telemetry (`downstream:<name>`), `/status` and log lines: its
+/// kind, then `-2`, `-3` for a kind given again.
+fn downstream_names(all: &[Downstream]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for d in all {
+        let kind = match d {
+            Downstream::JsonlStdout | Downstream::JsonlFile(_) => "jsonl",
+            Downstream::Datadog => "datadog",
+            Downstream::PrometheusRemoteWrite(_) => "prometheus-remote-write",
+            Downstream::PrometheusScrape => "prometheus-scrape",
+            Downstream::Relay(_) => "relay",
+        };
+        let before = names
+            .iter()
+            .filter(|n| {
+                *n == kind
+                    || n.strip_prefix(kind)
+                        .is_some_and(|r| r.starts_with('-') && r[1..].parse::<u32>().is_ok())
+            })
+            .count();
+        names.push(match before {
+            0 => kind.to_owned(),
+            n => format!("{kind}-{}", n + 1),
+        });
+    }
+    names
+}
+
+fn open_one(
+    cfg: &Config,
+    downstream: &Downstream,
+    name: &str,
+    spill_dir: Option<std::path::PathBuf>,
     scrape: Option<&Arc<Published>>,
 ) -> Result<Box<dyn Sink>, RunError> {
     let ds = &cfg.downstream_settings;
     let host = cfg.aggregate.default_host.clone();
     let interval = cfg.aggregate.bucket_secs;
-    let delivery = |name: &'static str, base_url: String, headers: Vec<(String, String)>| {
+    // Named once per downstream at start-up; threads and log lines keep it.
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    let delivery = |base_url: String, headers: Vec<(String, String)>| {
         // Remote write: one request at a time, so each series' samples arrive in order.
-        let max_in_flight = match cfg.downstream {
+        let max_in_flight = match downstream {
             Downstream::PrometheusRemoteWrite(_) => 1,
             _ => ds.http_max_in_flight,
         };
@@ -37,7 +105,7 @@ pub(super) fn open_sink(
             headers,
             timeout: ds.http_timeout,
             queue_bytes: ds.retry_queue_bytes,
-            spill_dir: ds.retry_spill_dir.clone(),
+            spill_dir: spill_dir.clone(),
             spill_max_bytes: ds.retry_spill_max_bytes,
             backoff_base: ds.backoff_base,
             backoff_max: ds.backoff_max,
@@ -46,13 +114,13 @@ pub(super) fn open_sink(
         .map_err(|e| {
             usage(format!(
                 "cannot start the {name} delivery (--retry-spill-dir {}): {e}",
-                ds.retry_spill_dir
+                spill_dir
                     .as_deref()
                     .map_or("unset".into(), |p| p.display().to_string())
             ))
         })
     };
-    let out: Box<dyn Write + Send> = match &cfg.downstream {
+    let out: Box<dyn Write + Send> = match downstream {
         Downstream::JsonlStdout => Box::new(io::stdout()),
         Downstream::JsonlFile(path) => Box::new(
             OpenOptions::new()
@@ -73,23 +141,14 @@ pub(super) fn open_sink(
                 compression: ds.dd_compression,
                 limits: AGENT_LIMITS,
             };
-            let d = delivery(
-                "datadog",
-                ds.dd_url.clone(),
-                vec![("DD-API-KEY".into(), key)],
-            )?;
+            let d = delivery(ds.dd_url.clone(), vec![("DD-API-KEY".into(), key)])?;
             let e = DatadogEncoder::new(enc);
-            let sink = HttpSink::new("datadog", e, d, host, interval, cfg.self_metrics);
+            let sink = HttpSink::new(name, e, d, host, interval, cfg.self_metrics);
             return Ok(Box::new(sink));
         }
         Downstream::PrometheusRemoteWrite(url) => {
-            let d = delivery(
-                "prometheus-remote-write",
-                url.clone(),
-                prometheus::headers(),
-            )?;
+            let d = delivery(url.clone(), prometheus::headers())?;
             let e = prometheus::Encoder::new(ds.remote_write_counter_expiry_secs);
-            let name = "prometheus-remote-write";
             let sink = HttpSink::new(name, e, d, host, interval, cfg.self_metrics);
             return Ok(Box::new(sink));
         }
@@ -108,7 +167,7 @@ pub(super) fn open_sink(
                 .relay_max_packet_bytes
                 .unwrap_or_else(|| target.default_max_packet_bytes());
             let sink = RelaySink::new(target.clone(), max, host, interval, cfg.self_metrics)
-                .map_err(|e| usage(format!("cannot open --downstream {}: {e}", cfg.downstream)))?;
+                .map_err(|e| usage(format!("cannot open --downstream {downstream}: {e}")))?;
             return Ok(Box::new(sink));
         }
     };

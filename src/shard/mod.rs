@@ -278,10 +278,13 @@ async fn shard_main(cfg: Config, setup: ShardSetup) -> io::Result<()> {
                 },
                 cfg.histogram.clone(),
             )
-            .keeping_whole(matches!(
-                cfg.downstream,
-                crate::config::Downstream::Relay(_) | crate::config::Downstream::PrometheusScrape
-            )),
+            .keeping_whole(cfg.downstream.iter().any(|d| {
+                matches!(
+                    d,
+                    crate::config::Downstream::Relay(_)
+                        | crate::config::Downstream::PrometheusScrape
+                )
+            })),
         ),
         counters: RefCell::new(Counters::default()),
         stop: Cell::new(false),

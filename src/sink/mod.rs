@@ -13,6 +13,7 @@
 pub mod datadog;
 pub mod delivery;
 mod delivery_stats;
+pub mod fanout;
 pub mod handover;
 pub mod http;
 mod jitter;
@@ -56,6 +57,14 @@ pub trait Sink: Send {
     /// Fills in what the sink knows of its delivery, as of its last `emit_telemetry` (HTTP
     /// downstreams: payloads, retries, queue, spill, last error).
     fn status(&self, _s: &mut DownstreamStatus) {}
+
+    /// One status per downstream (`base` filled in by the sink thread): several behind a
+    /// fan-out.
+    fn statuses(&self, base: DownstreamStatus) -> Vec<DownstreamStatus> {
+        let mut s = base;
+        self.status(&mut s);
+        vec![s]
+    }
 
     /// At stop, after the last batch: delivers or persists what is held. Returns the points
     /// lost for good (counted in `SinkStats::failed`).
@@ -104,15 +113,14 @@ pub fn spawn(
                             sink.emit_telemetry(&mut done.points, done.window);
                             stats.write(&mut *sink, View::new(&done.points, &contexts));
                             if let Some(p) = &posting {
-                                let mut s = DownstreamStatus {
+                                let s = DownstreamStatus {
                                     name: p.downstream.clone(),
                                     written_points: stats.written,
                                     failed_points: stats.failed,
                                     last_error: stats.last_error.clone(),
                                     ..DownstreamStatus::default()
                                 };
-                                sink.status(&mut s);
-                                p.board.post_downstreams(vec![s]);
+                                p.board.post_downstreams(sink.statuses(s));
                                 p.board.post_contexts(context_stats(&contexts, &done, p));
                             }
                         }
