@@ -3,7 +3,9 @@
 //! batches.
 
 use crate::flushed::desc::Desc;
-use crate::flushed::{FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, View, full_name};
+use crate::flushed::{
+    DescRef, FlushedEvent, FlushedMetric, FlushedServiceCheck, OutKind, View, full_name,
+};
 use crate::protocol::event::{AlertType, Priority};
 use crate::protocol::origin::Origin;
 use crate::protocol::{MAX_SAMPLE_WEIGHT, MetricType};
@@ -50,8 +52,8 @@ impl Packer {
 /// Formats one flushed batch as DogStatsD lines.
 pub struct Encoder {
     pub max_packet_bytes: usize,
-    /// Counters and gauges without their window's `|T`: the receiver aggregates them into its
-    /// open window (a take-over), instead of passing them through as timestamped points.
+    /// Every counter and gauge without `|T`, a client's timestamp too: the receiver aggregates
+    /// them all into its open window (a take-over).
     pub untimestamped: bool,
     suffix: Vec<u8>,
     line: Vec<u8>,
@@ -131,7 +133,12 @@ impl Encoder {
             }
             _ => {
                 let kind: &[u8] = if m.kind == OutKind::Count { b"c" } else { b"g" };
-                let ts = (!self.untimestamped).then_some(m.ts);
+                // A context's window sum (or last value) goes without `|T`: the receiving tier
+                // aggregates it into its open window, so edges sending the same series make one
+                // point there (a `|T` point is passed through, never aggregated). A point that
+                // came with a client's timestamp keeps it.
+                let client_stamped = matches!(m.desc, DescRef::Arena { .. });
+                let ts = (!self.untimestamped && client_stamped).then_some(m.ts);
                 self.tail(&d, kind, None, ts);
                 self.line.clear();
                 self.line.extend_from_slice(name);

@@ -89,7 +89,7 @@ fn reaggregate(t: MetricType, packets: &[Vec<u8>]) -> Agg {
 }
 
 #[test]
-fn counters_and_gauges_keep_their_window() {
+fn a_client_timestamped_point_keeps_its_timestamp() {
     let b = batch_of(
         MetricType::Counter,
         FlushedMetric {
@@ -102,6 +102,40 @@ fn counters_and_gauges_keep_their_window() {
         packets(&b, 1432),
         vec![b"lat:12.5|c|#env:prod,zone:a,host:h1|T1764000000".to_vec()]
     );
+}
+
+#[test]
+fn a_contexts_window_sum_goes_without_its_timestamp_so_the_next_tier_aggregates_it() {
+    use crate::flushed::{Contexts, DescRef, NewContexts, desc};
+    let mut news = NewContexts::default();
+    let offset = desc::encode_new(
+        &mut news.arena,
+        MetricType::Counter,
+        b"req",
+        Some(b"h1"),
+        None,
+        [b"env:prod", b"", b""],
+    );
+    news.contexts.push((7, offset));
+    let mut contexts = Contexts::default();
+    contexts.learn(&news);
+    let mut b = FlushBatch {
+        metrics: vec![FlushedMetric {
+            desc: DescRef::Context(7),
+            kind: OutKind::Count,
+            value: 3.0,
+            ts: 1764000000,
+            interval: 10,
+            ..FlushedMetric::default()
+        }],
+        ..FlushBatch::default()
+    };
+    contexts.resolve(&mut b);
+    let mut out = Vec::new();
+    Encoder::new(1432).encode(View::new(&b, &contexts), &mut |p: &[u8], _| {
+        out.push(p.to_vec())
+    });
+    assert_eq!(out, vec![b"req:3|c|#env:prod,host:h1".to_vec()]);
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! The relay sink (`dogstatsd:HOST:PORT`, `dogstatsd+uds:PATH`): a tier of corestatsd feeding
 //! another DogStatsD aggregator with what it flushed, as DogStatsD datagrams.
 //!
-//! * Counters as the window's sum and gauges as the last value, both with `|T<window start>` so
-//!   the downstream keeps the window.
+//! * Counters as the window's sum and gauges as the last value, without `|T`: the downstream
+//!   aggregates them into its open window, so the same series from several edges is one point
+//!   there (a client's `|T` point keeps its timestamp).
 //! * Sets as their distinct members, one line each.
 //! * Histograms, timers and distributions losslessly: exact samples, packed, grouped by weight,
 //!   with the sample rate `@1/weight` carrying the weight (`name:v1:v2|d|@0.25` is weight 4 each);
