@@ -54,8 +54,7 @@ fn send(addr: std::net::SocketAddr, lines: &[String]) {
     }
 }
 
-/// Points by (name, host, tags); with the window kept only for counters and gauges, which
-/// carry theirs through the relay (`|T`).
+/// Points by (name, host, tags), in one window.
 fn by_context(lines: &[Value]) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for l in metric_lines(lines) {
@@ -64,6 +63,74 @@ fn by_context(lines: &[Value]) -> BTreeMap<String, Value> {
         assert!(prev.is_none(), "{key} appears twice: one window expected");
     }
     out
+}
+
+/// What a global tier wrote (`got`) equals what one process fed everything wrote (`want`),
+/// context by context: values, origins, sketches; events and service checks.
+fn assert_same_output(want: &[Value], got: &[Value]) {
+    let want_points = by_context(want);
+    let got_points = by_context(got);
+    assert_eq!(
+        want_points.keys().collect::<Vec<_>>(),
+        got_points.keys().collect::<Vec<_>>(),
+        "the same contexts"
+    );
+    assert!(want_points.len() > 40, "{}", want_points.len());
+    let hits = want_points
+        .values()
+        .find(|p| p["name"] == "origin.hits")
+        .expect("origin.hits");
+    assert_eq!(
+        (
+            &hits["container_id"],
+            &hits["pod_uid"],
+            &hits["cardinality"]
+        ),
+        (&"abc".into(), &"pod-9".into(), &"low".into()),
+        "the input carries an origin: {hits}"
+    );
+    for (key, w) in &want_points {
+        let g = &got_points[key];
+        assert_eq!(w["type"], g["type"], "{key}");
+        for f in [
+            "container_id",
+            "cgroup_inode",
+            "external_data",
+            "cardinality",
+            "pod_uid",
+        ] {
+            assert_eq!(w[f], g[f], "{key} {f}");
+        }
+        if w["type"] == "distribution" {
+            let (ws, gs) = (&w["sketch"], &g["sketch"]);
+            for f in ["count", "min", "max", "p50", "p90", "p99"] {
+                assert_eq!(ws[f], gs[f], "{key} {f}");
+            }
+            assert_eq!(ws["bins"], gs["bins"], "{key}");
+            let (a, b) = (ws["sum"].as_f64().unwrap(), gs["sum"].as_f64().unwrap());
+            assert!(close(a, b, 0.01), "{key} sum {a} vs {b}");
+            continue;
+        }
+        let (a, b) = (w["value"].as_f64().unwrap(), g["value"].as_f64().unwrap());
+        assert!(close(a, b, 1e-12), "{key}: {a} vs {b}");
+        if w["name"] == "late" {
+            assert_eq!(
+                w["ts"], g["ts"],
+                "{key}: a client's timestamp survives the relay"
+            );
+        }
+    }
+
+    let others = |lines: &[Value], kind: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(want, "event"), others(got, "event"));
+    assert_eq!(others(want, "service_check"), others(got, "service_check"));
+    assert_eq!(others(got, "event").len(), 1);
 }
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
@@ -109,70 +176,7 @@ fn the_global_tier_writes_what_one_process_would() {
     let got = global.stop();
     assert_eq!((want.status, got.status), (0, 0), "{:#?}", got.stderr);
 
-    let want_points = by_context(&want.lines);
-    let got_points = by_context(&got.lines);
-    assert_eq!(
-        want_points.keys().collect::<Vec<_>>(),
-        got_points.keys().collect::<Vec<_>>(),
-        "the same contexts"
-    );
-    assert!(want_points.len() > 40, "{}", want_points.len());
-    let hits = want_points
-        .values()
-        .find(|p| p["name"] == "origin.hits")
-        .expect("origin.hits");
-    assert_eq!(
-        (
-            &hits["container_id"],
-            &hits["pod_uid"],
-            &hits["cardinality"]
-        ),
-        (&"abc".into(), &"pod-9".into(), &"low".into()),
-        "the input carries an origin: {hits}"
-    );
-    for (key, w) in &want_points {
-        let g = &got_points[key];
-        assert_eq!(w["type"], g["type"], "{key}");
-        for f in [
-            "container_id",
-            "cgroup_inode",
-            "external_data",
-            "cardinality",
-            "pod_uid",
-        ] {
-            assert_eq!(w[f], g[f], "{key} {f}");
-        }
-        if w["type"] == "distribution" {
-            let (ws, gs) = (&w["sketch"], &g["sketch"]);
-            for f in ["count", "min", "max", "p50", "p90", "p99"] {
-                assert_eq!(ws[f], gs[f], "{key} {f}");
-            }
-            assert_eq!(ws["bins"], gs["bins"], "{key}");
-            let (a, b) = (ws["sum"].as_f64().unwrap(), gs["sum"].as_f64().unwrap());
-            assert!(close(a, b, 0.01), "{key} sum {a} vs {b}");
-            continue;
-        }
-        let (a, b) = (w["value"].as_f64().unwrap(), g["value"].as_f64().unwrap());
-        assert!(close(a, b, 1e-12), "{key}: {a} vs {b}");
-        let name = w["name"].as_str().unwrap();
-        if name == "req" || name == "queue" || name == "late" {
-            assert_eq!(w["ts"], g["ts"], "{key}: the window survives the relay");
-        }
-    }
-
-    let others = |lines: &[Value], kind: &str| -> Vec<Value> {
-        lines
-            .iter()
-            .filter(|l| l["kind"] == kind)
-            .cloned()
-            .collect()
-    };
-    assert_eq!(others(&want.lines, "event"), others(&got.lines, "event"));
-    assert_eq!(
-        others(&want.lines, "service_check"),
-        others(&got.lines, "service_check")
-    );
-    assert_eq!(others(&got.lines, "event").len(), 1);
+    assert_same_output(&want.lines, &got.lines);
 }
 
 #[test]
@@ -204,4 +208,159 @@ fn a_udp_relay_sums_counters_from_its_edge() {
     let total: f64 = points.iter().map(|p| p["value"].as_f64().unwrap()).sum();
     assert_eq!(total, (0..50).sum::<i32>() as f64);
     assert!(points.iter().all(|p| p["host"] == "edge-2"));
+}
+
+/// Three global nodes behind a `dogstatsd+uds:` list.
+fn globals(dir: &std::path::Path, extra: &[&str]) -> (Vec<Server>, String) {
+    let socks: Vec<String> = (0..3)
+        .map(|i| dir.join(format!("g{i}.sock")).display().to_string())
+        .collect();
+    let servers = socks
+        .iter()
+        .map(|s| {
+            let mut a = vec!["--cores", "0", "--no-self-metrics", "--uds-path", s];
+            a.extend_from_slice(extra);
+            Server::start(&a)
+        })
+        .collect();
+    (servers, format!("dogstatsd+uds:{}", socks.join(",")))
+}
+
+#[test]
+fn a_sharded_global_tier_behind_two_edges_writes_what_one_process_would() {
+    let dir = temp_dir("relay-sharded");
+    let one_window = ["--bucket-secs", "3600"];
+    let (globals, target) = globals(&dir, &one_window);
+    // Two edges of one fleet: the same host name, so a series both see is one context.
+    let edge_args = [
+        "--cores",
+        "0",
+        "--no-self-metrics",
+        "--hostname",
+        "fleet",
+        "--bucket-secs",
+        "3600",
+        "--downstream",
+        &target,
+    ];
+    let edges = [Server::start(&edge_args), Server::start(&edge_args)];
+    let single = Server::start(&[
+        "--cores",
+        "0",
+        "--no-self-metrics",
+        "--hostname",
+        "fleet",
+        "--bucket-secs",
+        "3600",
+    ]);
+    let lines = input();
+    // Gauges through one edge (the last value of two edges is whichever arrives last); the
+    // rest dealt to both, so the globals merge what two edges saw of each context.
+    let (gauges, rest): (Vec<String>, Vec<String>) =
+        lines.iter().cloned().partition(|l| l.contains("|g"));
+    send(edges[0].addr, &gauges);
+    let (a, b): (Vec<String>, Vec<String>) = (
+        rest.iter().step_by(2).cloned().collect(),
+        rest.iter().skip(1).step_by(2).cloned().collect(),
+    );
+    send(edges[0].addr, &a);
+    send(edges[1].addr, &b);
+    send(single.addr, &lines);
+    for e in edges {
+        let done = e.stop();
+        assert_eq!(done.status, 0, "{:#?}", done.stderr);
+        assert!(
+            done.stderr
+                .iter()
+                .filter(|l| l.contains("relay to dogstatsd+uds:"))
+                .all(|l| l.contains(" 0 send errors")),
+            "{:#?}",
+            done.stderr
+        );
+    }
+    let want = single.stop();
+    let mut union = Vec::new();
+    let mut owner = BTreeMap::new();
+    for (i, g) in globals.into_iter().enumerate() {
+        let done = g.stop();
+        assert_eq!(done.status, 0, "{:#?}", done.stderr);
+        let points = by_context(&done.lines);
+        assert!(points.len() > 5, "node {i} has a share: {}", points.len());
+        for key in points.keys() {
+            if let Some(other) = owner.insert(key.clone(), i) {
+                panic!("{key} on nodes {other} and {i}");
+            }
+        }
+        union.extend(done.lines);
+    }
+    assert_same_output(&want.lines, &union);
+}
+
+#[test]
+fn a_global_node_that_stops_has_its_contexts_moved_to_the_others_counted() {
+    let dir = temp_dir("relay-failover");
+    let (mut globals, target) = globals(&dir, &["--bucket-secs", "1"]);
+    let mut edge = Server::start(&[
+        "--cores",
+        "0",
+        "--hostname",
+        "e",
+        "--bucket-secs",
+        "1",
+        "--downstream",
+        &target,
+    ]);
+    let lines: Vec<String> = (0..300).map(|i| format!("c:1|c|#k:{i}")).collect();
+    let mut sent = 0.0;
+    let mut round = |edge: &mut Server| {
+        send(edge.addr, &lines);
+        sent += lines.len() as f64;
+        edge.wait_for_stderr("the window's relay", |l| {
+            l.contains("relay window") && l.contains(" lines=") && !l.contains(" lines=0 ")
+        });
+    };
+    round(&mut edge);
+    let stopped = globals.remove(1).stop();
+    assert_eq!(stopped.status, 0);
+    for _ in 0..3 {
+        round(&mut edge);
+    }
+    let done = edge.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    let rerouted: u64 = done
+        .stderr
+        .iter()
+        .filter_map(|l| {
+            let n = l
+                .split(" points rerouted here")
+                .next()?
+                .rsplit(", ")
+                .next()?;
+            l.contains("points rerouted here")
+                .then(|| n.parse::<u64>().ok())?
+        })
+        .sum();
+    assert!(
+        rerouted >= 150,
+        "about a third of 300 contexts, 3 windows: {rerouted}"
+    );
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("is down: its contexts go to the next node")),
+        "{:#?}",
+        done.stderr
+    );
+    let counted = |lines: &[Value]| -> f64 {
+        metric_lines(lines)
+            .into_iter()
+            .filter(|l| l["name"] == "c")
+            .map(|l| l["value"].as_f64().unwrap())
+            .sum()
+    };
+    let mut total = counted(&stopped.lines);
+    for g in globals {
+        total += counted(&g.stop().lines);
+    }
+    assert_eq!(total, sent, "every count once, on one node or another");
 }

@@ -16,7 +16,8 @@ pub enum Downstream {
     JsonlFile(PathBuf),
     Datadog,
     PrometheusRemoteWrite(String),
-    Relay(Target),
+    /// One global node, or several sharded by context (`dogstatsd:H1:P1,H2:P2`).
+    Relay(Vec<Target>),
     /// Served at `/metrics` on the HTTP endpoint.
     PrometheusScrape,
 }
@@ -28,8 +29,18 @@ impl std::fmt::Display for Downstream {
             Downstream::JsonlFile(p) => write!(f, "jsonl:{}", p.display()),
             Downstream::Datadog => write!(f, "datadog"),
             Downstream::PrometheusRemoteWrite(url) => write!(f, "prometheus-remote-write:{url}"),
-            Downstream::Relay(Target::Udp(a)) => write!(f, "dogstatsd:{a}"),
-            Downstream::Relay(Target::Uds(p)) => write!(f, "dogstatsd+uds:{}", p.display()),
+            Downstream::Relay(targets) => {
+                let uds = matches!(targets.first(), Some(Target::Uds(_)));
+                f.write_str(if uds { "dogstatsd+uds:" } else { "dogstatsd:" })?;
+                for (i, t) in targets.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "," };
+                    match t {
+                        Target::Udp(a) => write!(f, "{sep}{a}")?,
+                        Target::Uds(p) => write!(f, "{sep}{}", p.display())?,
+                    }
+                }
+                Ok(())
+            }
             Downstream::PrometheusScrape => write!(f, "prometheus-scrape"),
         }
     }
@@ -56,11 +67,31 @@ pub(super) fn parse_downstream(s: &str) -> Result<Downstream, String> {
                 ))
             }
         }
-        Some(("dogstatsd", addr)) => Ok(Downstream::Relay(Target::Udp(
-            super::flag_values::parse_forward_addr(addr)?,
-        ))),
+        Some(("dogstatsd", addrs)) => {
+            let mut targets = Vec::new();
+            for a in addrs.split(',') {
+                let t = Target::Udp(super::flag_values::parse_forward_addr(a)?);
+                if targets.contains(&t) {
+                    return Err(format!("dogstatsd: node {a} is listed twice"));
+                }
+                targets.push(t);
+            }
+            Ok(Downstream::Relay(targets))
+        }
         Some(("dogstatsd+uds", "")) => Err("dogstatsd+uds needs a socket path".into()),
-        Some(("dogstatsd+uds", path)) => Ok(Downstream::Relay(Target::Uds(PathBuf::from(path)))),
+        Some(("dogstatsd+uds", paths)) => {
+            let mut targets = Vec::new();
+            for p in paths.split(',') {
+                let t = Target::Uds(PathBuf::from(p));
+                if p.is_empty() || targets.contains(&t) {
+                    return Err(format!(
+                        "dogstatsd+uds: {paths:?} lists an empty or repeated path"
+                    ));
+                }
+                targets.push(t);
+            }
+            Ok(Downstream::Relay(targets))
+        }
         _ => Err(format!(
             "{s:?} is not a known downstream (jsonl:-, jsonl:PATH, datadog, \
              prometheus-remote-write:URL, prometheus-scrape, dogstatsd:HOST:PORT, dogstatsd+uds:PATH)"
@@ -171,12 +202,23 @@ mod tests {
         );
         assert_eq!(
             parse_downstream("dogstatsd:127.0.0.1:8125").unwrap(),
-            Downstream::Relay(Target::Udp("127.0.0.1:8125".parse().unwrap()))
+            Downstream::Relay(vec![Target::Udp("127.0.0.1:8125".parse().unwrap())])
         );
         assert_eq!(
             parse_downstream("dogstatsd+uds:/run/dsd.sock").unwrap(),
-            Downstream::Relay(Target::Uds("/run/dsd.sock".into()))
+            Downstream::Relay(vec![Target::Uds("/run/dsd.sock".into())])
         );
+        let sharded = parse_downstream("dogstatsd+uds:/run/a.sock,/run/b.sock").unwrap();
+        assert_eq!(
+            sharded,
+            Downstream::Relay(vec![
+                Target::Uds("/run/a.sock".into()),
+                Target::Uds("/run/b.sock".into())
+            ])
+        );
+        assert_eq!(sharded.to_string(), "dogstatsd+uds:/run/a.sock,/run/b.sock");
+        assert!(parse_downstream("dogstatsd:127.0.0.1:1,127.0.0.1:1").is_err());
+        assert!(parse_downstream("dogstatsd+uds:/a,,/b").is_err());
         assert!(parse_downstream("prometheus-remote-write:localhost:9090").is_err());
         assert!(parse_downstream("dogstatsd:nohost").is_err());
         assert!(parse_downstream("dogstatsd+uds:").is_err());

@@ -162,11 +162,11 @@ fn open_one(
             };
             return Ok(Box::new(ScrapeSink::new(settings, published.clone())));
         }
-        Downstream::Relay(target) => {
+        Downstream::Relay(targets) => {
             let max = ds
                 .relay_max_packet_bytes
-                .unwrap_or_else(|| target.default_max_packet_bytes());
-            let sink = RelaySink::new(target.clone(), max, host, interval, cfg.self_metrics)
+                .unwrap_or_else(|| targets[0].default_max_packet_bytes());
+            let sink = RelaySink::new(targets.clone(), max, host, interval, cfg.self_metrics)
                 .map_err(|e| usage(format!("cannot open --downstream {downstream}: {e}")))?;
             return Ok(Box::new(sink));
         }

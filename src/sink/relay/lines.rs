@@ -49,6 +49,26 @@ impl Packer {
     }
 }
 
+/// Indices into a batch's points, events and service checks.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    pub metrics: Vec<usize>,
+    pub events: Vec<usize>,
+    pub service_checks: Vec<usize>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty() && self.events.is_empty() && self.service_checks.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.metrics.clear();
+        self.events.clear();
+        self.service_checks.clear();
+    }
+}
+
 /// Formats one flushed batch as DogStatsD lines.
 pub struct Encoder {
     pub max_packet_bytes: usize,
@@ -74,15 +94,30 @@ impl Encoder {
 
     /// Every line of `batch`, packed, through `send(packet, lines)`.
     pub fn encode(&mut self, batch: View<'_>, send: &mut impl FnMut(&[u8], u64)) {
+        let all = Selection {
+            metrics: (0..batch.metrics.len()).collect(),
+            events: (0..batch.events.len()).collect(),
+            service_checks: (0..batch.service_checks.len()).collect(),
+        };
+        self.encode_selected(batch, &all, send);
+    }
+
+    /// The lines of the points, events and checks of `batch` that `which` lists, packed.
+    pub fn encode_selected(
+        &mut self,
+        batch: View<'_>,
+        which: &Selection,
+        send: &mut impl FnMut(&[u8], u64),
+    ) {
         let mut p = Packer::new(self.max_packet_bytes);
-        for m in &batch.metrics {
-            self.metric(batch, m, &mut p, send);
+        for &i in &which.metrics {
+            self.metric(batch, &batch.metrics[i], &mut p, send);
         }
-        for e in &batch.events {
-            self.event(e, &mut p, send);
+        for &i in &which.events {
+            self.event(&batch.events[i], &mut p, send);
         }
-        for sc in &batch.service_checks {
-            self.service_check(sc, &mut p, send);
+        for &i in &which.service_checks {
+            self.service_check(&batch.service_checks[i], &mut p, send);
         }
         p.flush(send);
     }
