@@ -74,6 +74,7 @@ pub mod bench_api {
     pub use crate::flushed::{Contexts, FlushBatch, FlushedMetric, NewContexts, Suffix, View};
     pub use crate::listen::capture::HEADER as CAPTURE_HEADER;
     pub use crate::listen::{FrameError, Framer, Framing};
+    pub use crate::map::tag_filter::TagFilters;
     pub use crate::map::{Mapper, NameConfig, NameOut, ProfileSpec, Reference, Stage, check};
     pub use crate::merge::{HistogramOutput, Merger};
     pub use crate::protocol::{Metric, parse_metric, parse_metric_into};

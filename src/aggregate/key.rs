@@ -129,6 +129,27 @@ fn take_magic<'a>(
     }
 }
 
+/// The client's tags (as sent, `,`-separated) and the mapper's that `keeps` keeps: for a new
+/// context of a filtered name only.
+pub(super) fn filter_tags(
+    sent: &[u8],
+    mapped: &[Vec<u8>],
+    keeps: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut out = Vec::with_capacity(sent.len());
+    for t in sent
+        .split(|&b| b == b',')
+        .filter(|t| !t.is_empty() && keeps(t))
+    {
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(t);
+    }
+    let mapped = mapped.iter().filter(|t| keeps(t)).cloned().collect();
+    (out, mapped)
+}
+
 /// Splits the client's tags and the mapper's (both may hold magic tags), plus extra tags, which
 /// are always plain: for the pending items (`|T` points, events, checks), whose tags are sorted
 /// here.

@@ -378,8 +378,22 @@ impl Aggregator {
         let id = if self.stage.metric_name(m.name, &mut out) {
             let extra = self.stage.extra_tags();
             let name = out.renamed.as_deref().unwrap_or(m.name);
+            // `metric_tag_filterlist`, `--strip-host`: the context is what is kept.
+            let filters = self.stage.tag_filters();
+            let filtering = filters.for_name(name);
+            let kept = filtering.and_then(|f| f.tags).map(|f| {
+                let keeps = |t: &[u8]| f.keeps(t);
+                key::filter_tags(m.tags, &out.mapped_tags, keeps)
+            });
+            let (sent, mapped) = match &kept {
+                Some((sent, mapped)) => (&sent[..], &mapped[..]),
+                None => (m.tags, &out.mapped_tags[..]),
+            };
             let hashes = std::mem::take(&mut self.tag_hashes);
-            let tags = ContextTags::split(&self.state, hashes, m.tags, &out.mapped_tags, &extra);
+            let mut tags = ContextTags::split(&self.state, hashes, sent, mapped, &extra);
+            if filtering.is_some_and(|f| f.strip_host) {
+                tags.host = Some(b"");
+            }
             let key = self.context_key(name, m, &tags);
             let id = match self.find_key(key) {
                 // Same context, tags in another order (or another name as sent mapped to it):
@@ -391,7 +405,7 @@ impl Aggregator {
                 }
                 None => match self.refusal(name) {
                     None => {
-                        let lists = (m.tags, &out.mapped_tags[..]);
+                        let lists = (sent, mapped);
                         let id =
                             self.create_context(key, alias, name, m.metric_type, tags.host, lists);
                         if self.cfg.max_contexts_per_metric.is_some() {
@@ -581,17 +595,5 @@ fn zero_at<T: Copy + Default>(v: &mut Vec<T>, id: u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_per_sample_half_of_a_context_fills_exactly_one_half_cache_line() {
-        assert_eq!(std::mem::size_of::<Slot>(), 32);
-        assert_eq!(std::mem::align_of::<Slot>(), 32);
-        assert_eq!(
-            std::mem::size_of::<Meta>(),
-            16,
-            "the rest fits in half as much"
-        );
-    }
-}
+#[path = "slot_tests.rs"]
+mod tests;

@@ -19,6 +19,10 @@ pub struct FileConfig {
     pub block_list: Vec<String>,
     /// Entries of `block_list` are prefixes (`metric_filterlist_match_prefix: true`).
     pub block_match_prefix: bool,
+    /// The Agent's `metric_tag_filterlist`: (metric name, include, tag keys).
+    pub tag_filters: Vec<(String, bool, Vec<String>)>,
+    /// corestatsd's `strip_host` (as `--strip-host`).
+    pub strip_host: Vec<String>,
     pub tags: Vec<String>,
     /// corestatsd's own keys (the Agent has no such caps).
     pub max_contexts: Option<usize>,
@@ -82,6 +86,22 @@ fn parse(text: &str) -> Result<FileConfig, String> {
             out.block_match_prefix = is_prefix.unwrap_or(false);
         }
     }
+    let entries: Vec<FilterEntry> = take(&mut map, "metric_tag_filterlist")?.unwrap_or_default();
+    for (i, e) in entries.into_iter().enumerate() {
+        let include = match e.action.as_deref() {
+            Some("include") => true,
+            Some("exclude") => false,
+            other => {
+                return Err(format!(
+                    "metric_tag_filterlist[{i}] ({}): action {:?} is neither include nor exclude",
+                    e.metric_name,
+                    other.unwrap_or("")
+                ));
+            }
+        };
+        out.tag_filters.push((e.metric_name, include, e.tags));
+    }
+    out.strip_host = take(&mut map, "strip_host")?.unwrap_or_default();
     for key in super::agent::KEYS {
         if let Some(v) = map.remove(key).filter(|v| !v.is_null()) {
             out.agent.push((key.to_owned(), v));
@@ -95,6 +115,15 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         })
         .collect();
     Ok(out)
+}
+
+/// One `metric_tag_filterlist` entry.
+#[derive(serde::Deserialize)]
+struct FilterEntry {
+    metric_name: String,
+    action: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 /// Removes `key` and reads it as `T`; a null value counts as absent.
@@ -144,6 +173,32 @@ dogstatsd_mapper_profiles:
         assert_eq!(c.max_contexts, Some(5000));
         assert_eq!(c.max_contexts_per_metric, None);
         assert_eq!(c.memory_limit_bytes, Some(1 << 30));
+    }
+
+    #[test]
+    fn tag_filter_entries_are_read_and_a_bad_action_is_named() {
+        let c = parse(
+            "metric_tag_filterlist:\n  - {metric_name: a, action: include, tags: [env]}\n  \
+             - {metric_name: b, action: exclude, tags: [pod, id]}\nstrip_host: ['svc.*']\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tag_filters,
+            vec![
+                ("a".to_string(), true, vec!["env".to_string()]),
+                (
+                    "b".to_string(),
+                    false,
+                    vec!["pod".to_string(), "id".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(c.strip_host, vec!["svc.*"]);
+        let e = parse("metric_tag_filterlist:\n  - {metric_name: a, action: keep}\n").unwrap_err();
+        assert!(
+            e.contains("metric_tag_filterlist[0] (a): action \"keep\" is neither"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -293,6 +293,12 @@ pub struct Flags {
     #[arg(long = "block-metric-prefix", value_name = "PREFIX")]
     pub block_metric_prefix: Vec<String>,
 
+    /// New contexts of final names matching this glob (`*` any run) have no host: the same
+    /// series from many hosts aggregates into one. Repeatable; config key `strip_host`.
+    /// Defaults to none.
+    #[arg(long = "strip-host", value_name = "PATTERN")]
+    pub strip_host: Vec<String>,
+
     /// A `key:value` tag added to every metric, event and service check; repeatable.
     /// Defaults to none.
     #[arg(long = "tag", value_name = "KEY:VALUE")]

@@ -119,5 +119,13 @@ pub(super) fn names_config(
         },
         mapping_not_honoured: not_honoured,
         exposition,
+        tag_filters: crate::map::tag_filter::TagFilters::new(
+            file.tag_filters.clone(),
+            if f.strip_host.is_empty() {
+                &file.strip_host
+            } else {
+                &f.strip_host
+            },
+        ),
     })
 }

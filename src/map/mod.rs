@@ -15,6 +15,7 @@ pub mod exporter;
 pub mod mapper;
 pub mod name_tags;
 pub mod profiles;
+pub mod tag_filter;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct NameConfig {
     pub mapping_not_honoured: Vec<String>,
     /// What `--mapping-config` says of the Prometheus exposition (`prometheus-scrape`).
     pub exposition: exporter::Exposition,
+    /// `metric_tag_filterlist` and `--strip-host`: what new contexts keep of their tags.
+    pub tag_filters: tag_filter::TagFilters,
 }
 
 /// A name after the stage.
@@ -126,6 +129,7 @@ pub struct Stage {
     block_prefix: Vec<Box<[u8]>>,
     extra_tags: Rc<[Box<[u8]>]>,
     name_tags: name_tags::NameTagFormats,
+    tag_filters: Rc<tag_filter::TagFilters>,
     stats: StageStats,
 }
 
@@ -146,6 +150,7 @@ impl Stage {
             block_prefix: bytes(&cfg.block_prefix),
             extra_tags: bytes(&cfg.extra_tags).into(),
             name_tags: cfg.name_tags,
+            tag_filters: Rc::new(cfg.tag_filters.clone()),
             stats: StageStats::default(),
         }
     }
@@ -161,6 +166,11 @@ impl Stage {
     /// Extra tags for every metric, event and service check.
     pub fn extra_tags(&self) -> Rc<[Box<[u8]>]> {
         self.extra_tags.clone()
+    }
+
+    /// What new contexts keep of their tags, by final name.
+    pub fn tag_filters(&self) -> Rc<tag_filter::TagFilters> {
+        self.tag_filters.clone()
     }
 
     pub fn take_stats(&mut self) -> StageStats {

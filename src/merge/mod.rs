@@ -325,6 +325,8 @@ mod origin_tests;
 mod pipeline_tests;
 #[cfg(test)]
 mod reload_tests;
+#[cfg(test)]
+mod tag_filter_tests;
 
 #[cfg(test)]
 mod tests {

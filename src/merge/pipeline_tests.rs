@@ -470,6 +470,7 @@ fn mapped_cfg(owners: usize) -> AggregateConfig {
         name_tags: Default::default(),
         mapping_not_honoured: Vec::new(),
         exposition: Default::default(),
+        tag_filters: Default::default(),
     };
     c
 }
