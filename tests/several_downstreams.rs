@@ -139,3 +139,61 @@ fn a_downstream_that_is_down_holds_back_no_other_and_catches_up_from_its_spill()
         );
     }
 }
+
+#[test]
+fn the_agents_additional_endpoints_are_more_datadog_downstreams_with_their_own_keys() {
+    let dir = temp_dir("additional-endpoints");
+    let (main, extra) = (Intake::start(|_, _| 202), Intake::start(|_, _| 202));
+    let config = dir.join("datadog.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "additional_endpoints:\n  '{}': [key-2, key-3]\n",
+            extra.url()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--downstream",
+            "datadog",
+            "--dd-url",
+            &main.url(),
+            "--dd-counters-as",
+            "count",
+            "--config",
+            config.to_str().unwrap(),
+            "--bucket-secs",
+            "3600",
+            "--cores",
+            "0",
+            "--no-self-metrics",
+        ],
+        &[("DD_API_KEY", "key-1")],
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"c.x:5|c", server.addr).unwrap();
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    let keys = |i: &Intake| -> Vec<String> {
+        let mut k: Vec<String> = i
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/v2/series" && intake_sum(std::slice::from_ref(r)) == 5.0)
+            .map(|r| r.header("DD-API-KEY").unwrap_or_default().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&main), ["key-1"]);
+    assert_eq!(keys(&extra), ["key-2", "key-3"]);
+    for name in ["datadog-2", "datadog-3"] {
+        assert!(
+            done.stderr
+                .iter()
+                .any(|l| l.starts_with(&format!("corestatsd: {name}: delivered 1 payloads"))),
+            "{name}: {:#?}",
+            done.stderr
+        );
+    }
+}

@@ -100,7 +100,7 @@ pub(super) fn parse_downstream(s: &str) -> Result<Downstream, String> {
 }
 
 /// An http(s) base URL without its trailing slash.
-fn check_url(flag: &str, url: &str) -> Result<String, String> {
+pub(super) fn check_url(flag: &str, url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -135,6 +135,9 @@ pub struct DownstreamSettings {
     pub dd_api_key_file: Option<PathBuf>,
     /// `api_key` of `--config` (after --dd-api-key-file and DD_API_KEY).
     pub dd_api_key: Option<String>,
+    /// `additional_endpoints` (`DD_ADDITIONAL_ENDPOINTS` over `--config`): with `--downstream
+    /// datadog`, one more Datadog downstream per (URL, API key).
+    pub dd_additional: Vec<(String, String)>,
     pub dd_counters_as: CountersAs,
     pub dd_compression: Compression,
     pub retry_queue_bytes: usize,
@@ -163,6 +166,7 @@ pub(super) fn settings(f: &Flags) -> Result<DownstreamSettings, String> {
         dd_url: check_url("--dd-url", &f.dd_url)?,
         dd_api_key_file: f.dd_api_key_file.clone(),
         dd_api_key: None,
+        dd_additional: Vec::new(),
         dd_counters_as: f.dd_counters_as,
         dd_compression: f.dd_compression,
         retry_queue_bytes: f.retry_queue_bytes,

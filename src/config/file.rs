@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub tag_filters: Vec<(String, bool, Vec<String>)>,
     /// corestatsd's `strip_host` (as `--strip-host`).
     pub strip_host: Vec<String>,
+    /// The Agent's `additional_endpoints`: more Datadog intakes, each URL with its API keys.
+    pub additional_endpoints: Vec<(String, Vec<String>)>,
     pub tags: Vec<String>,
     /// corestatsd's own keys (the Agent has no such caps).
     pub max_contexts: Option<usize>,
@@ -102,6 +104,9 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         out.tag_filters.push((e.metric_name, include, e.tags));
     }
     out.strip_host = take(&mut map, "strip_host")?.unwrap_or_default();
+    let extra: Option<std::collections::BTreeMap<String, Vec<String>>> =
+        take(&mut map, "additional_endpoints")?;
+    out.additional_endpoints = extra.unwrap_or_default().into_iter().collect();
     for key in super::agent::KEYS {
         if let Some(v) = map.remove(key).filter(|v| !v.is_null()) {
             out.agent.push((key.to_owned(), v));

@@ -162,6 +162,40 @@ pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
     Flags::from_arg_matches(&matches).map_err(FlagsError::Clap)
 }
 
+/// The Agent's `additional_endpoints`, from `DD_ADDITIONAL_ENDPOINTS` (JSON, as the Agent reads
+/// it) over the file: (URL, API key) pairs, URLs checked.
+fn additional_endpoints(file: &file::FileConfig) -> Result<Vec<(String, String)>, String> {
+    let (endpoints, source) = match std::env::var("DD_ADDITIONAL_ENDPOINTS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(json) => (
+            serde_json::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&json)
+                .map_err(|e| {
+                    format!("DD_ADDITIONAL_ENDPOINTS is not a JSON object of URL to API keys: {e}")
+                })?
+                .into_iter()
+                .collect(),
+            "DD_ADDITIONAL_ENDPOINTS",
+        ),
+        None => (
+            file.additional_endpoints.clone(),
+            "additional_endpoints in --config",
+        ),
+    };
+    let mut out = Vec::new();
+    for (url, keys) in endpoints {
+        let url = downstream::check_url(source, &url)?;
+        for key in keys.into_iter().map(|k| k.trim().to_owned()) {
+            if key.is_empty() {
+                return Err(format!("{source}: {url} has an empty API key"));
+            }
+            out.push((url.clone(), key));
+        }
+    }
+    Ok(out)
+}
+
 /// `--sink-queue-max-points` when neither the flag nor the file sets it.
 pub const DEFAULT_SINK_QUEUE_MAX_POINTS: u64 = 4_000_000;
 
@@ -203,6 +237,7 @@ impl Config {
         let file_name = f.config.as_ref().map(|p| p.display().to_string());
         let found = agent::gather(&file.agent, file_name.as_deref().unwrap_or(""), &|_| None);
         downstream_settings.dd_api_key = agent::settings(&found)?.1;
+        downstream_settings.dd_additional = additional_endpoints(&file)?;
         let available: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()

@@ -23,20 +23,32 @@ pub(super) fn open_sink(
     scrape: Option<&Arc<Published>>,
 ) -> Result<Box<dyn Sink>, RunError> {
     let names = downstream_names(&cfg.downstream);
-    let http = cfg.downstream.iter().filter(|d| is_http(d)).count();
+    // The Agent's additional_endpoints: more Datadog downstreams beside `datadog`.
+    let additional = match cfg.has_downstream(&Downstream::Datadog) {
+        true => &cfg.downstream_settings.dd_additional[..],
+        false => &[],
+    };
+    let http = cfg.downstream.iter().filter(|d| is_http(d)).count() + additional.len();
+    let spill = |name: &str, d: &Downstream| match (
+        &cfg.downstream_settings.retry_spill_dir,
+        http > 1 && is_http(d),
+    ) {
+        // Several HTTP downstreams: each its own spill directory under the one given.
+        (Some(dir), true) => Some(dir.join(name)),
+        (dir, _) => dir.clone(),
+    };
     let mut children = Vec::new();
     for (d, name) in cfg.downstream.iter().zip(names) {
-        // Several HTTP downstreams: each its own spill directory under the one given.
-        let spill = match (
-            &cfg.downstream_settings.retry_spill_dir,
-            http > 1 && is_http(d),
-        ) {
-            (Some(dir), true) => Some(dir.join(&name)),
-            (dir, _) => dir.clone(),
-        };
-        let sink = open_one(cfg, d, &name, spill, scrape)?;
+        let sink = open_one(cfg, d, &name, spill(&name, d), scrape, None)?;
         let whole = matches!(d, Downstream::Relay(_) | Downstream::PrometheusScrape);
         children.push(Child::new(name, sink, whole));
+        if *d == Downstream::Datadog {
+            for (i, endpoint) in additional.iter().enumerate() {
+                let name = format!("datadog-{}", i + 2);
+                let sink = open_one(cfg, d, &name, spill(&name, d), scrape, Some(endpoint))?;
+                children.push(Child::new(name, sink, false));
+            }
+        }
     }
     if children.len() == 1 {
         return Ok(children.pop().expect("one").sink);
@@ -85,6 +97,8 @@ fn open_one(
     name: &str,
     spill_dir: Option<std::path::PathBuf>,
     scrape: Option<&Arc<Published>>,
+    // An additional Datadog endpoint: its URL and API key.
+    endpoint: Option<&(String, String)>,
 ) -> Result<Box<dyn Sink>, RunError> {
     let ds = &cfg.downstream_settings;
     let host = cfg.aggregate.default_host.clone();
@@ -135,13 +149,19 @@ fn open_one(
                 })?,
         ),
         Downstream::Datadog => {
-            let key = api_key(ds.dd_api_key_file.as_deref(), ds.dd_api_key.as_deref())?;
+            let (url, key) = match endpoint {
+                Some((url, key)) => (url.clone(), key.clone()),
+                None => (
+                    ds.dd_url.clone(),
+                    api_key(ds.dd_api_key_file.as_deref(), ds.dd_api_key.as_deref())?,
+                ),
+            };
             let enc = Encoding {
                 counters_as: ds.dd_counters_as,
                 compression: ds.dd_compression,
                 limits: AGENT_LIMITS,
             };
-            let d = delivery(ds.dd_url.clone(), vec![("DD-API-KEY".into(), key)])?;
+            let d = delivery(url, vec![("DD-API-KEY".into(), key)])?;
             let e = DatadogEncoder::new(enc);
             let sink = HttpSink::new(name, e, d, host, interval, cfg.self_metrics);
             return Ok(Box::new(sink));
