@@ -86,17 +86,23 @@ pub(super) fn names_config(
         } else {
             (file.block_list.clone(), Vec::new())
         };
-    let mut extra_tags = if f.tags.is_empty() {
-        file.tags.clone()
+    let (mut extra_tags, tag_source) = if f.tags.is_empty() {
+        (
+            file.tags.clone(),
+            format!(
+                "--config {}: dogstatsd_tags",
+                f.config.as_deref().unwrap_or(Path::new("")).display()
+            ),
+        )
     } else {
-        f.tags.clone()
+        (f.tags.clone(), "--tag".to_owned())
     };
     if let Some(bad) = extra_tags
         .iter()
         .find(|t| t.is_empty() || t.contains([',', '|']))
     {
         return Err(format!(
-            "--tag {bad:?}: a tag must be non-empty and hold no ',' or '|'"
+            "{tag_source} {bad:?}: a tag must be non-empty and hold no ',' or '|'"
         ));
     }
     extra_tags.sort();
