@@ -214,7 +214,7 @@ fn a_bad_rule_is_refused_at_start_naming_profile_and_rule() {
 }
 
 #[test]
-fn a_statsd_exporter_mapping_file_maps_drops_and_names_what_it_cannot_honour() {
+fn a_statsd_exporter_mapping_file_maps_drops_and_names_what_it_leaves_unused() {
     let dir = temp_dir("exporter-mapping");
     let path = dir.join("statsd_mapping.yml");
     std::fs::write(
@@ -266,8 +266,8 @@ mappings:
     assert!(
         stderr
             .iter()
-            .any(|l| l.contains("--mapping-config: read but not honoured")
-                && l.contains("mappings[0].ttl")),
+            .any(|l| l.contains("--mapping-config: its observer types")
+                && l.contains("unused with --downstream jsonl:-")),
         "{stderr:#?}"
     );
 }
