@@ -361,18 +361,7 @@ fn spilled_payloads_survive_a_restart() {
     send(&first, &["spilled.metric:7|c"]);
     let done = first.stop();
     assert_eq!(done.status, 0, "spilled is not lost: {:#?}", done.stderr);
-    let payload_files = || {
-        std::fs::read_dir(&spill)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "payload")
-            })
-            .count()
-    };
+    let payload_files = || common::spilled_payloads(&spill);
     assert!(payload_files() >= 1, "{:#?}", done.stderr);
 
     let intake = Intake::start_on(addr, |_, _| 200);

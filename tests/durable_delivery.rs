@@ -52,16 +52,7 @@ fn kill_9_loses_no_payload_that_left_the_sink() {
     refusing.wait_for("the payload's first attempt", |r| {
         r.iter().any(|r| r.path == "/api/v2/series")
     });
-    let on_disk = std::fs::read_dir(&spill)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "payload")
-        })
-        .count();
+    let on_disk = common::spilled_payloads(&spill);
     assert!(on_disk >= 1, "{on_disk} payload files");
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };

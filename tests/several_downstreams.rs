@@ -105,16 +105,7 @@ fn a_downstream_that_is_down_holds_back_no_other_and_catches_up_from_its_spill()
         "the intake was tried"
     );
     // Several HTTP downstreams: each spills into a directory of its own.
-    let spilled = std::fs::read_dir(spill.join("datadog"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "payload")
-        })
-        .count();
+    let spilled = common::spilled_payloads(&spill.join("datadog"));
     assert!(spilled > 0, "the refused payloads are spilled");
     assert!(
         !spill.join("prometheus-remote-write").exists() || {

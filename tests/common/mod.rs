@@ -465,3 +465,18 @@ pub fn wait_for(addr: SocketAddr, path: &str, pred: impl Fn(&str) -> bool) -> St
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The payload files in a spill directory (its `lock` file and leftovers aside).
+#[allow(dead_code)]
+pub fn spilled_payloads(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "payload")
+        })
+        .count()
+}
