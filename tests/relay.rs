@@ -253,7 +253,10 @@ fn a_sharded_global_tier_behind_two_edges_writes_what_one_process_would() {
         "--bucket-secs",
         "3600",
     ]);
-    let lines = input();
+    // Sixty more counter contexts, so each node's share (about a third, by the hash of the
+    // temporary socket paths) is far from the floor asserted below.
+    let mut lines = input();
+    lines.extend((0..60).map(|i| format!("spread:{i}|c|#n:{i}")));
     // Gauges through one edge (the last value of two edges is whichever arrives last); the
     // rest dealt to both, so the globals merge what two edges saw of each context.
     let (gauges, rest): (Vec<String>, Vec<String>) =
