@@ -188,3 +188,38 @@ fn the_agents_additional_endpoints_are_more_datadog_downstreams_with_their_own_k
         );
     }
 }
+
+#[test]
+fn the_config_files_downstream_list_sends_every_window_to_each() {
+    let dir = temp_dir("config-downstreams");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let config = dir.join("corestatsd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "downstream:\n  - jsonl:{}\n  - jsonl:{}\n",
+            a.display(),
+            b.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--bucket-secs",
+        "3600",
+        "--cores",
+        "0",
+        "--no-self-metrics",
+    ]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"c.x:5|c\nc.x:2|c", server.addr).unwrap();
+    let done = server.stop();
+    assert_eq!(done.status, 0, "{:#?}", done.stderr);
+    assert_eq!(jsonl_sum(&a), 7.0);
+    assert_eq!(jsonl_sum(&b), 7.0);
+    assert!(
+        done.lines.is_empty(),
+        "nothing on stdout: jsonl:- is only the default"
+    );
+}

@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub strip_host: Vec<String>,
     /// The Agent's `additional_endpoints`: more Datadog intakes, each URL with its API keys.
     pub additional_endpoints: Vec<(String, Vec<String>)>,
+    /// corestatsd's `downstream` (as `--downstream`, repeated), checked by `downstream`.
+    pub downstream: Vec<String>,
     pub tags: Vec<String>,
     /// corestatsd's own keys (the Agent has no such caps).
     pub max_contexts: Option<usize>,
@@ -107,6 +109,11 @@ fn parse(text: &str) -> Result<FileConfig, String> {
     let extra: Option<std::collections::BTreeMap<String, Vec<String>>> =
         take(&mut map, "additional_endpoints")?;
     out.additional_endpoints = extra.unwrap_or_default().into_iter().collect();
+    out.downstream = match take::<OneOrMany>(&mut map, "downstream")? {
+        None => Vec::new(),
+        Some(OneOrMany::One(d)) => vec![d],
+        Some(OneOrMany::Many(d)) => d,
+    };
     for key in super::agent::KEYS {
         if let Some(v) = map.remove(key).filter(|v| !v.is_null()) {
             out.agent.push((key.to_owned(), v));
@@ -120,6 +127,14 @@ fn parse(text: &str) -> Result<FileConfig, String> {
         })
         .collect();
     Ok(out)
+}
+
+/// A key that takes one value or a list of them.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// One `metric_tag_filterlist` entry.

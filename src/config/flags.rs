@@ -228,8 +228,9 @@ pub struct Flags {
     /// intake API at --dd-url), `prometheus-remote-write:URL`, `dogstatsd:HOST:PORT` or
     /// `dogstatsd+uds:PATH` (relay to another DogStatsD tier) or `prometheus-scrape` (served at
     /// /metrics on the HTTP endpoint, as statsd_exporter serves it). Repeatable: every window
-    /// goes to each, each with its own queue, retries and telemetry. Defaults to jsonl:-.
-    #[arg(long, hide_default_value = true, default_value = "jsonl:-", action = clap::ArgAction::Append, value_parser = downstream::parse_downstream)]
+    /// goes to each, each with its own queue, retries and telemetry. Config-file key:
+    /// `downstream` (a list, or one value), used when no flag is given. Defaults to jsonl:-.
+    #[arg(long, action = clap::ArgAction::Append, value_parser = downstream::parse_downstream)]
     pub downstream: Vec<Downstream>,
 
     /// Copies every received datagram, before parsing, to this UDP address (HOST:PORT), from the

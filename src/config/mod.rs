@@ -162,6 +162,26 @@ pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
     Flags::from_arg_matches(&matches).map_err(FlagsError::Clap)
 }
 
+/// `--downstream` when no flag gives one: the `downstream` list of `--config`, else `jsonl:-`.
+fn file_downstreams(f: &Flags, file: &file::FileConfig) -> Result<Vec<Downstream>, String> {
+    if file.downstream.is_empty() {
+        return Ok(vec![Downstream::JsonlStdout]);
+    }
+    let path = f.config.as_ref().map(|p| p.display().to_string());
+    file.downstream
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            downstream::parse_downstream(d).map_err(|e| {
+                format!(
+                    "--config {}: downstream[{i}] {d:?}: {e}",
+                    path.as_deref().unwrap_or("")
+                )
+            })
+        })
+        .collect()
+}
+
 /// The Agent's `additional_endpoints`, from `DD_ADDITIONAL_ENDPOINTS` (JSON, as the Agent reads
 /// it) over the file: (URL, API key) pairs, URLs checked.
 fn additional_endpoints(file: &file::FileConfig) -> Result<Vec<(String, String)>, String> {
@@ -225,11 +245,15 @@ impl Config {
     }
 
     /// Resolves defaults that need the machine (CPUs, hostname).
-    pub fn from_flags(f: Flags) -> Result<Config, String> {
+    pub fn from_flags(mut f: Flags) -> Result<Config, String> {
         let file = match &f.config {
             Some(path) => file::load(path)?,
             None => file::FileConfig::default(),
         };
+        let from_file = f.downstream.is_empty();
+        if from_file {
+            f.downstream = file_downstreams(&f, &file)?;
+        }
         let env_profiles = std::env::var("DD_DOGSTATSD_MAPPER_PROFILES").ok();
         let names = names::names_config(&f, &file, env_profiles.as_deref())?;
         let mut downstream_settings = downstream::settings(&f)?;
@@ -300,7 +324,11 @@ impl Config {
             .enumerate()
             .find(|(i, d)| f.downstream[..*i].contains(d))
         {
-            return Err(format!("--downstream {} is given twice", twice.1));
+            let source = match f.config.as_ref().filter(|_| from_file) {
+                Some(path) => format!("--config {}: downstream", path.display()),
+                None => "--downstream".to_owned(),
+            };
+            return Err(format!("{source}: {} is given twice", twice.1));
         }
         if f.downstream.contains(&Downstream::PrometheusScrape) && f.no_http {
             return Err(
@@ -412,5 +440,55 @@ mod tests {
         let err = Config::from_flags(flags(&["--uds-path", "/tmp/a", "--uds-path", "/tmp/a"]))
             .unwrap_err();
         assert!(err.contains("given twice"), "{err}");
+    }
+
+    #[test]
+    fn the_config_files_downstream_list_is_used_when_no_flag_gives_one() {
+        let dir = std::env::temp_dir().join(format!("corestatsd-cfg-ds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let from = |yaml: &str, args: &[&str]| {
+            let path = dir.join("c.yaml");
+            std::fs::write(&path, yaml).unwrap();
+            let base = [
+                "corestatsd",
+                "--hostname",
+                "h",
+                "--config",
+                path.to_str().unwrap(),
+            ];
+            Config::from_flags(Flags::try_parse_from(base.iter().chain(args)).unwrap())
+        };
+        let listed = "downstream: [jsonl:/tmp/a.jsonl, datadog]\n";
+        let cfg = from(listed, &[]).unwrap();
+        assert_eq!(
+            cfg.downstream,
+            [
+                Downstream::JsonlFile("/tmp/a.jsonl".into()),
+                Downstream::Datadog
+            ]
+        );
+        let cfg = from(listed, &["--downstream", "jsonl:-"]).unwrap();
+        assert_eq!(cfg.downstream, [Downstream::JsonlStdout], "the flag wins");
+        let cfg = from("downstream: datadog\n", &[]).unwrap();
+        assert_eq!(
+            cfg.downstream,
+            [Downstream::Datadog],
+            "one value, not a list"
+        );
+        let cfg = from("{}\n", &[]).unwrap();
+        assert_eq!(cfg.downstream, [Downstream::JsonlStdout], "the default");
+        let err = from("downstream: [datadog, 'jsonl:']\n", &[]).unwrap_err();
+        assert!(
+            err.contains("c.yaml: downstream[1] \"jsonl:\""),
+            "names the file, the entry and its value: {err}"
+        );
+        let err = from("downstream: [datadog, datadog]\n", &[]).unwrap_err();
+        assert!(
+            err.contains("c.yaml: downstream: datadog is given twice"),
+            "{err}"
+        );
+        let err = from("downstream: {a: b}\n", &[]).unwrap_err();
+        assert!(err.contains("downstream:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
