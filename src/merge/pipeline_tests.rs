@@ -294,6 +294,23 @@ fn idle_counters_zero_fill_then_expire_and_other_contexts_expire() {
 }
 
 #[test]
+fn after_a_take_over_idle_counters_are_not_zero_filled_into_the_handed_over_window() {
+    let mut a = [Aggregator::new(cfg(1), T0)];
+    feed(&mut a[0], &["idle:1|c", "busy:1|c"], 0);
+    close_all(&mut a);
+    let zero = point("idle", "count", 0.0, "box", &[]);
+    feed(&mut a[0], &["busy:2|c"], 0);
+    assert!(points(&close_all(&mut a)).contains(&zero), "filled before");
+    feed(&mut a[0], &["busy:3|c"], 0);
+    a[0].stop_zero_fill();
+    assert_eq!(
+        points(&close_all(&mut a)),
+        vec![point("busy", "count", 3.0, "box", &[])],
+        "the new process would take a fill for a sample"
+    );
+}
+
+#[test]
 fn samples_arriving_during_a_sweep_land_in_the_new_window() {
     let mut agg = Aggregator::new(cfg(1), T0);
     feed(&mut agg, &["a:1|c", "b:1|c"], 0);

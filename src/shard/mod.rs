@@ -439,6 +439,7 @@ async fn window_loop(shard: Rc<Shard>, outboxes: Vec<mpsc::Sender<ShardMsg>>) {
     if HANDOVER.load(Ordering::Relaxed) {
         // Every window still to close, or still merging, leaves whole for the new process.
         shard.merger.borrow_mut().set_keeping_whole(true);
+        shard.agg.borrow_mut().stop_zero_fill();
     }
     close_window(&shard, &outboxes).await;
     for (peer, outbox) in outboxes.iter().enumerate() {
