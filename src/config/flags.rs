@@ -94,6 +94,10 @@ pub struct Flags {
     #[arg(long)]
     pub no_udp: bool,
 
+    /// The Agent key or variable that set `no_udp` (`dogstatsd_port: 0`), for errors.
+    #[arg(skip)]
+    pub no_udp_source: Option<String>,
+
     /// Unix datagram socket to listen on; repeatable. With one path every shard reads the same
     /// socket (the kernel hands each datagram to one reader); several paths are dealt to the
     /// shards round-robin. A stale socket file is replaced; a path that exists and is not a

@@ -128,6 +128,7 @@ pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
         })
     };
     let mut argv = vec![prog.clone()];
+    let mut no_udp_source = None;
     for s in settings {
         // The command line's own choice of listener wins whole.
         let overridden = match s.flag {
@@ -153,13 +154,18 @@ pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
             )));
         }
         argv.extend(one.into_iter().skip(1));
+        if s.flag == "--no-udp" && !on_line("--no-udp") {
+            no_udp_source = Some(format!("{} 0 (as --no-udp)", s.source));
+        }
     }
     argv.extend(args.into_iter().skip(1));
     let matches = Flags::command()
         .args_override_self(true)
         .try_get_matches_from(argv)
         .map_err(FlagsError::Clap)?;
-    Flags::from_arg_matches(&matches).map_err(FlagsError::Clap)
+    let mut flags = Flags::from_arg_matches(&matches).map_err(FlagsError::Clap)?;
+    flags.no_udp_source = no_udp_source;
+    Ok(flags)
 }
 
 /// `--downstream` when no flag gives one: the `downstream` list of `--config`, else `jsonl:-`.
@@ -297,10 +303,10 @@ impl Config {
         }
         if f.no_udp && f.uds_paths.is_empty() && f.uds_stream_path.is_none() && f.tcp_addr.is_none()
         {
-            return Err(
-                "--no-udp leaves nothing to listen on: add --uds-path, --uds-stream-path or --tcp-addr"
-                    .into(),
-            );
+            return Err(format!(
+                "{} leaves nothing to listen on: add --uds-path, --uds-stream-path or --tcp-addr",
+                f.no_udp_source.as_deref().unwrap_or("--no-udp")
+            ));
         }
         for (i, p) in f.uds_paths.iter().enumerate() {
             if f.uds_paths[..i].contains(p) || f.uds_stream_path.as_ref() == Some(p) {
@@ -427,6 +433,32 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn a_config_files_dogstatsd_port_0_with_nothing_else_is_named_by_its_key() {
+        // Found by the config fuzz target: the error named --no-udp, a flag nobody gave.
+        let dir = std::env::temp_dir().join(format!("corestatsd-cfg-port0-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dd.yaml");
+        std::fs::write(&path, "dogstatsd_port: 0\n").unwrap();
+        let args = [
+            "corestatsd",
+            "--hostname",
+            "h",
+            "--config",
+            path.to_str().unwrap(),
+        ];
+        let flags = parse_args(args.iter().map(Into::into).collect()).unwrap_or_else(|_| panic!());
+        let err = Config::from_flags(flags).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "--config {}: dogstatsd_port 0 (as --no-udp) leaves nothing",
+                path.display()
+            )),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn no_udp_needs_another_listener() {
