@@ -168,20 +168,25 @@ pub fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, FlagsError> {
     Ok(flags)
 }
 
+/// How an error names a key of `--config`: `--config PATH: KEY`.
+pub(super) fn file_key(config: Option<&std::path::Path>, key: &str) -> String {
+    let path = config.unwrap_or(std::path::Path::new(""));
+    format!("--config {}: {key}", path.display())
+}
+
 /// `--downstream` when no flag gives one: the `downstream` list of `--config`, else `jsonl:-`.
 fn file_downstreams(f: &Flags, file: &file::FileConfig) -> Result<Vec<Downstream>, String> {
     if file.downstream.is_empty() {
         return Ok(vec![Downstream::JsonlStdout]);
     }
-    let path = f.config.as_ref().map(|p| p.display().to_string());
     file.downstream
         .iter()
         .enumerate()
         .map(|(i, d)| {
             downstream::parse_downstream(d).map_err(|e| {
                 format!(
-                    "--config {}: downstream[{i}] {d:?}: {e}",
-                    path.as_deref().unwrap_or("")
+                    "{} {d:?}: {e}",
+                    file_key(f.config.as_deref(), &format!("downstream[{i}]"))
                 )
             })
         })
@@ -330,9 +335,10 @@ impl Config {
             .enumerate()
             .find(|(i, d)| f.downstream[..*i].contains(d))
         {
-            let source = match f.config.as_ref().filter(|_| from_file) {
-                Some(path) => format!("--config {}: downstream", path.display()),
-                None => "--downstream".to_owned(),
+            let source = if from_file {
+                file_key(f.config.as_deref(), "downstream")
+            } else {
+                "--downstream".to_owned()
             };
             return Err(format!("{source}: {} is given twice", twice.1));
         }

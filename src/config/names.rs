@@ -89,10 +89,7 @@ pub(super) fn names_config(
     let (mut extra_tags, tag_source) = if f.tags.is_empty() {
         (
             file.tags.clone(),
-            format!(
-                "--config {}: dogstatsd_tags",
-                f.config.as_deref().unwrap_or(Path::new("")).display()
-            ),
+            super::file_key(f.config.as_deref(), "dogstatsd_tags"),
         )
     } else {
         (f.tags.clone(), "--tag".to_owned())
